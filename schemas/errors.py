@@ -1,0 +1,29 @@
+"""The one root exception of ecrm, with a subclass per adapter, so callers can catch by room."""
+
+
+class EcrmError(Exception):
+    """Anything ecrm raises on purpose."""
+
+
+class ConfigError(EcrmError):
+    """A setting is missing or malformed; never fall back silently."""
+
+
+class KafkaError(EcrmError):
+    """The broker could not be reached or refused a request."""
+
+
+class RedisStoreError(EcrmError):
+    """The Redis table store failed, or another worker fenced this one off a partition."""
+
+
+class ClickHouseError(EcrmError):
+    """A ClickHouse statement failed."""
+
+
+class EmbeddedStackError(EcrmError):
+    """An embedded service (Tansu, Valkey, chdb) could not be started."""
+
+
+class RulesError(EcrmError):
+    """A rules file is invalid; the message names the rule and the field."""

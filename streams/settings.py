@@ -1,0 +1,93 @@
+"""The one settings object (prefix ECRM_), built once at the top and passed down."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.errors import ConfigError
+
+#: Where the embedded stack listens unless told otherwise; `ecrm up` prints the real values.
+EMBEDDED_KAFKA = "127.0.0.1:19092"
+EMBEDDED_REDIS = "redis://127.0.0.1:16379/0"
+EMBEDDED_CLICKHOUSE = "chdb:///.ecrm/clickhouse"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_RULES = REPO_ROOT / "rules" / "example.yaml"
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set. Frozen: build once, pass down."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ECRM_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    kafka_bootstrap: str = EMBEDDED_KAFKA
+    redis_url: str = EMBEDDED_REDIS
+    clickhouse_url: str = EMBEDDED_CLICKHOUSE
+    rules_file: Path = EXAMPLE_RULES
+    topic_prefix: str = "ecrm."
+
+    #: Partitions of every input topic (tables are co-partitioned with them).
+    partitions: int = Field(default=4, ge=1)
+    #: Faust application id = consumer group id.
+    app_id: str = "ecrm"
+    #: Where embedded services and the worker keep files.
+    data_dir: Path = Path(".ecrm")
+
+    # RFM policy: the rolling window and the thresholds that split "high" from "low".
+    rfm_window_days: int = Field(default=365, ge=1)
+    r_high_days: int = Field(default=30, ge=0, description="R is high when the last paid order is at most this many days old")
+    f_high_orders: int = Field(default=2, ge=1, description="F is high at this many paid orders in the window")
+    m_high_amount: Decimal = Field(default=Decimal("500"), ge=0, description="M is high at this net spend in the window")
+
+    #: How often the worker looks for customers whose segment changed by time passing.
+    sweep_interval_s: float = Field(default=1.0, gt=0)
+    #: Batch size and wait of the stream agent.
+    batch_max: int = Field(default=2000, ge=1)
+    batch_within_s: float = Field(default=0.05, gt=0)
+    #: Who drains the ClickHouse outbox: "auto" = a worker drains unless ClickHouse is chdb
+    #: (embedded, single process: the stack process drains); "yes"/"no" force it.
+    sink: Literal["auto", "yes", "no"] = "auto"
+
+    @field_validator("clickhouse_url")
+    @classmethod
+    def _known_clickhouse_scheme(cls, url: str) -> str:
+        if not url.startswith(("chdb://", "http://", "https://")):
+            raise ConfigError(
+                f"ECRM_CLICKHOUSE_URL={url!r}: use chdb:///path (embedded) or http(s)://user:pass@host:port/db"
+            )
+        return url
+
+    @field_validator("redis_url")
+    @classmethod
+    def _known_redis_scheme(cls, url: str) -> str:
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"ECRM_REDIS_URL={url!r}: use redis://[:password@]host:port/db")
+        return url
+
+    def topic(self, name: str) -> str:
+        """Full topic name for a contract name such as 'orders' or 'dead-letter'."""
+        return f"{self.topic_prefix}{name}"
+
+    @property
+    def sink_in_worker(self) -> bool:
+        if self.sink == "auto":
+            return not self.clickhouse_url.startswith("chdb://")
+        return self.sink == "yes"
+
+    def as_env(self) -> dict[str, str]:
+        """The ECRM_* variables that point another process at the same services."""
+        return {
+            "ECRM_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+            "ECRM_REDIS_URL": self.redis_url,
+            "ECRM_CLICKHOUSE_URL": self.clickhouse_url,
+            "ECRM_TOPIC_PREFIX": self.topic_prefix,
+            "ECRM_RULES_FILE": str(self.rules_file),
+            "ECRM_PARTITIONS": str(self.partitions),
+            "ECRM_DATA_DIR": str(self.data_dir),
+        }
