@@ -41,9 +41,17 @@ class Settings(BaseSettings):
 
     # RFM policy: the rolling window and the thresholds that split "high" from "low".
     rfm_window_days: int = Field(default=365, ge=1)
-    r_high_days: int = Field(default=30, ge=0, description="R is high when the last paid order is at most this many days old")
-    f_high_orders: int = Field(default=2, ge=1, description="F is high at this many paid orders in the window")
-    m_high_amount: Decimal = Field(default=Decimal("500"), ge=0, description="M is high at this net spend in the window")
+    r_high_days: int = Field(
+        default=30,
+        ge=0,
+        description="R is high when the last paid order is at most this many days old",
+    )
+    f_high_orders: int = Field(
+        default=2, ge=1, description="F is high at this many paid orders in the window"
+    )
+    m_high_amount: Decimal = Field(
+        default=Decimal("500"), ge=0, description="M is high at this net spend in the window"
+    )
 
     #: How often the worker looks for customers whose segment changed by time passing.
     sweep_interval_s: float = Field(default=1.0, gt=0)

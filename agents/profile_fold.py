@@ -1,0 +1,184 @@
+"""Pure RFM and behaviour folding: events and the clock in, a profile out, no I/O.
+
+`fold_many` is idempotent per event (a redelivered event changes nothing) and `refresh`
+recomputes R, F, M and the segment as of a given instant, so time alone can move a customer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from schemas.events import BrowseEvent, CartEvent, Event, FavoriteEvent, OrderEvent
+from schemas.outputs import Segment
+from schemas.profile import CartLine, OrderLine, Profile, ViewStat
+
+RECENT_IDS_KEPT = 64
+VIEWS_KEPT = 20
+FAVORITES_KEPT = 50
+DAY = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class RfmPolicy:
+    """The shop's RFM window and the thresholds that split high from low."""
+
+    window_days: int = 365
+    r_high_days: int = 30
+    f_high_orders: int = 2
+    m_high_amount: Decimal = Decimal("500")
+
+
+_SEGMENTS: dict[tuple[bool, bool, bool], Segment] = {
+    (True, True, True): "important_value",
+    (True, False, True): "important_develop",
+    (False, True, True): "important_keep",
+    (False, False, True): "important_retain",
+    (True, True, False): "general_value",
+    (True, False, False): "general_develop",
+    (False, True, False): "general_keep",
+    (False, False, False): "general_retain",
+}
+
+
+def segment_of(
+    recency_days: int | None, frequency: int, monetary: Decimal, policy: RfmPolicy
+) -> Segment:
+    """The eight classic segments; `prospect` until the first paid order."""
+    if recency_days is None:
+        return "prospect"
+    r_high = recency_days <= policy.r_high_days
+    f_high = frequency >= policy.f_high_orders
+    m_high = monetary >= policy.m_high_amount
+    return _SEGMENTS[(r_high, f_high, m_high)]
+
+
+def fold(profile: Profile, event: Event) -> Profile:
+    """The profile after one more event; the input is not changed."""
+    return fold_many(profile, (event,))
+
+
+def fold_many(profile: Profile, events: Iterable[Event]) -> Profile:
+    """The profile after these events, each counted once however often it is delivered."""
+    p = profile.model_copy(deep=True)
+    for event in events:
+        _apply(p, event)
+    return p
+
+
+def refresh(profile: Profile, now: datetime, policy: RfmPolicy) -> Profile:
+    """R, F, M and segment as of `now`: orders that left the window are forgotten."""
+    p = profile.model_copy(deep=True)
+    horizon = now - timedelta(days=policy.window_days)
+    # a refund seen before its order (at is None) stays until the order arrives
+    p.orders = {oid: line for oid, line in p.orders.items() if line.at is None or line.at > horizon}
+    counted = [line for line in p.orders.values() if line.paid and line.net > 0]
+    p.frequency = len(counted)
+    p.monetary = sum((line.net for line in counted), Decimal("0"))
+    p.recency_days = None if p.last_order_at is None else max((now - p.last_order_at) // DAY, 0)
+    segment = segment_of(p.recency_days, p.frequency, p.monetary, policy)
+    if segment != p.segment or p.segment_since is None:
+        p.segment_since = now
+    p.segment = segment
+    p.as_of = now
+    return p
+
+
+def next_time_change(profile: Profile, policy: RfmPolicy) -> datetime | None:
+    """The next instant at which time alone could change this customer's segment."""
+    moments: list[datetime] = []
+    if profile.last_order_at is not None:
+        moments.append(profile.last_order_at + (policy.r_high_days + 1) * DAY)
+    window = timedelta(days=policy.window_days)
+    moments.extend(line.at + window for line in profile.orders.values() if line.at is not None)
+    if profile.as_of is not None:
+        moments = [m for m in moments if m > profile.as_of]
+    return min(moments, default=None)
+
+
+def _apply(p: Profile, event: Event) -> None:
+    if isinstance(event, OrderEvent):
+        if not _apply_order(p, event):
+            return
+    else:
+        if event.event_id in p.recent_event_ids:
+            return
+        p.recent_event_ids.append(event.event_id)
+        del p.recent_event_ids[:-RECENT_IDS_KEPT]
+        if isinstance(event, CartEvent):
+            _apply_cart(p, event)
+        elif isinstance(event, FavoriteEvent):
+            _apply_favorite(p, event)
+        elif isinstance(event, BrowseEvent):
+            _apply_browse(p, event)
+    p.events_seen += 1
+    p.first_seen_at = event.ts if p.first_seen_at is None else min(p.first_seen_at, event.ts)
+    p.last_seen_at = event.ts if p.last_seen_at is None else max(p.last_seen_at, event.ts)
+    if p.shop_id == "default":
+        p.shop_id = event.shop_id
+
+
+def _apply_order(p: Profile, event: OrderEvent) -> bool:
+    """Fold an order event; False when it was seen before."""
+    line = p.orders.get(event.order_id) or OrderLine()
+    if event.status == "paid":
+        if line.at is not None:
+            return False
+        line.at = event.ts
+        line.amount = event.amount
+        p.first_order_at = event.ts if p.first_order_at is None else min(p.first_order_at, event.ts)
+        p.last_order_at = event.ts if p.last_order_at is None else max(p.last_order_at, event.ts)
+        _check_out_cart(p, event)
+    else:
+        if event.event_id in line.refund_ids:
+            return False
+        line.refund_ids.append(event.event_id)
+        line.refunded += event.amount
+    p.orders[event.order_id] = line
+    return True
+
+
+def _check_out_cart(p: Profile, order: OrderEvent) -> None:
+    """A paid order takes its items out of the cart (all of it when items are not listed)."""
+    bought = {item.sku for item in order.items} if order.items else set(p.cart)
+    for sku in bought:
+        line = p.cart.get(sku)
+        if line is not None and line.added_at <= order.ts:
+            del p.cart[sku]
+
+
+def _apply_cart(p: Profile, event: CartEvent) -> None:
+    line = p.cart.get(event.sku)
+    if line is None:
+        p.cart[event.sku] = CartLine(qty=event.qty, price=event.price, added_at=event.ts)
+    else:
+        line.qty += event.qty
+        line.price = event.price
+        line.added_at = max(line.added_at, event.ts)
+
+
+def _apply_favorite(p: Profile, event: FavoriteEvent) -> None:
+    p.favorites[event.sku] = max(p.favorites.get(event.sku, event.ts), event.ts)
+    if len(p.favorites) > FAVORITES_KEPT:
+        oldest = min(p.favorites, key=lambda sku: p.favorites[sku])
+        del p.favorites[oldest]
+
+
+def _apply_browse(p: Profile, event: BrowseEvent) -> None:
+    if not event.sku:
+        p.page_views += 1
+        return
+    stat = p.views.get(event.sku)
+    if stat is None:
+        p.views[event.sku] = ViewStat(
+            count=1, first_at=event.ts, last_at=event.ts, category=event.category
+        )
+        if len(p.views) > VIEWS_KEPT:
+            oldest = min(p.views, key=lambda sku: p.views[sku].last_at)
+            del p.views[oldest]
+    else:
+        stat.count += 1
+        stat.last_at = max(stat.last_at, event.ts)
+        stat.category = event.category or stat.category

@@ -1,0 +1,91 @@
+"""The live customer profile as stored in Redis (JSON) and printed by `ecrm profile`."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from schemas.outputs import Segment
+
+
+class OrderLine(BaseModel):
+    """A paid order inside the RFM window, with what was refunded of it since."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    at: AwareDatetime | None = None  # None while only a refund has been seen (out of order)
+    amount: Decimal = Decimal("0")
+    refunded: Decimal = Decimal("0")
+    refund_ids: list[str] = Field(default_factory=list)
+
+    @property
+    def paid(self) -> bool:
+        return self.at is not None
+
+    @property
+    def net(self) -> Decimal:
+        return max(self.amount - self.refunded, Decimal("0"))
+
+
+class CartLine(BaseModel):
+    qty: int
+    price: Decimal
+    added_at: AwareDatetime
+
+
+class ViewStat(BaseModel):
+    count: int
+    first_at: AwareDatetime
+    last_at: AwareDatetime
+    category: str | None = None
+
+
+class Profile(BaseModel):
+    """Everything ecrm knows about one customer, kept small (well under 1 KB typically)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    customer_id: str
+    shop_id: str = "default"
+    first_seen_at: AwareDatetime | None = None
+    last_seen_at: AwareDatetime | None = None
+
+    # RFM, as of `as_of` (refreshed on every event and by the time sweep)
+    recency_days: int | None = None
+    frequency: int = 0
+    monetary: Decimal = Decimal("0")
+    segment: Segment = "prospect"
+    segment_since: AwareDatetime | None = None
+    as_of: AwareDatetime | None = None
+    first_order_at: AwareDatetime | None = None
+    last_order_at: AwareDatetime | None = None
+    orders: dict[str, OrderLine] = Field(default_factory=dict)
+
+    # behaviour
+    cart: dict[str, CartLine] = Field(default_factory=dict)
+    favorites: dict[str, AwareDatetime] = Field(default_factory=dict)
+    views: dict[str, ViewStat] = Field(default_factory=dict)
+    page_views: int = 0
+    events_seen: int = 0
+
+    # membership, filled by later capabilities
+    level: str | None = None
+    points: int = 0
+    tags: list[str] = Field(default_factory=list)
+
+    #: ids of the latest non-order events, to count a redelivered event once
+    recent_event_ids: list[str] = Field(default_factory=list)
+
+    def public_view(self) -> dict[str, object]:
+        """The JSON shape `ecrm profile --json` prints (no internal bookkeeping)."""
+        data = self.model_dump(mode="json", exclude={"recent_event_ids", "orders"})
+        data["orders_in_window"] = len([o for o in self.orders.values() if o.paid])
+        return data
+
+
+def empty_profile(customer_id: str, shop_id: str = "default") -> Profile:
+    return Profile(customer_id=customer_id, shop_id=shop_id)
+
+
+__all__ = ["CartLine", "OrderLine", "Profile", "ViewStat", "empty_profile"]
