@@ -182,3 +182,15 @@ def _apply_browse(p: Profile, event: BrowseEvent) -> None:
         stat.count += 1
         stat.last_at = max(stat.last_at, event.ts)
         stat.category = event.category or stat.category
+
+
+def fold_new(profile: Profile, events: Iterable[Event]) -> tuple[Profile, list[Event]]:
+    """Like `fold_many`, also telling which events were new (the ones worth recording)."""
+    p = profile.model_copy(deep=True)
+    new: list[Event] = []
+    for event in events:
+        seen = p.events_seen
+        _apply(p, event)
+        if p.events_seen != seen:
+            new.append(event)
+    return p, new

@@ -1,0 +1,68 @@
+"""Pure mapping of events and segment changes to the rows the ClickHouse sink inserts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from schemas.events import BrowseEvent, CartEvent, Event, FavoriteEvent, OrderEvent
+from schemas.outputs import SegmentChange
+
+ZERO = Decimal("0")
+
+
+def event_row(
+    event: Event, *, topic: str, partition: int, offset: int, now: datetime
+) -> dict[str, Any]:
+    """One `events` row: the contract fields flattened, unknown fields kept as JSON."""
+    row: dict[str, Any] = {
+        "event_id": event.event_id,
+        "kind": event.kind,
+        "customer_id": event.customer_id,
+        "shop_id": event.shop_id,
+        "ts": event.ts,
+        "order_id": "",
+        "status": "",
+        "amount": ZERO,
+        "currency": "",
+        "sku": "",
+        "qty": 0,
+        "price": ZERO,
+        "category": "",
+        "url": "",
+        "items": "[]",
+        "extra": orjson.dumps(event.extra, default=str).decode(),
+        "source_topic": topic,
+        "source_partition": partition,
+        "source_offset": offset,
+        "ingested_at": now,
+    }
+    if isinstance(event, OrderEvent):
+        row.update(
+            order_id=event.order_id,
+            status=event.status,
+            amount=event.amount,
+            currency=event.currency,
+            items=orjson.dumps([i.model_dump(mode="json") for i in event.items or []]).decode(),
+        )
+    elif isinstance(event, CartEvent):
+        row.update(sku=event.sku, qty=event.qty, price=event.price)
+    elif isinstance(event, FavoriteEvent):
+        row.update(sku=event.sku)
+    elif isinstance(event, BrowseEvent):
+        row.update(sku=event.sku or "", url=event.url or "", category=event.category or "")
+    return row
+
+
+def segment_change_row(change: SegmentChange) -> dict[str, Any]:
+    return {
+        "customer_id": change.customer_id,
+        "from_segment": change.from_,
+        "to_segment": change.to,
+        "at": change.at,
+        "cause": change.cause,
+        "event_id": change.event_id or "",
+    }

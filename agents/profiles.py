@@ -1,0 +1,252 @@
+"""The profile agent: storefront events in, live profiles in Redis, segment changes out.
+
+A thin loop around the pure fold. Each batch is one atomic step in Redis (see
+streams/redis_store.py): profiles, the source offsets, the ClickHouse outbox and the Kafka
+outbox move together, so a killed worker neither loses nor double-applies an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from agents.event_rows import event_row, segment_change_row
+from agents.profile_fold import RfmPolicy, fold_new, next_time_change, refresh
+from schemas.events import EVENT_BY_TOPIC, Event
+from schemas.outputs import DeadLetter, SegmentChange
+from schemas.profile import Profile, empty_profile
+from streams.app import EcrmApp
+from streams.outbox import clickhouse_entry
+from streams.redis_store import KEY_PREFIX, Unit, UnitConflict
+from streams.relay import KAFKA_OUTBOX, kafka_entry
+
+log = logging.getLogger(__name__)
+
+STATS_KEY = f"{KEY_PREFIX}stats"
+MAX_CONFLICT_RETRIES = 20
+
+
+def due_key(partition: int) -> str:
+    """Sorted set of customers of one partition, scored by when time next matters to them."""
+    return f"{KEY_PREFIX}due:{partition}"
+
+
+def policy_of(app: EcrmApp) -> RfmPolicy:
+    s = app.settings
+    return RfmPolicy(
+        window_days=s.rfm_window_days,
+        r_high_days=s.r_high_days,
+        f_high_orders=s.f_high_orders,
+        m_high_amount=s.m_high_amount,
+    )
+
+
+@dataclass
+class Incoming:
+    """One consumed message, decoded or refused."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    event: Event | None = None
+    error: str | None = None
+
+
+def decode(topic: str, kind: str, partition: int, offset: int, key: Any, value: Any) -> Incoming:
+    raw = value if isinstance(value, bytes) else (b"" if value is None else str(value).encode())
+    item = Incoming(topic, partition, offset, key if isinstance(key, bytes) else None, raw)
+    model = EVENT_BY_TOPIC.get(kind)
+    if model is None:
+        item.error = f"no event is defined for topic {topic!r}"
+        return item
+    try:
+        item.event = model.model_validate_json(raw)
+    except ValidationError as exc:
+        item.error = _reason(exc)
+    return item
+
+
+def _reason(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False)[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "message"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+@dataclass
+class ProfileKeeper:
+    """Applies batches of events and clock sweeps to the profiles, one Redis step each."""
+
+    app: EcrmApp
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def policy(self) -> RfmPolicy:
+        return policy_of(self.app)
+
+    async def apply(self, items: Sequence[Incoming], now: datetime | None = None) -> None:
+        async with self.lock:
+            for attempt in range(MAX_CONFLICT_RETRIES):
+                try:
+                    await self._apply_once(items, now or datetime.now(UTC))
+                    return
+                except UnitConflict:
+                    log.warning("batch conflicted with another writer; redoing (%d)", attempt + 1)
+                    await asyncio.sleep(0.05 * (attempt + 1))
+            raise UnitConflict("batch kept conflicting with another writer")
+
+    async def _apply_once(self, items: Sequence[Incoming], now: datetime) -> None:
+        store = self.app.store
+        by_customer: dict[str, list[Incoming]] = defaultdict(list)
+        for item in items:
+            if item.event is not None:
+                by_customer[item.event.customer_id].append(item)
+        sources = {(i.topic, i.partition) for i in items}
+        async with store.unit([c.encode() for c in by_customer], sources) as unit:
+            fresh = [i for i in items if not unit.applied(i.topic, i.partition, i.offset)]
+            stats: dict[str, int] = defaultdict(int)
+            event_rows: list[dict[str, Any]] = []
+            changes: list[SegmentChange] = []
+            for item in fresh:
+                unit.advance(item.topic, item.partition, item.offset)
+                if item.error is not None:
+                    self._dead_letter(unit, item, now)
+                    stats["dead_letters"] += 1
+            fresh_ids = {id(i) for i in fresh}
+            for customer_id, mine in by_customer.items():
+                mine = [i for i in mine if id(i) in fresh_ids]
+                if not mine:
+                    continue
+                mine.sort(key=lambda i: i.event.ts if i.event else now)
+                before = self._load(customer_id)
+                after, new = fold_new(before, [i.event for i in mine if i.event])
+                after = refresh(after, now, self.policy)
+                new_ids = {id(e) for e in new}
+                for i in mine:
+                    if i.event is not None and id(i.event) in new_ids:
+                        event_rows.append(
+                            event_row(
+                                i.event,
+                                topic=i.topic,
+                                partition=i.partition,
+                                offset=i.offset,
+                                now=now,
+                            )
+                        )
+                stats["events"] += len(new)
+                stats["duplicates"] += len(mine) - len(new)
+                if after.segment != before.segment:
+                    cause_id = new[-1].event_id if new else None
+                    changes.append(_change(before, after, now, "event", cause_id))
+                self._save(unit, after, mine[0].partition)
+            self._record(unit, event_rows, changes, stats)
+
+    async def sweep(self, partitions: Iterable[int], now: datetime | None = None) -> int:
+        """Re-rate customers whose segment may have changed by time alone; returns changes."""
+        total = 0
+        for partition in partitions:
+            async with self.lock:
+                total += await self._sweep_partition(partition, now or datetime.now(UTC))
+        return total
+
+    async def _sweep_partition(self, partition: int, now: datetime, limit: int = 1000) -> int:
+        store = self.app.store
+        due = await store.client.zrangebyscore(
+            due_key(partition), "-inf", _ms(now), start=0, num=limit
+        )
+        if not due:
+            return 0
+        try:
+            async with store.unit(due) as unit:
+                changes: list[SegmentChange] = []
+                for raw_id in due:
+                    before = self._load(raw_id.decode())
+                    after = refresh(before, now, self.policy)
+                    if after.segment != before.segment:
+                        changes.append(_change(before, after, now, "time", None))
+                    self._save(unit, after, partition)
+                self._record(unit, [], changes, {"time_changes": len(changes)})
+        except UnitConflict:
+            return 0  # someone else touched these customers; the next sweep sees fresh data
+        return len(changes)
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _load(self, customer_id: str) -> Profile:
+        raw = self.app.profiles.get(customer_id.encode())
+        return Profile.model_validate_json(raw) if raw else empty_profile(customer_id)
+
+    def _save(self, unit: Unit, profile: Profile, partition: int) -> None:
+        self.app.profiles[profile.customer_id.encode()] = profile.model_dump_json().encode()
+        wake = next_time_change(profile, self.policy)
+        member = profile.customer_id
+        if wake is None:
+            unit.later(lambda pipe: pipe.zrem(due_key(partition), member))
+        else:
+            unit.later(lambda pipe: pipe.zadd(due_key(partition), {member: _ms(wake)}))
+
+    def _dead_letter(self, unit: Unit, item: Incoming, now: datetime) -> None:
+        letter = DeadLetter.of(
+            topic=item.topic,
+            partition=item.partition,
+            offset=item.offset,
+            key=item.key,
+            value=item.value,
+            error=item.error or "invalid",
+            at=now,
+        )
+        entry = kafka_entry(
+            self.app.settings.topic("dead-letter"), item.key, letter.model_dump_json().encode()
+        )
+        unit.later(lambda pipe: pipe.xadd(KAFKA_OUTBOX, entry))
+
+    def _record(
+        self,
+        unit: Unit,
+        rows: list[dict[str, Any]],
+        changes: list[SegmentChange],
+        stats: dict[str, int],
+    ) -> None:
+        if rows:
+            entry = clickhouse_entry("events", rows)
+            unit.later(lambda pipe: pipe.xadd(entry.stream, entry.fields))
+        if changes:
+            ch = clickhouse_entry("segment_changes", [segment_change_row(c) for c in changes])
+            unit.later(lambda pipe: pipe.xadd(ch.stream, ch.fields))
+            topic = self.app.settings.topic("segment-changes")
+            for change in changes:
+                msg = kafka_entry(topic, change.customer_id, change.to_json())
+                unit.later(lambda pipe, msg=msg: pipe.xadd(KAFKA_OUTBOX, msg))
+            stats["segment_changes"] += len(changes)
+        counts = {k: v for k, v in stats.items() if v}
+        for name, n in counts.items():
+            unit.later(lambda pipe, name=name, n=n: pipe.hincrby(STATS_KEY, name, n))
+
+
+def _change(
+    before: Profile, after: Profile, now: datetime, cause: str, event_id: str | None
+) -> SegmentChange:
+    return SegmentChange.model_validate(
+        {
+            "customer_id": after.customer_id,
+            "from": before.segment,
+            "to": after.segment,
+            "at": now,
+            "cause": cause,
+            "event_id": event_id,
+        }
+    )
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)

@@ -1,0 +1,92 @@
+"""Assembles the stream worker: the Faust app, the profile agent, the sweep, the relays."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from agents.profiles import ProfileKeeper, decode
+from streams.app import EcrmApp, create_app
+from streams.relay import KafkaRelay
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
+    """The Faust app with ecrm's agent, timer and relay registered on it."""
+    ctx = create_app(settings)
+    app = ctx.app
+    keeper = ProfileKeeper(ctx)
+    prefix = len(settings.topic_prefix)
+
+    @app.agent(ctx.inputs, name="ecrm.profiles")
+    async def profiles(stream: Any) -> None:
+        async for events in stream.noack_take(settings.batch_max, within=settings.batch_within_s):
+            items = [
+                decode(m.topic, m.topic[prefix:], m.partition, m.offset, m.key, m.value)
+                for m in (e.message for e in events)
+            ]
+            await keeper.apply(items)
+            for event in events:
+                await stream.ack(event)
+
+    @app.timer(settings.sweep_interval_s, name="ecrm.sweep")
+    async def sweep() -> None:
+        await keeper.sweep(sorted(ctx.owned_partitions()))
+
+    async def send(topic: str, key: bytes | None, value: bytes) -> Any:
+        return await app.producer.send(topic, key, value, None, None, None)
+
+    relay = KafkaRelay(ctx.store.client, send)
+
+    @app.task
+    async def kafka_relay() -> None:
+        while not app.should_stop:
+            await relay.relay_once(block_ms=100)
+
+    return ctx, keeper
+
+
+def run_worker(settings: Settings, loglevel: str = "warning") -> int:
+    """Runs until interrupted (Ctrl-C or SIGTERM)."""
+    import faust
+    from streams.topics import contract_topics, ensure_topics
+
+    ensure_topics(
+        settings.kafka_bootstrap, list(contract_topics(settings).values()), settings.partitions
+    )
+    ctx, _ = build_worker(settings)
+    stop = threading.Event()
+    sink_thread = None
+    if settings.sink_in_worker:
+        sink_thread = start_sink_thread(settings, stop)
+    worker = faust.Worker(ctx.app, loglevel=loglevel, quiet=True)
+    try:
+        worker.execute_from_commandline()
+    finally:
+        stop.set()
+        if sink_thread is not None:
+            sink_thread.join(timeout=10)
+    return 0
+
+
+def start_sink_thread(settings: Settings, stop: threading.Event) -> threading.Thread:
+    """Drains the ClickHouse outbox into `settings.clickhouse_url` until `stop` is set."""
+    from streams.clickhouse import connect, migrate
+    from streams.sink import ClickHouseSink
+
+    ch = connect(settings.clickhouse_url)
+    migrate(ch)
+    sink = ClickHouseSink(settings.redis_url, ch)
+
+    def run() -> None:
+        try:
+            sink.run(stop)
+        finally:
+            ch.close()
+
+    thread = threading.Thread(target=run, name="clickhouse-sink", daemon=True)
+    thread.start()
+    return thread

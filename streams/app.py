@@ -1,0 +1,107 @@
+"""The Faust application: settings mapped to Faust's, the contract topics, the Redis table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from faust.types import TP
+
+from streams.redis_store import RedisStore, register_redis_store
+from streams.settings import Settings
+
+INPUT_TOPICS = ("orders", "cart", "favorites", "browse")
+OUTPUT_TOPICS = ("actions", "segment-changes", "dead-letter")
+
+
+class DurableTable(faust.Table):
+    """A table whose store is itself durable (Redis), so it keeps no Kafka changelog.
+
+    Every value is already committed to Redis atomically with the source offsets that
+    produced it; a changelog would write each change a second time and replay it on every
+    rebalance for no gain. Any worker that takes over a partition reads Redis directly.
+    """
+
+    def on_key_set(self, key: Any, value: Any) -> None:
+        self._sensor_on_set(self, key, value)
+
+    def on_key_del(self, key: Any) -> None:
+        self._sensor_on_del(self, key)
+
+
+@dataclass
+class EcrmApp:
+    """The Faust app and the handles agents need, assembled once per process."""
+
+    settings: Settings
+    app: faust.App
+    inputs: faust.TopicT
+    profiles: DurableTable
+    outputs: dict[str, faust.TopicT]
+
+    @property
+    def store(self) -> RedisStore:
+        store = self.profiles.data
+        assert isinstance(store, RedisStore)
+        return store
+
+    def owned_partitions(self) -> set[int]:
+        """Partitions of the input topics this worker currently owns."""
+        orders = self.settings.topic("orders")
+        assigned: set[TP] = self.app.assignor.assigned_actives()
+        return {tp.partition for tp in assigned if tp.topic == orders}
+
+
+def create_app(settings: Settings) -> EcrmApp:
+    register_redis_store()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{hostport}" for hostport in settings.kafka_bootstrap.split(",")],
+        store="memory://",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        table_standby_replicas=0,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=False,
+        broker_commit_interval=1.0,
+        stream_buffer_maxsize=max(4096, settings.batch_max * 2),
+        broker_max_poll_records=max(500, settings.batch_max),
+        producer_linger_ms=5,
+        # a killed worker's partitions move on within seconds, not Faust's default minute
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
+        broker_rebalance_timeout=20.0,
+        datadir=str(settings.data_dir / "faust"),
+        autodiscover=False,
+    )
+    inputs = app.topic(
+        *(settings.topic(name) for name in INPUT_TOPICS),
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+    )
+    outputs = {
+        name: app.topic(
+            settings.topic(name),
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.partitions,
+        )
+        for name in OUTPUT_TOPICS
+    }
+    profiles = DurableTable(
+        app=app,
+        name="profiles",
+        key_type=bytes,
+        value_type=bytes,
+        partitions=settings.partitions,
+        store=settings.redis_url,
+    )
+    app.tables.add(profiles)
+    return EcrmApp(settings=settings, app=app, inputs=inputs, profiles=profiles, outputs=outputs)
