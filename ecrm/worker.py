@@ -52,6 +52,7 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
 def run_worker(settings: Settings, loglevel: str = "warning") -> int:
     """Runs until interrupted (Ctrl-C or SIGTERM)."""
     import faust
+
     from streams.topics import contract_topics, ensure_topics
 
     ensure_topics(
@@ -70,6 +71,11 @@ def run_worker(settings: Settings, loglevel: str = "warning") -> int:
         if sink_thread is not None:
             sink_thread.join(timeout=10)
     return 0
+
+
+def drain_clickhouse_while(settings: Settings, stop: threading.Event) -> None:
+    """For the process that owns an embedded chdb: drain the outbox into it until `stop`."""
+    start_sink_thread(settings, stop).join()
 
 
 def start_sink_thread(settings: Settings, stop: threading.Event) -> threading.Thread:
