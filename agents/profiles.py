@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -26,10 +27,13 @@ from streams.app import EcrmApp
 from streams.outbox import clickhouse_entry
 from streams.redis_store import KEY_PREFIX, Unit, UnitConflict
 from streams.relay import KAFKA_OUTBOX, kafka_entry
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
 STATS_KEY = f"{KEY_PREFIX}stats"
+#: Per-process counters, so operators (and tests) see how work is shared between workers.
+WORKER_STATS_KEY = f"{KEY_PREFIX}stats:worker:{os.getpid()}"
 MAX_CONFLICT_RETRIES = 20
 
 
@@ -38,13 +42,13 @@ def due_key(partition: int) -> str:
     return f"{KEY_PREFIX}due:{partition}"
 
 
-def policy_of(app: EcrmApp) -> RfmPolicy:
-    s = app.settings
+def rfm_policy(settings: Settings) -> RfmPolicy:
+    """The shop's RFM policy as the operator configured it."""
     return RfmPolicy(
-        window_days=s.rfm_window_days,
-        r_high_days=s.r_high_days,
-        f_high_orders=s.f_high_orders,
-        m_high_amount=s.m_high_amount,
+        window_days=settings.rfm_window_days,
+        r_high_days=settings.r_high_days,
+        f_high_orders=settings.f_high_orders,
+        m_high_amount=settings.m_high_amount,
     )
 
 
@@ -92,7 +96,7 @@ class ProfileKeeper:
 
     @property
     def policy(self) -> RfmPolicy:
-        return policy_of(self.app)
+        return rfm_policy(self.app.settings)
 
     async def apply(self, items: Sequence[Incoming], now: datetime | None = None) -> None:
         async with self.lock:
@@ -231,6 +235,8 @@ class ProfileKeeper:
         counts = {k: v for k, v in stats.items() if v}
         for name, n in counts.items():
             unit.later(lambda pipe, name=name, n=n: pipe.hincrby(STATS_KEY, name, n))
+        if counts.get("events"):
+            unit.later(lambda pipe: pipe.hincrby(WORKER_STATS_KEY, "events", counts["events"]))
 
 
 def _change(

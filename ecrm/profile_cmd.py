@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 
 import redis
 
-from agents.profile_fold import RfmPolicy, refresh
+from agents.profile_fold import refresh
+from agents.profiles import rfm_policy
 from schemas.profile import Profile
 from streams.redis_store import KEY_PREFIX
 from streams.settings import Settings
@@ -25,12 +26,7 @@ def read_profile(
         client.close()
     if raw is None:
         return None
-    policy = RfmPolicy(
-        window_days=settings.rfm_window_days,
-        r_high_days=settings.r_high_days,
-        f_high_orders=settings.f_high_orders,
-        m_high_amount=settings.m_high_amount,
-    )
+    policy = rfm_policy(settings)
     return refresh(Profile.model_validate_json(raw), now or datetime.now(UTC), policy)
 
 

@@ -89,13 +89,5 @@ class Settings(BaseSettings):
         return self.sink == "yes"
 
     def as_env(self) -> dict[str, str]:
-        """The ECRM_* variables that point another process at the same services."""
-        return {
-            "ECRM_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
-            "ECRM_REDIS_URL": self.redis_url,
-            "ECRM_CLICKHOUSE_URL": self.clickhouse_url,
-            "ECRM_TOPIC_PREFIX": self.topic_prefix,
-            "ECRM_RULES_FILE": str(self.rules_file),
-            "ECRM_PARTITIONS": str(self.partitions),
-            "ECRM_DATA_DIR": str(self.data_dir),
-        }
+        """The ECRM_* variables that point another process at the same services and policy."""
+        return {f"ECRM_{name.upper()}": str(value) for name, value in self.model_dump().items()}

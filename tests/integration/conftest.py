@@ -1,0 +1,153 @@
+"""Real embedded services for integration tests: one Tansu + Valkey per session, a fresh
+topic prefix, consumer group, Redis database and chdb folder per test."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis
+from kafka import KafkaProducer
+
+from streams.settings import Settings
+
+_counter = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from streams.embedded import start_embedded
+
+    running = start_embedded(tmp_path_factory.mktemp("stack"))
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def settings(stack: Any, tmp_path: Path) -> Settings:
+    from streams.topics import contract_topics, ensure_topics
+
+    n = next(_counter)
+    base = stack.settings(Settings())
+    s = base.model_copy(
+        update={
+            "topic_prefix": f"t{n}-{os.getpid()}.",
+            "app_id": f"ecrm-test-{n}-{os.getpid()}",
+            "data_dir": tmp_path / "data",
+            "clickhouse_url": f"chdb://{tmp_path / 'clickhouse'}",
+            "sweep_interval_s": 0.5,
+            "sink": "no",
+        }
+    )
+    redis.Redis.from_url(s.redis_url).flushdb()
+    ensure_topics(s.kafka_bootstrap, list(contract_topics(s).values()), s.partitions)
+    return s
+
+
+def wait_for(
+    condition: Callable[[], Any], timeout: float = 60.0, interval: float = 0.1, what: str = ""
+) -> Any:
+    """Poll until `condition()` is truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+        time.sleep(interval)
+
+
+class WorkerProcess:
+    """`ecrm worker` as a real child process, killable like in production."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        env = {**os.environ, **settings.as_env(), "PYTHONUNBUFFERED": "1"}
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ecrm", "worker", "--loglevel", "info"],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no flush, no commit."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._log.close()
+
+    def log_tail(self, n: int = 60) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+
+
+@pytest.fixture
+def start_worker(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    started: list[WorkerProcess] = []
+
+    def start(s: Settings | None = None) -> WorkerProcess:
+        worker = WorkerProcess(s or settings, tmp_path / f"worker-{len(started) + 1}.log")
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture
+def produce(settings: Settings) -> Iterator[Callable[..., None]]:
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
+
+    def send(kind: str, value: dict[str, Any] | bytes, key: str | None = None) -> None:
+        raw = value if isinstance(value, bytes) else orjson.dumps(value)
+        if key is None and isinstance(value, dict):
+            key = str(value.get("customer_id", ""))
+        producer.send(settings.topic(kind), key=key.encode() if key else None, value=raw)
+
+    send.flush = producer.flush  # type: ignore[attr-defined]
+    yield send
+    producer.close()
+
+
+@pytest.fixture
+def rds(settings: Settings) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(settings.redis_url)
+    yield client
+    client.close()
+
+
+def stats(client: redis.Redis) -> dict[str, int]:
+    return {k.decode(): int(v) for k, v in client.hgetall("ecrm:stats").items()}
+
+
+def consumed(client: redis.Redis) -> int:
+    """Input messages the workers have dealt with (applied, duplicate or dead-lettered)."""
+    s = stats(client)
+    return s.get("events", 0) + s.get("duplicates", 0) + s.get("dead_letters", 0)
