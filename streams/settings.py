@@ -14,7 +14,7 @@ from schemas.errors import ConfigError
 #: Where the embedded stack listens unless told otherwise; `ecrm up` prints the real values.
 EMBEDDED_KAFKA = "127.0.0.1:19092"
 EMBEDDED_REDIS = "redis://127.0.0.1:16379/0"
-EMBEDDED_CLICKHOUSE = "chdb:///.ecrm/clickhouse"
+EMBEDDED_CLICKHOUSE = "chdb://.ecrm/clickhouse"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_RULES = REPO_ROOT / "rules" / "example.yaml"
 

@@ -15,7 +15,7 @@ import orjson
 import pytest
 from kafka import KafkaConsumer
 
-from agents.profile_fold import fold_many, refresh
+from agents.profile_fold import VIEWS_KEPT, fold_many, refresh
 from agents.profiles import rfm_policy
 from ecrm.profile_cmd import read_profile
 from schemas.events import EVENT_BY_TOPIC, Event
@@ -91,9 +91,10 @@ def assert_profiles_match(settings: Settings, events: list[tuple[str, dict[str, 
         ), cid
         # cart contents depend on how cart adds and orders interleave across two topics,
         # which Kafka does not order; everything compared here does not
-        assert {s: v.count for s, v in got.views.items()} == {
-            s: v.count for s, v in want.views.items()
-        }, cid
+        if len(want.views) < VIEWS_KEPT:  # past it, which product is forgotten depends on order
+            assert {s: v.count for s, v in got.views.items()} == {
+                s: v.count for s, v in want.views.items()
+            }, cid
         assert got.events_seen == want.events_seen, cid
 
 
