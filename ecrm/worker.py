@@ -59,6 +59,7 @@ def run_worker(settings: Settings, loglevel: str = "warning") -> int:
         settings.kafka_bootstrap, list(contract_topics(settings).values()), settings.partitions
     )
     ctx, _ = build_worker(settings)
+    ctx.store.cluster_id = kafka_cluster_id(settings.kafka_bootstrap)
     stop = threading.Event()
     sink_thread = None
     if settings.sink_in_worker:
@@ -76,6 +77,17 @@ def run_worker(settings: Settings, loglevel: str = "warning") -> int:
 def drain_clickhouse_while(settings: Settings, stop: threading.Event) -> None:
     """For the process that owns an embedded chdb: drain the outbox into it until `stop`."""
     start_sink_thread(settings, stop).join()
+
+
+def kafka_cluster_id(bootstrap: str) -> str:
+    """The broker cluster's id, so offsets of a recreated broker are not confused with old ones."""
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","))
+    try:
+        return str(admin.describe_cluster()["cluster_id"])
+    finally:
+        admin.close()
 
 
 def start_sink_thread(settings: Settings, stop: threading.Event) -> threading.Thread:

@@ -34,8 +34,11 @@ class UnitConflict(RedisStoreError):
     """Another writer changed a key this batch read; redo the batch on fresh data."""
 
 
-def offset_key(topic: str, partition: int) -> str:
-    return f"{KEY_PREFIX}offset:{topic}:{partition}"
+def offset_key(cluster: str, topic: str, partition: int) -> str:
+    """Watermark of one source partition. Keyed by the Kafka cluster id too: a broker that
+    was recreated empty (the in-memory embedded one after a restart) counts offsets from 0
+    again, and must not be mistaken for the one whose offsets Redis remembers."""
+    return f"{KEY_PREFIX}offset:{cluster}:{topic}:{partition}"
 
 
 class Unit:
@@ -79,7 +82,7 @@ class Unit:
             else:
                 pipe.set(key, value)
         for (topic, partition), offset in self._new_offsets.items():
-            pipe.set(offset_key(topic, partition), offset)
+            pipe.set(offset_key(self._store.cluster_id, topic, partition), offset)
         for op in self._ops:
             op(pipe)
 
@@ -91,6 +94,8 @@ class RedisStore(SerializedStore):
         super().__init__(url, app, table, **kwargs)
         self.redis_url = str(url)
         self.key_prefix = f"{KEY_PREFIX}{self.table_name}:"
+        #: id of the Kafka cluster the source offsets belong to (set by the worker at start)
+        self.cluster_id = "kafka"
         self._working: dict[bytes, bytes | None] = {}
         self._dirty: set[bytes] = set()
         self._sync: redis.Redis | None = None
@@ -128,7 +133,7 @@ class RedisStore(SerializedStore):
         raw_list = list(dict.fromkeys(raw_keys))
         names = (
             [self.redis_key(k) for k in table_keys]
-            + [offset_key(t, p) for t, p in source_list]
+            + [offset_key(self.cluster_id, t, p) for t, p in source_list]
             + raw_list
         )
         unit = Unit(self)

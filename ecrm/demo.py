@@ -1,0 +1,237 @@
+"""`ecrm demo`: the whole product on one laptop in under a minute.
+
+Starts the embedded stack, runs real worker processes, drives synthetic storefront traffic
+through Kafka, drains history into embedded ClickHouse and prints what happened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import redis
+from kafka import KafkaProducer
+
+from ecrm.profile_cmd import show_profile
+from ecrm.traffic import StoreEvent, synthetic_traffic
+from schemas.profile import Profile
+from streams.clickhouse import ClickHouse, connect, load_query, migrate
+from streams.embedded import embedded_stack
+from streams.settings import Settings
+from streams.sink import ClickHouseSink
+from streams.topics import contract_topics, ensure_topics
+
+SEGMENT_ORDER = [
+    "important_value",
+    "important_develop",
+    "important_keep",
+    "important_retain",
+    "general_value",
+    "general_develop",
+    "general_keep",
+    "general_retain",
+    "prospect",
+]
+
+
+def say(text: str = "", end: str = "\n") -> None:
+    print(text, end=end, flush=True)
+
+
+def run_demo(settings: Settings, *, customers: int, sessions: int, workers: int = 1) -> int:
+    data_dir = Path(tempfile.mkdtemp(prefix="ecrm-demo-"))
+    say(
+        "ecrm demo — a real-time CRM engine on embedded Kafka (Tansu), Redis (Valkey) and ClickHouse (chdb)"
+    )
+    say(f"[1/5] starting the embedded stack under {data_dir} ...")
+    started = time.monotonic()
+    with embedded_stack(data_dir, partitions=settings.partitions) as stack:
+        s = stack.settings(settings).model_copy(update={"app_id": "ecrm-demo", "sink": "no"})
+        ensure_topics(s.kafka_bootstrap, list(contract_topics(s).values()), s.partitions)
+        say(
+            f"      broker {s.kafka_bootstrap}, redis {s.redis_url}, clickhouse {s.clickhouse_url} "
+            f"({time.monotonic() - started:.1f}s)"
+        )
+        # chdb lives in this process (one process per folder): the demo drains the outbox
+        ch = connect(s.clickhouse_url)
+        migrate(ch)
+        stop = threading.Event()
+        sink = threading.Thread(
+            target=ClickHouseSink(s.redis_url, ch).run, args=(stop,), name="sink", daemon=True
+        )
+        sink.start()
+        procs = [_spawn_worker(s, data_dir / f"worker-{i + 1}.log") for i in range(workers)]
+        try:
+            return _drive(s, ch, procs, customers, sessions)
+        finally:
+            for proc in procs:
+                _stop(proc)
+            stop.set()
+            sink.join(timeout=15)
+            ch.close()
+
+
+def _drive(
+    s: Settings, ch: ClickHouse, procs: list[subprocess.Popen[bytes]], customers: int, sessions: int
+) -> int:
+    client = redis.Redis.from_url(s.redis_url)
+    now = datetime.now(UTC)
+    say(
+        f"[2/5] started {len(procs)} worker process(es); generating traffic for {customers:,} "
+        f"customers, {sessions:,} sessions over the last 120 days ..."
+    )
+    events = list(
+        synthetic_traffic(
+            customers, sessions, start=now - timedelta(days=120), span=timedelta(days=120)
+        )
+    )
+    producer = KafkaProducer(
+        bootstrap_servers=s.kafka_bootstrap, linger_ms=20, batch_size=256 * 1024
+    )
+    say(
+        f"[3/5] producing {len(events):,} events to {s.topic_prefix}orders/cart/favorites/browse ..."
+    )
+    t0 = time.monotonic()
+    for i, ev in enumerate(events, 1):
+        raw = _payload(ev)
+        producer.send(s.topic(ev.topic), key=ev.key.encode(), value=raw)
+        if i % 20000 == 0:
+            say(f"      produced {i:,}", end="\r")
+    producer.flush()
+    say(f"      produced {len(events):,} in {time.monotonic() - t0:.1f}s")
+
+    say("[4/5] the worker folds them into live profiles in Redis ...")
+    first_seen: float | None = None
+    deadline = time.monotonic() + 300
+    while True:
+        done = _consumed(client)
+        if done and first_seen is None:
+            first_seen = time.monotonic()
+        say(f"      processed {done:,} / {len(events):,}", end="\r")
+        if done >= len(events):
+            break
+        for proc in procs:
+            if proc.poll() is not None:
+                raise SystemExit(f"a worker exited with code {proc.returncode}; see its log")
+        if time.monotonic() > deadline:
+            raise SystemExit("the worker did not catch up within 5 minutes")
+        time.sleep(0.2)
+    elapsed = max(time.monotonic() - (first_seen or t0), 1e-3)
+    say(
+        f"      processed {len(events):,} in {elapsed:.1f}s = {len(events) / elapsed:,.0f} events/s"
+    )
+    _wait_drained(client)
+    say("[5/5] summary")
+    _summary(s, ch, client, len(events), elapsed)
+    client.close()
+    return 0
+
+
+def _summary(
+    s: Settings, ch: ClickHouse, client: redis.Redis, produced: int, elapsed: float
+) -> None:
+    stats = {k.decode(): int(v) for k, v in client.hgetall("ecrm:stats").items()}
+    say()
+    say(f"  events produced      {produced:>10,}")
+    say(f"  events applied       {stats.get('events', 0):>10,}")
+    say(
+        f"  duplicates ignored   {stats.get('duplicates', 0):>10,}   (producer retries, same event_id)"
+    )
+    say(
+        f"  dead-lettered        {stats.get('dead_letters', 0):>10,}   (invalid, with reason, on {s.topic('dead-letter')})"
+    )
+    say(
+        f"  segment changes      {stats.get('segment_changes', 0):>10,}   (on {s.topic('segment-changes')})"
+    )
+    say(f"  throughput           {produced / elapsed:>10,.0f}   events/s")
+    profiles = _profiles(client)
+    counts = Counter(p.segment for p in profiles)
+    say()
+    say(f"  customers per RFM segment ({len(profiles):,} profiles in Redis)")
+    for seg in SEGMENT_ORDER:
+        if counts.get(seg):
+            say(
+                f"    {seg:<20} {counts[seg]:>7,}  {'#' * max(1, 50 * counts[seg] // max(counts.values()))}"
+            )
+    if profiles:
+        top = max(profiles, key=lambda p: p.monetary)
+        say()
+        say(f"  a sample profile (the top spender), as `ecrm profile {top.customer_id}` prints it:")
+        show_profile(s, top.customer_id, as_json=False)
+    say()
+    say("  ClickHouse: GMV by current segment (clickhouse/queries/gmv_by_segment.sql)")
+    _gmv_table(ch)
+    say()
+
+
+def _gmv_table(ch: ClickHouse) -> None:
+    now = datetime.now(UTC)
+    rows = ch.query(
+        load_query("gmv_by_segment"),
+        {"since": now - timedelta(days=365), "until": now + timedelta(days=1)},
+    )
+    say(f"    {'segment':<20} {'customers':>9} {'orders':>7} {'GMV':>12} {'AOV':>9}")
+    for row in rows:
+        say(
+            f"    {row['segment']:<20} {row['customers']:>9,} {row['orders']:>7,} "
+            f"{row['gmv']:>12,.2f} {row['aov']:>9,.2f}"
+        )
+
+
+def _payload(ev: StoreEvent) -> bytes:
+    try:
+        return ev.payload()
+    except TypeError:  # a deliberately absurd number orjson will not write; json will
+        return json.dumps(ev.value).encode()
+
+
+def _profiles(client: redis.Redis) -> list[Profile]:
+    keys = list(client.scan_iter(match="ecrm:profiles:*", count=2000))
+    out: list[Profile] = []
+    for i in range(0, len(keys), 1000):
+        out.extend(Profile.model_validate_json(v) for v in client.mget(keys[i : i + 1000]) if v)
+    return out
+
+
+def _consumed(client: redis.Redis) -> int:
+    stats = client.hmget("ecrm:stats", ["events", "duplicates", "dead_letters"])
+    return sum(int(v or 0) for v in stats)
+
+
+def _wait_drained(client: redis.Redis, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while client.xlen("ecrm:outbox") and time.monotonic() < deadline:
+        say(f"      history to ClickHouse: {client.xlen('ecrm:outbox')} batches left", end="\r")
+        time.sleep(0.2)
+    say(" " * 60, end="\r")
+
+
+def _spawn_worker(s: Settings, log_path: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **s.as_env()}
+    log = open(log_path, "wb")  # noqa: SIM115 - the child keeps it
+    return subprocess.Popen(
+        [sys.executable, "-m", "ecrm", "worker"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

@@ -1,0 +1,66 @@
+"""The contract's topics by kind, and their idempotent creation on any Kafka-compatible broker."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from kafka import KafkaAdminClient
+from kafka import errors as kafka_errors
+from kafka.admin import NewTopic
+
+from schemas.errors import KafkaError
+from streams.settings import Settings
+
+#: Topics storefronts write to (CONTRACT.md "Input topics").
+INPUT_KINDS = ("orders", "cart", "favorites", "browse")
+#: Topics ecrm writes to (CONTRACT.md "Output topics").
+OUTPUT_KINDS = ("actions", "segment-changes", "dead-letter")
+
+
+def contract_topics(settings: Settings) -> dict[str, str]:
+    """Full topic name of every contract kind, e.g. {'orders': 'ecrm.orders', ...}."""
+    return {kind: settings.topic(kind) for kind in INPUT_KINDS + OUTPUT_KINDS}
+
+
+def ensure_topics(
+    bootstrap: str,
+    names: Iterable[str],
+    partitions: int,
+    *,
+    replication_factor: int = 1,
+) -> None:
+    """Create the missing topics; raise KafkaError if an existing one has other partitions.
+
+    A mismatch is an error, not a warning: tables are co-partitioned with the input
+    topics, so a worker reading 8 partitions into 4-partition state would be wrong.
+    """
+    wanted = list(dict.fromkeys(names))
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="ecrm-topics")
+    except kafka_errors.KafkaError as e:
+        raise KafkaError(f"cannot reach Kafka at {bootstrap}: {e}") from e
+    try:
+        existing = set(admin.list_topics())
+        for name in wanted:
+            if name in existing:
+                continue
+            try:
+                admin.create_topics([NewTopic(name, partitions, replication_factor)])
+            except kafka_errors.TopicAlreadyExistsError:
+                pass  # another process created it between list and create
+        counts = partition_counts(admin, wanted)
+    except kafka_errors.KafkaError as e:
+        raise KafkaError(f"creating topics {wanted} on {bootstrap} failed: {e}") from e
+    finally:
+        admin.close()
+    wrong = {name: n for name, n in counts.items() if n != partitions}
+    if wrong:
+        raise KafkaError(
+            f"topics exist with a partition count other than {partitions}: {wrong}; "
+            "set ECRM_PARTITIONS to match or recreate the topics"
+        )
+
+
+def partition_counts(admin: KafkaAdminClient, names: list[str]) -> dict[str, int]:
+    """Number of partitions of each named topic, as the broker describes it."""
+    return {topic["name"]: len(topic["partitions"]) for topic in admin.describe_topics(names)}
