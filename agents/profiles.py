@@ -179,7 +179,7 @@ class ProfileKeeper:
                     if after.segment != before.segment:
                         changes.append(_change(before, after, now, "time", None))
                     self._save(unit, after, partition)
-                self._record(unit, [], changes, {"time_changes": len(changes)})
+                self._record(unit, [], changes, {})
         except UnitConflict:
             return 0  # someone else touched these customers; the next sweep sees fresh data
         return len(changes)
@@ -231,8 +231,9 @@ class ProfileKeeper:
             for change in changes:
                 msg = kafka_entry(topic, change.customer_id, change.to_json())
                 unit.later(lambda pipe, msg=msg: pipe.xadd(KAFKA_OUTBOX, msg))
-            stats["segment_changes"] += len(changes)
         counts = {k: v for k, v in stats.items() if v}
+        if changes:
+            counts["segment_changes"] = len(changes)
         for name, n in counts.items():
             unit.later(lambda pipe, name=name, n=n: pipe.hincrby(STATS_KEY, name, n))
         if counts.get("events"):
