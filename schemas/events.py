@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _from_epoch_ms(millis: int) -> datetime:
+    # timedelta arithmetic is exact and raises only OverflowError, which pydantic would not
+    # turn into a validation error (fromtimestamp also raises OSError): say it as a ValueError
+    try:
+        return _EPOCH + timedelta(milliseconds=millis)
+    except OverflowError as exc:
+        raise ValueError(f"ts {millis} epoch milliseconds is out of range") from exc
 
 
 def _to_utc(value: Any) -> datetime:
@@ -14,13 +32,13 @@ def _to_utc(value: Any) -> datetime:
     if isinstance(value, bool):
         raise ValueError("ts must be ISO-8601 with an offset or epoch milliseconds, not a boolean")
     if isinstance(value, int):
-        return datetime.fromtimestamp(value / 1000, tz=UTC)
+        return _from_epoch_ms(value)
     if isinstance(value, datetime):
         parsed = value
     elif isinstance(value, str):
         text = value.strip()
         if text.isdigit():
-            return datetime.fromtimestamp(int(text) / 1000, tz=UTC)
+            return _from_epoch_ms(int(text))
         try:
             parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError as exc:
@@ -29,10 +47,32 @@ def _to_utc(value: Any) -> datetime:
         raise ValueError("ts must be ISO-8601 with an offset or epoch milliseconds")
     if parsed.tzinfo is None:
         raise ValueError(f"ts {value!r} has no UTC offset; say +08:00 or Z")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError as exc:  # e.g. 0001-01-01T00:00+08:00 is before year 1 in UTC
+        raise ValueError(f"ts {value!r} is out of range") from exc
 
 
-EventTime = Annotated[datetime, BeforeValidator(_to_utc)]
+#: what the JSON Schema tells producers (fromisoformat accepts a little more)
+_ISO_WITH_OFFSET = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$"
+EventTime = Annotated[
+    datetime,
+    BeforeValidator(_to_utc),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "format": "date-time", "pattern": _ISO_WITH_OFFSET},
+                {
+                    "type": "integer",
+                    "description": "epoch milliseconds",
+                    "minimum": -62135596800000,  # 0001-01-01T00:00:00Z
+                    "maximum": 253402300799999,  # 9999-12-31T23:59:59.999Z
+                },
+            ],
+            "description": "ISO-8601 with an offset, or integer epoch milliseconds",
+        }
+    ),
+]
 Money = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=2)]
 NonEmpty = Annotated[str, Field(min_length=1, max_length=256)]
 
@@ -96,6 +136,14 @@ class FavoriteEvent(Event):
 class BrowseEvent(Event):
     """A product or page viewed."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": [name], "properties": {name: {"type": "string", "minLength": 1}}}
+                for name in ("sku", "url")
+            ]
+        }
+    )
     kind: ClassVar[str] = "browse"
 
     sku: str | None = None
