@@ -1,0 +1,278 @@
+"""The marketers' rules, evaluated: pure functions from (rules, a customer's rule state, what
+happened, the clock) to (new state, decisions). No I/O and no hidden clock — the worker
+supplies `now`, stores the state beside the profile, books budgets and delivers the actions.
+
+    state, decisions = on_event(rules, state, before, after, event, now)       # every event
+    state, decisions = on_segment_change(rules, state, profile, change, now)   # segment moved
+    state, decisions = on_clock(rules, state, profile, now)                    # at next_wakeup
+
+Timers ("A not followed by B within T") are deadlines in the state; `next_wakeup(state)` is
+when `on_clock` must next run for this customer. A trigger decided once is not decided again
+(a redelivered event yields nothing), and the same trigger always yields the same action_id.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+from agents.contact_policy import (
+    BudgetBook,
+    BudgetLedger,
+    Candidate,
+    Spend,
+    budget_spend,
+    decide,
+    holdout,
+    quiet_until,
+    release,
+    shop_day,
+    withdraw,
+)
+from agents.rule_conditions import concerns, follows, keys_of, profile_matches, skus_of, starts
+from agents.rule_state import CustomerRuleState, Decision, Deferred, Timer, action_id_for
+from schemas.events import Event
+from schemas.outputs import SegmentChange
+from schemas.profile import Profile
+from schemas.rules import Rule, RuleSet
+
+#: Armed timers and count windows kept per rule and customer (the oldest go first).
+KEYS_KEPT_PER_RULE = 32
+
+__all__ = [
+    "BudgetBook",
+    "BudgetLedger",
+    "CustomerRuleState",
+    "Decision",
+    "Spend",
+    "action_id_for",
+    "budget_spend",
+    "holdout",
+    "next_wakeup",
+    "on_clock",
+    "on_event",
+    "on_segment_change",
+    "quiet_until",
+]
+
+
+def on_event(
+    rules: RuleSet,
+    state: CustomerRuleState,
+    before: Profile,
+    after: Profile,
+    event: Event,
+    now: datetime,
+    *,
+    budget: BudgetLedger | None = None,
+) -> tuple[CustomerRuleState, list[Decision]]:
+    """One event: it cancels the waits it is the B of, resets the counts it is the `unless` of,
+    arms waits and counts it is the A of, and fires the rules it triggers outright (their
+    `if:` read on `after`, the profile with this event folded in)."""
+    trigger = f"event:{event.event_id}"
+    if trigger in state.seen_triggers:
+        return state, []
+    st = _tidied(state, rules, now)
+    st.saw(trigger)
+    decisions: list[Decision] = []
+    candidates: list[Candidate] = []
+    for order, rule in enumerate(rules.rules):
+        when = rule.when
+        if not rule.enabled or when.segment_change is not None:
+            continue
+        if when.not_followed_by is not None and follows(when.not_followed_by, event):
+            decisions += _cancel_waits(st, rule, event, rules, now)
+        if when.unless is not None and follows(when.unless, event):
+            _reset_counts(st, rule, event)
+        if not starts(when, event, before, after):
+            continue
+        for key in keys_of(when, event):
+            if when.count is not None and not _counted(st, rule, key, event.ts):
+                continue
+            if when.waits:
+                _arm(st, rule, key, event)
+            elif profile_matches(rule.if_, after):
+                identity = f"{trigger}:{key}" if key else trigger
+                candidates.append(Candidate(rule, order, identity, event.event_id, event.ts))
+    decisions += decide(candidates, st, rules, now, budget or BudgetBook())
+    return st, decisions
+
+
+def on_segment_change(
+    rules: RuleSet,
+    state: CustomerRuleState,
+    profile: Profile,
+    change: SegmentChange,
+    now: datetime,
+    *,
+    budget: BudgetLedger | None = None,
+) -> tuple[CustomerRuleState, list[Decision]]:
+    """A segment change (by an event or by time passing) fires the rules whose from/to match."""
+    trigger = f"segment:{change.from_}>{change.to}@{change.at.astimezone(UTC).isoformat()}"
+    if trigger in state.seen_triggers:
+        return state, []
+    st = _tidied(state, rules, now)
+    st.saw(trigger)
+    candidates = [
+        Candidate(rule, order, trigger, change.event_id, change.at)
+        for order, rule in enumerate(rules.rules)
+        if rule.enabled
+        and (move := rule.when.segment_change) is not None
+        and (move.from_ is None or change.from_ in move.from_)
+        and (move.to is None or change.to in move.to)
+        and profile_matches(rule.if_, profile)
+    ]
+    return st, decide(candidates, st, rules, now, budget or BudgetBook())
+
+
+def on_clock(
+    rules: RuleSet,
+    state: CustomerRuleState,
+    profile: Profile,
+    now: datetime,
+    *,
+    budget: BudgetLedger | None = None,
+) -> tuple[CustomerRuleState, list[Decision]]:
+    """The clock reached `now`: deferred actions whose quiet hours ended are delivered (same
+    action_id), and waits whose deadline passed fire if the rule's `if:` holds on `profile`."""
+    st = _tidied(state, rules, now)
+    decisions: list[Decision] = []
+    for deferred in sorted(st.deferred, key=lambda d: (d.deliver_at, d.action_id)):
+        if deferred.deliver_at > now:
+            continue
+        if rules.get(deferred.rule_id) is None:
+            decisions.append(withdraw(deferred, st, now, "rule_disabled", rules.policy.zone))
+        else:
+            decisions.append(release(deferred, st, now))
+    due = sorted(
+        (t for t in st.timers if t.deadline <= now), key=lambda t: (t.deadline, t.rule_id, t.key)
+    )
+    st.timers = [t for t in st.timers if t.deadline > now]
+    order_of = {rule.id: order for order, rule in enumerate(rules.rules)}
+    candidates: list[Candidate] = []
+    for timer in due:
+        rule = rules.get(timer.rule_id)
+        if rule is None or not rule.when.waits or not profile_matches(rule.if_, profile):
+            continue
+        identity = f"timer:{timer.key}:{timer.trigger_event_id}"
+        candidates.append(
+            Candidate(
+                rule,
+                order_of[rule.id],
+                identity,
+                timer.trigger_event_id,
+                timer.armed_at,
+                key=timer.key,
+            )
+        )
+    decisions += decide(candidates, st, rules, now, budget or BudgetBook())
+    return st, decisions
+
+
+def next_wakeup(state: CustomerRuleState) -> datetime | None:
+    """When `on_clock` must next run for this customer: the earliest deadline or delivery."""
+    moments = [t.deadline for t in state.timers] + [d.deliver_at for d in state.deferred]
+    return min(moments, default=None)
+
+
+# --- the waits and counts ---------------------------------------------------------------------
+
+
+def _arm(st: CustomerRuleState, rule: Rule, key: str, event: Event) -> None:
+    """Start the wait for B; a new A while one is running restarts it or is ignored (`rearm`).
+    A wait already past its deadline is left to fire, and the new A starts another."""
+    assert rule.when.within is not None
+    deadline = event.ts + rule.when.within
+    running = next(
+        (t for t in st.timers if t.rule_id == rule.id and t.key == key and t.deadline >= event.ts),
+        None,
+    )
+    if running is not None:
+        if rule.when.rearm == "keep" or event.ts < running.armed_at:
+            return
+        st.timers.remove(running)
+    st.timers.append(
+        Timer(
+            rule_id=rule.id,
+            key=key,
+            armed_at=event.ts,
+            deadline=deadline,
+            trigger_event_id=event.event_id,
+        )
+    )
+    mine = sorted((t for t in st.timers if t.rule_id == rule.id), key=lambda t: t.armed_at)
+    for old in mine[:-KEYS_KEPT_PER_RULE]:
+        st.timers.remove(old)
+
+
+def _cancel_waits(
+    st: CustomerRuleState, rule: Rule, event: Event, rules: RuleSet, now: datetime
+) -> list[Decision]:
+    """B came: waits it falls inside are cancelled, and so are their deliveries still held
+    back by quiet hours (a coupon for a cart the customer has meanwhile bought is not sent)."""
+    skus = skus_of(event)
+    per = rule.when.per
+    st.timers = [
+        t
+        for t in st.timers
+        if not (
+            t.rule_id == rule.id
+            and concerns(per, t.key, skus)
+            and t.armed_at <= event.ts <= t.deadline
+        )
+    ]
+    cancelled: list[Deferred] = [
+        d
+        for d in st.deferred
+        if d.rule_id == rule.id
+        and d.key is not None
+        and concerns(per, d.key, skus)
+        and (d.trigger_at is None or d.trigger_at <= event.ts)
+    ]
+    return [withdraw(d, st, now, "cancelled", rules.policy.zone) for d in cancelled]
+
+
+def _counted(st: CustomerRuleState, rule: Rule, key: str, at: datetime) -> bool:
+    """Count one more matching event; True when it makes `at_least` within the window (the
+    count then starts again from zero)."""
+    count = rule.when.count
+    assert count is not None
+    slot = f"{rule.id}|{key}"
+    stamps = sorted([*st.counts.get(slot, []), at])[-count.at_least :]
+    if len(stamps) >= count.at_least and stamps[-1] - stamps[0] <= count.within:
+        st.counts.pop(slot, None)
+        return True
+    st.counts[slot] = stamps
+    mine = sorted((s for s in st.counts if s.startswith(f"{rule.id}|")), key=st.counts.__getitem__)
+    for old in mine[:-KEYS_KEPT_PER_RULE]:
+        del st.counts[old]
+    return False
+
+
+def _reset_counts(st: CustomerRuleState, rule: Rule, event: Event) -> None:
+    skus = skus_of(event)
+    prefix = f"{rule.id}|"
+    for slot in [s for s in st.counts if s.startswith(prefix)]:
+        if concerns(rule.when.per, slot.removeprefix(prefix), skus):
+            del st.counts[slot]
+
+
+def _tidied(state: CustomerRuleState, rules: RuleSet, now: datetime) -> CustomerRuleState:
+    """A copy without what no rule can use any more, so the state stays small."""
+    st = state.model_copy(deep=True)
+    live = {rule.id: rule for rule in rules.enabled}
+
+    def waits(rule_id: str) -> bool:
+        return rule_id in live and live[rule_id].when.waits
+
+    st.timers = [t for t in st.timers if waits(t.rule_id)]
+    # counts go by event time, so a backlog still counts; each slot holds at most `at_least`
+    # stamps and each rule at most KEYS_KEPT_PER_RULE slots, so no clock is needed to bound them
+    counting = {rule_id for rule_id, rule in live.items() if rule.when.count is not None}
+    st.counts = {s: v for s, v in st.counts.items() if s.split("|", 1)[0] in counting}
+    for rule_id, at in list(st.last_fired.items()):
+        cooldown = live[rule_id].cooldown if rule_id in live else None
+        if cooldown is None or now - at >= cooldown:
+            del st.last_fired[rule_id]
+    yesterday: date = shop_day(now, rules.policy.zone) - timedelta(days=1)
+    st.contacts = {day: n for day, n in st.contacts.items() if day >= yesterday and n > 0}
+    return st
