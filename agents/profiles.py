@@ -10,15 +10,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
 
 from agents.event_rows import event_row, segment_change_row
+from agents.marketing import MarketingStep, RulesBook
 from agents.profile_fold import RfmPolicy, fold_new, next_time_change, refresh
 from schemas.events import EVENT_BY_TOPIC, Event
 from schemas.outputs import DeadLetter, SegmentChange
@@ -92,7 +94,26 @@ class ProfileKeeper:
     """Applies batches of events and clock sweeps to the profiles, one Redis step each."""
 
     app: EcrmApp
+    rules: RulesBook | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: partition -> latest event time applied, and when (monotonic) events last arrived
+    stream_time: dict[int, datetime] = field(default_factory=dict)
+    last_seen: dict[int, float] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+
+    def clock_for(self, partition: int, now: datetime, idle_s: float = 1.0) -> datetime:
+        """The time timers of a partition may act on. Live, that is the wall clock; while
+        a backlog is being read it is the backlog's event time, so a cart added an hour ago
+        is not declared abandoned before the order that followed it has been read."""
+        if time.monotonic() - self.last_seen.get(partition, self.started) >= idle_s:
+            return now
+        seen = self.stream_time.get(partition)
+        return now if seen is None or seen >= now else seen
+
+    def _saw(self, partition: int, when: datetime) -> None:
+        self.last_seen[partition] = time.monotonic()
+        if when > self.stream_time.get(partition, when - timedelta(seconds=1)):
+            self.stream_time[partition] = when
 
     @property
     def policy(self) -> RfmPolicy:
@@ -116,13 +137,18 @@ class ProfileKeeper:
             if item.event is not None:
                 by_customer[item.event.customer_id].append(item)
         sources = {(i.topic, i.partition) for i in items}
-        async with store.unit([c.encode() for c in by_customer], sources) as unit:
+        rules = self.rules.rules if self.rules is not None else None
+        raw_keys = MarketingStep.keys(rules, list(by_customer), now) if rules else []
+        async with store.unit([c.encode() for c in by_customer], sources, raw_keys) as unit:
+            step = MarketingStep.begin(rules, unit, now) if rules else None
             fresh = [i for i in items if not unit.applied(i.topic, i.partition, i.offset)]
             stats: dict[str, int] = defaultdict(int)
             event_rows: list[dict[str, Any]] = []
             changes: list[SegmentChange] = []
             for item in fresh:
                 unit.advance(item.topic, item.partition, item.offset)
+                if item.event is not None:
+                    self._saw(item.partition, item.event.ts)
                 if item.error is not None:
                     self._dead_letter(unit, item, now)
                     stats["dead_letters"] += 1
@@ -132,35 +158,43 @@ class ProfileKeeper:
                 if not mine:
                     continue
                 mine.sort(key=lambda i: i.event.ts if i.event else now)
-                before = self._load(customer_id)
-                after, new = fold_new(before, [i.event for i in mine if i.event])
-                after = refresh(after, now, self.policy)
-                new_ids = {id(e) for e in new}
-                for i in mine:
-                    if i.event is not None and id(i.event) in new_ids:
-                        event_rows.append(
-                            event_row(
-                                i.event,
-                                topic=i.topic,
-                                partition=i.partition,
-                                offset=i.offset,
-                                now=now,
-                            )
+                profile = self._load(customer_id)
+                for item in mine:
+                    assert item.event is not None
+                    after, new = fold_new(profile, [item.event])
+                    if not new:
+                        stats["duplicates"] += 1
+                        continue
+                    stats["events"] += 1
+                    after = refresh(after, now, self.policy)
+                    event_rows.append(
+                        event_row(
+                            item.event,
+                            topic=item.topic,
+                            partition=item.partition,
+                            offset=item.offset,
+                            now=now,
                         )
-                stats["events"] += len(new)
-                stats["duplicates"] += len(mine) - len(new)
-                if after.segment != before.segment:
-                    cause_id = new[-1].event_id if new else None
-                    changes.append(_change(before, after, now, "event", cause_id))
-                self._save(unit, after, mine[0].partition)
-            self._record(unit, event_rows, changes, stats)
+                    )
+                    if step is not None:
+                        step.event(profile, after, item.event)
+                    if after.segment != profile.segment:
+                        change = _change(profile, after, now, "event", item.event.event_id)
+                        changes.append(change)
+                        if step is not None:
+                            step.segment_changed(after, change)
+                    profile = after
+                self._save(unit, profile, mine[0].partition, step)
+            self._finish(unit, step, event_rows, changes, stats)
 
     async def sweep(self, partitions: Iterable[int], now: datetime | None = None) -> int:
-        """Re-rate customers whose segment may have changed by time alone; returns changes."""
+        """Re-rate due customers (time moved their segment, a rule's timer or a deferred
+        action is due); returns how many segment changes time caused."""
         total = 0
         for partition in partitions:
             async with self.lock:
-                total += await self._sweep_partition(partition, now or datetime.now(UTC))
+                clock = now or self.clock_for(partition, datetime.now(UTC))
+                total += await self._sweep_partition(partition, clock)
         return total
 
     async def _sweep_partition(self, partition: int, now: datetime, limit: int = 1000) -> int:
@@ -170,16 +204,25 @@ class ProfileKeeper:
         )
         if not due:
             return 0
+        customers = [raw.decode() for raw in due]
+        rules = self.rules.rules if self.rules is not None else None
+        raw_keys = MarketingStep.keys(rules, customers, now) if rules else []
         try:
-            async with store.unit(due) as unit:
+            async with store.unit(due, (), raw_keys) as unit:
+                step = MarketingStep.begin(rules, unit, now) if rules else None
                 changes: list[SegmentChange] = []
-                for raw_id in due:
-                    before = self._load(raw_id.decode())
+                for customer_id in customers:
+                    before = self._load(customer_id)
                     after = refresh(before, now, self.policy)
                     if after.segment != before.segment:
-                        changes.append(_change(before, after, now, "time", None))
-                    self._save(unit, after, partition)
-                self._record(unit, [], changes, {})
+                        change = _change(before, after, now, "time", None)
+                        changes.append(change)
+                        if step is not None:
+                            step.segment_changed(after, change)
+                    if step is not None:
+                        step.clock(after)
+                    self._save(unit, after, partition, step)
+                self._finish(unit, step, [], changes, {})
         except UnitConflict:
             return 0  # someone else touched these customers; the next sweep sees fresh data
         return len(changes)
@@ -190,9 +233,14 @@ class ProfileKeeper:
         raw = self.app.profiles.get(customer_id.encode())
         return Profile.model_validate_json(raw) if raw else empty_profile(customer_id)
 
-    def _save(self, unit: Unit, profile: Profile, partition: int) -> None:
+    def _save(
+        self, unit: Unit, profile: Profile, partition: int, step: MarketingStep | None
+    ) -> None:
         self.app.profiles[profile.customer_id.encode()] = profile.model_dump_json().encode()
-        wake = next_time_change(profile, self.policy)
+        moments = [next_time_change(profile, self.policy)]
+        if step is not None:
+            moments.append(step.wakeup(profile.customer_id))
+        wake = min((m for m in moments if m is not None), default=None)
         member = profile.customer_id
         if wake is None:
             unit.later(lambda pipe: pipe.zrem(due_key(partition), member))
@@ -213,6 +261,18 @@ class ProfileKeeper:
             self.app.settings.topic("dead-letter"), item.key, letter.model_dump_json().encode()
         )
         unit.later(lambda pipe: pipe.xadd(KAFKA_OUTBOX, entry))
+
+    def _finish(
+        self,
+        unit: Unit,
+        step: MarketingStep | None,
+        rows: list[dict[str, Any]],
+        changes: list[SegmentChange],
+        stats: dict[str, int],
+    ) -> None:
+        if step is not None:
+            step.finish(self.app.settings.topic("actions"))
+        self._record(unit, rows, changes, stats)
 
     def _record(
         self,

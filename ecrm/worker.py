@@ -6,6 +6,7 @@ import logging
 import threading
 from typing import Any
 
+from agents.marketing import RulesBook
 from agents.profiles import ProfileKeeper, decode
 from streams.app import EcrmApp, create_app
 from streams.relay import KafkaRelay
@@ -18,7 +19,7 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
     """The Faust app with ecrm's agent, timer and relay registered on it."""
     ctx = create_app(settings)
     app = ctx.app
-    keeper = ProfileKeeper(ctx)
+    keeper = ProfileKeeper(ctx, rules=RulesBook(settings.rules_file))
     prefix = len(settings.topic_prefix)
 
     @app.agent(ctx.inputs, name="ecrm.profiles")
@@ -35,6 +36,11 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
     @app.timer(settings.sweep_interval_s, name="ecrm.sweep")
     async def sweep() -> None:
         await keeper.sweep(sorted(ctx.owned_partitions()))
+
+    @app.timer(settings.rules_reload_s, name="ecrm.rules-reload")
+    async def reload_rules() -> None:
+        assert keeper.rules is not None
+        keeper.rules.reload_if_changed()
 
     async def send(topic: str, key: bytes | None, value: bytes) -> Any:
         return await app.producer.send(topic, key, value, None, None, None)

@@ -54,7 +54,9 @@ class Settings(BaseSettings):
     )
 
     #: How often the worker looks for customers whose segment changed by time passing.
-    sweep_interval_s: float = Field(default=1.0, gt=0)
+    sweep_interval_s: float = Field(default=0.25, gt=0)
+    #: How often the worker looks at the rules file for changes (hot reload).
+    rules_reload_s: float = Field(default=1.0, gt=0)
     #: Batch size and wait of the stream agent.
     batch_max: int = Field(default=2000, ge=1)
     batch_within_s: float = Field(default=0.05, gt=0)
