@@ -71,6 +71,12 @@ def fold_many(profile: Profile, events: Iterable[Event]) -> Profile:
 def refresh(profile: Profile, now: datetime, policy: RfmPolicy) -> Profile:
     """R, F, M and segment as of `now`: orders that left the window are forgotten."""
     p = profile.model_copy(deep=True)
+    rerate(p, now, policy)
+    return p
+
+
+def rerate(p: Profile, now: datetime, policy: RfmPolicy) -> None:
+    """`refresh` in place, for a caller that owns `p` (the worker, on a profile it just read)."""
     horizon = now - timedelta(days=policy.window_days)
     # a refund seen before its order (at is None) stays until the order arrives
     p.orders = {oid: line for oid, line in p.orders.items() if line.at is None or line.at > horizon}
@@ -83,7 +89,6 @@ def refresh(profile: Profile, now: datetime, policy: RfmPolicy) -> Profile:
         p.segment_since = now
     p.segment = segment
     p.as_of = now
-    return p
 
 
 def next_time_change(profile: Profile, policy: RfmPolicy) -> datetime | None:
@@ -96,6 +101,13 @@ def next_time_change(profile: Profile, policy: RfmPolicy) -> datetime | None:
     if profile.as_of is not None:
         moments = [m for m in moments if m > profile.as_of]
     return min(moments, default=None)
+
+
+def apply_event(p: Profile, event: Event) -> bool:
+    """`fold` in place, for a caller that owns `p`; False when the event was seen before."""
+    seen = p.events_seen
+    _apply(p, event)
+    return p.events_seen != seen
 
 
 def _apply(p: Profile, event: Event) -> None:

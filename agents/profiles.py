@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from agents.event_rows import event_row, segment_change_row
 from agents.marketing import MarketingStep, RulesBook
-from agents.profile_fold import RfmPolicy, fold_new, next_time_change, refresh
+from agents.profile_fold import RfmPolicy, apply_event, next_time_change, rerate
 from schemas.events import EVENT_BY_TOPIC, Event
 from schemas.outputs import DeadLetter, SegmentChange
 from schemas.profile import Profile, empty_profile
@@ -161,12 +161,15 @@ class ProfileKeeper:
                 profile = self._load(customer_id)
                 for item in mine:
                     assert item.event is not None
-                    after, new = fold_new(profile, [item.event])
-                    if not new:
+                    # the profile was just read from Redis and is ours to change in place;
+                    # the rules read only scalar fields of `before`, so a shallow copy does
+                    before = profile.model_copy() if step is not None else profile
+                    was = profile.segment
+                    if not apply_event(profile, item.event):
                         stats["duplicates"] += 1
                         continue
                     stats["events"] += 1
-                    after = refresh(after, now, self.policy)
+                    rerate(profile, now, self.policy)
                     event_rows.append(
                         event_row(
                             item.event,
@@ -177,13 +180,12 @@ class ProfileKeeper:
                         )
                     )
                     if step is not None:
-                        step.event(profile, after, item.event)
-                    if after.segment != profile.segment:
-                        change = _change(profile, after, now, "event", item.event.event_id)
+                        step.event(before, profile, item.event)
+                    if profile.segment != was:
+                        change = _change(was, profile, now, "event", item.event.event_id)
                         changes.append(change)
                         if step is not None:
-                            step.segment_changed(after, change)
-                    profile = after
+                            step.segment_changed(profile, change)
                 self._save(unit, profile, mine[0].partition, step)
             self._finish(unit, step, event_rows, changes, stats)
 
@@ -212,10 +214,11 @@ class ProfileKeeper:
                 step = MarketingStep.begin(rules, unit, now) if rules else None
                 changes: list[SegmentChange] = []
                 for customer_id in customers:
-                    before = self._load(customer_id)
-                    after = refresh(before, now, self.policy)
-                    if after.segment != before.segment:
-                        change = _change(before, after, now, "time", None)
+                    after = self._load(customer_id)
+                    was = after.segment
+                    rerate(after, now, self.policy)
+                    if after.segment != was:
+                        change = _change(was, after, now, "time", None)
                         changes.append(change)
                         if step is not None:
                             step.segment_changed(after, change)
@@ -301,12 +304,12 @@ class ProfileKeeper:
 
 
 def _change(
-    before: Profile, after: Profile, now: datetime, cause: str, event_id: str | None
+    was: str, after: Profile, now: datetime, cause: str, event_id: str | None
 ) -> SegmentChange:
     return SegmentChange.model_validate(
         {
             "customer_id": after.customer_id,
-            "from": before.segment,
+            "from": was,
             "to": after.segment,
             "at": now,
             "cause": cause,

@@ -66,6 +66,20 @@ class CustomerRuleState(BaseModel):
     #: identities of the latest triggers decided, so a redelivered one decides nothing
     seen_triggers: list[str] = Field(default_factory=list)
 
+    def copied(self) -> CustomerRuleState:
+        """A copy safe to change: new containers, shared timers and deferred actions (which
+        the engine replaces, never changes in place). Much cheaper than a deep copy."""
+        return self.model_copy(
+            update={
+                "timers": list(self.timers),
+                "counts": dict(self.counts),
+                "last_fired": dict(self.last_fired),
+                "contacts": dict(self.contacts),
+                "deferred": list(self.deferred),
+                "seen_triggers": list(self.seen_triggers),
+            }
+        )
+
     def saw(self, trigger: str) -> None:
         self.seen_triggers.append(trigger)
         del self.seen_triggers[:-SEEN_TRIGGERS_KEPT]

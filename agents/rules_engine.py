@@ -258,7 +258,7 @@ def _reset_counts(st: CustomerRuleState, rule: Rule, event: Event) -> None:
 
 def _tidied(state: CustomerRuleState, rules: RuleSet, now: datetime) -> CustomerRuleState:
     """A copy without what no rule can use any more, so the state stays small."""
-    st = state.model_copy(deep=True)
+    st = state.copied()
     live = {rule.id: rule for rule in rules.enabled}
 
     def waits(rule_id: str) -> bool:

@@ -167,10 +167,32 @@ def _summary(
         say()
         say(f"  a sample profile (the top spender), as `ecrm profile {top.customer_id}` prints it:")
         show_profile(s, top.customer_id, as_json=False)
+    _rules_table(client)
     say()
     say("  ClickHouse: GMV by current segment (clickhouse/queries/gmv_by_segment.sql)")
     _gmv_table(ch)
     say()
+
+
+def _rules_table(client: redis.Redis) -> None:
+    per_rule: dict[str, Counter[str]] = {}
+    for field, n in client.hgetall("ecrm:stats:rules").items():
+        rule_id, outcome = field.decode().split("|", 1)
+        per_rule.setdefault(rule_id, Counter())[outcome] += int(n)
+    say()
+    say("  marketing rules (rules/example.yaml): decisions per rule")
+    say(f"    {'rule':<24} {'fired':>7} {'held out':>9} {'deferred':>9}  suppressed (why)")
+    for rule_id, c in sorted(per_rule.items()):
+        why = ", ".join(
+            f"{k.split(':', 1)[1]} {v:,}"
+            for k, v in sorted(c.items())
+            if k.startswith("suppressed")
+        )
+        say(
+            f"    {rule_id:<24} {c['fired']:>7,} {c['held_out']:>9,} {c['deferred']:>9,}  {why or '-'}"
+        )
+    if not per_rule:
+        say("    (no rule fired)")
 
 
 def _gmv_table(ch: ClickHouse) -> None:
