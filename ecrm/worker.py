@@ -9,7 +9,7 @@ from typing import Any
 from agents.marketing import RulesBook
 from agents.profiles import ProfileKeeper, decode
 from streams.app import EcrmApp, create_app
-from streams.relay import KafkaRelay
+from streams.relay import KafkaRelay, tail_reader
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
     async def send(topic: str, key: bytes | None, value: bytes) -> Any:
         return await app.producer.send(topic, key, value, None, None, None)
 
-    relay = KafkaRelay(ctx.store.client, send)
+    relay = KafkaRelay(ctx.store.client, send, already_sent=tail_reader(settings.kafka_bootstrap))
 
     @app.task
     async def kafka_relay() -> None:
