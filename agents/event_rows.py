@@ -10,6 +10,7 @@ import orjson
 
 from schemas.events import BrowseEvent, CartEvent, Event, FavoriteEvent, OrderEvent
 from schemas.outputs import SegmentChange
+from schemas.profile import Profile
 
 ZERO = Decimal("0")
 
@@ -65,4 +66,24 @@ def segment_change_row(change: SegmentChange) -> dict[str, Any]:
         "at": change.at,
         "cause": change.cause,
         "event_id": change.event_id or "",
+    }
+
+
+def profile_row(profile: Profile) -> dict[str, Any]:
+    """One `profile_snapshots` row: what an analyst selects audiences by."""
+    return {
+        "customer_id": profile.customer_id,
+        "shop_id": profile.shop_id,
+        "segment": profile.segment,
+        "recency_days": profile.recency_days,
+        "frequency": profile.frequency,
+        "monetary": profile.monetary,
+        "first_order_at": profile.first_order_at,
+        "last_order_at": profile.last_order_at,
+        "level": profile.level or "",
+        "points": profile.points,
+        "tags": profile.tags,
+        "cart_items": sum(line.qty for line in profile.cart.values()),
+        "cart_value": sum((line.price * line.qty for line in profile.cart.values()), ZERO),
+        "as_of": profile.as_of,
     }

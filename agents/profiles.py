@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agents.event_rows import event_row, segment_change_row
+from agents.event_rows import event_row, profile_row, segment_change_row
 from agents.marketing import MarketingStep, RulesBook
 from agents.profile_fold import RfmPolicy, apply_event, next_time_change, rerate
 from schemas.events import EVENT_BY_TOPIC, Event
@@ -100,6 +100,7 @@ class ProfileKeeper:
     stream_time: dict[int, datetime] = field(default_factory=dict)
     last_seen: dict[int, float] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
+    _snapshots: list[dict[str, Any]] = field(default_factory=list)
 
     def clock_for(self, partition: int, now: datetime, idle_s: float = 1.0) -> datetime:
         """The time timers of a partition may act on. Live, that is the wall clock; while
@@ -132,6 +133,7 @@ class ProfileKeeper:
 
     async def _apply_once(self, items: Sequence[Incoming], now: datetime) -> None:
         store = self.app.store
+        self._snapshots = []  # a conflicted attempt leaves nothing behind
         by_customer: dict[str, list[Incoming]] = defaultdict(list)
         for item in items:
             if item.event is not None:
@@ -207,6 +209,7 @@ class ProfileKeeper:
         if not due:
             return 0
         customers = [raw.decode() for raw in due]
+        self._snapshots = []
         rules = self.rules.rules if self.rules is not None else None
         raw_keys = MarketingStep.keys(rules, customers, now) if rules else []
         try:
@@ -240,6 +243,7 @@ class ProfileKeeper:
         self, unit: Unit, profile: Profile, partition: int, step: MarketingStep | None
     ) -> None:
         self.app.profiles[profile.customer_id.encode()] = profile.model_dump_json().encode()
+        self._snapshots.append(profile_row(profile))
         moments = [next_time_change(profile, self.policy)]
         if step is not None:
             moments.append(step.wakeup(profile.customer_id))
@@ -275,6 +279,10 @@ class ProfileKeeper:
     ) -> None:
         if step is not None:
             step.finish(self.app.settings.topic("actions"))
+        if self._snapshots:
+            snapshots = clickhouse_entry("profile_snapshots", self._snapshots)
+            unit.later(lambda pipe: pipe.xadd(snapshots.stream, snapshots.fields))
+            self._snapshots = []
         self._record(unit, rows, changes, stats)
 
     def _record(

@@ -139,6 +139,14 @@ def test_events_become_profiles_in_redis_and_rows_in_clickhouse(
     ch = sink_all(settings)
     rows = ch.query("SELECT count() AS n, uniqExact(event_id) AS u FROM events")
     assert rows[0]["n"] == rows[0]["u"] == distinct_ids(events)
+    latest = {r["customer_id"]: r for r in ch.query("SELECT * FROM profiles_latest")}
+    stored = {
+        k.decode().split(":", 2)[2]: orjson.loads(rds.get(k))
+        for k in rds.scan_iter(match="ecrm:profiles:*")
+    }
+    assert latest.keys() == stored.keys()
+    assert all(latest[c]["segment"] == p["segment"] for c, p in stored.items())
+    assert all(latest[c]["frequency"] == p["frequency"] for c, p in stored.items())
     changes = ch.query("SELECT count() AS n FROM segment_changes")
     assert changes[0]["n"] == stats(rds)["segment_changes"] > 0
     ch.close()
