@@ -26,6 +26,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--sessions", type=int, default=12000)
     demo.add_argument("--workers", type=int, default=1)
 
+    bench = sub.add_parser("bench", help="measure throughput, lateness, freshness, sink, memory")
+    bench.add_argument("--quick", action="store_true", help="a smoke run of under two minutes")
+    bench.add_argument("--out", type=Path, default=Path("bench.json"))
+
     profile = sub.add_parser("profile", help="print a customer's live profile")
     profile.add_argument("customer_id")
     profile.add_argument("--json", action="store_true", help="print JSON")
@@ -85,6 +89,10 @@ def _run(args: argparse.Namespace) -> int:
         return run_demo(
             settings, customers=args.customers, sessions=args.sessions, workers=args.workers
         )
+    if args.command == "bench":
+        from ecrm.bench import run_bench
+
+        return run_bench(settings, quick=args.quick, out=args.out)
     if args.command == "profile":
         from ecrm.profile_cmd import show_profile
 

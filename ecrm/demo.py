@@ -7,10 +7,8 @@ through Kafka, drains history into embedded ClickHouse and prints what happened.
 from __future__ import annotations
 
 import json
-import os
-import signal
+import logging
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -21,6 +19,7 @@ from pathlib import Path
 import redis
 from kafka import KafkaProducer
 
+from ecrm.processes import spawn_worker, stop_process
 from ecrm.profile_cmd import show_profile
 from ecrm.traffic import StoreEvent, synthetic_traffic
 from schemas.profile import Profile
@@ -49,6 +48,7 @@ def say(text: str = "", end: str = "\n") -> None:
 
 def run_demo(settings: Settings, *, customers: int, sessions: int, workers: int = 1) -> int:
     data_dir = Path(tempfile.mkdtemp(prefix="ecrm-demo-"))
+    logging.getLogger("kafka").setLevel(logging.ERROR)  # the client's chatter is not news here
     say(
         "ecrm demo — a real-time CRM engine on embedded Kafka (Tansu), Redis (Valkey) and ClickHouse (chdb)"
     )
@@ -69,12 +69,12 @@ def run_demo(settings: Settings, *, customers: int, sessions: int, workers: int 
             target=ClickHouseSink(s.redis_url, ch).run, args=(stop,), name="sink", daemon=True
         )
         sink.start()
-        procs = [_spawn_worker(s, data_dir / f"worker-{i + 1}.log") for i in range(workers)]
+        procs = [spawn_worker(s, data_dir / f"worker-{i + 1}.log") for i in range(workers)]
         try:
             return _drive(s, ch, procs, customers, sessions)
         finally:
             for proc in procs:
-                _stop(proc)
+                stop_process(proc)
             stop.set()
             sink.join(timeout=15)
             ch.close()
@@ -235,25 +235,3 @@ def _wait_drained(client: redis.Redis, timeout: float = 120) -> None:
         say(f"      history to ClickHouse: {client.xlen('ecrm:outbox')} batches left", end="\r")
         time.sleep(0.2)
     say(" " * 60, end="\r")
-
-
-def _spawn_worker(s: Settings, log_path: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **s.as_env()}
-    log = open(log_path, "wb")  # noqa: SIM115 - the child keeps it
-    return subprocess.Popen(
-        [sys.executable, "-m", "ecrm", "worker"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()

@@ -1,0 +1,440 @@
+"""`ecrm bench`: throughput, timer lateness, freshness, sink rate, memory and scale-out,
+each next to a peer measured in the same run on the same data (these machines are noisy).
+
+Every phase uses its own topic prefix and Redis database on one embedded stack (or on the
+configured services with --no-embedded), so phases do not see each other's data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis
+from kafka import KafkaConsumer, KafkaProducer
+
+from agents.event_rows import event_row
+from ecrm.processes import rss_bytes, spawn_worker, stop_process
+from ecrm.traffic import StoreEvent, synthetic_traffic
+from schemas.events import EVENT_BY_TOPIC
+from streams.clickhouse import connect, migrate
+from streams.embedded import embedded_stack
+from streams.outbox import clickhouse_entry
+from streams.settings import Settings
+from streams.sink import ClickHouseSink
+from streams.topics import contract_topics, ensure_topics
+
+LATENCY_RULES = """\
+rules:
+  - id: bench-abandoned-cart
+    when:
+      event: cart
+      not_followed_by: {event: orders, where: {status: paid}}
+      within: 2s
+    action: {kind: coupon, channel: sms, params: {value: 10, threshold: 99, valid_for: 48h}}
+"""
+
+
+@dataclass
+class Bench:
+    base: Settings
+    work: Path
+    quick: bool
+    results: dict[str, Any] = field(default_factory=dict)
+    _phase: int = 0
+
+    def phase(self, name: str, **update: Any) -> Settings:
+        """Settings for one phase: fresh topics, consumer group and Redis database."""
+        self._phase += 1
+        n = self._phase
+        redis_url = self.base.redis_url.rsplit("/", 1)[0] + f"/{n}"
+        s = self.base.model_copy(
+            update={
+                "topic_prefix": f"bench{n}.",
+                "app_id": f"ecrm-bench-{n}",
+                "redis_url": redis_url,
+                "sink": "no",
+                **update,
+            }
+        )
+        redis.Redis.from_url(redis_url).flushdb()
+        ensure_topics(s.kafka_bootstrap, list(contract_topics(s).values()), s.partitions)
+        say(f"\n== {name} ==")
+        return s
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def traffic(customers: int, sessions: int) -> list[StoreEvent]:
+    now = datetime.now(UTC)
+    events = synthetic_traffic(
+        customers, sessions, start=now - timedelta(days=60), span=timedelta(days=60)
+    )
+    return [e for e in events if e.raw is None and e.defect is None]
+
+
+def produce_all(s: Settings, events: list[StoreEvent]) -> None:
+    producer = KafkaProducer(
+        bootstrap_servers=s.kafka_bootstrap, linger_ms=50, batch_size=512 * 1024, acks=1
+    )
+    for ev in events:
+        producer.send(s.topic(ev.topic), key=ev.key.encode(), value=ev.payload())
+    producer.flush()
+    producer.close()
+
+
+def consumed(client: redis.Redis) -> int:
+    return sum(
+        int(v or 0) for v in client.hmget("ecrm:stats", ["events", "duplicates", "dead_letters"])
+    )
+
+
+def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def run_pipeline(
+    s: Settings, n: int, workers: int, log_dir: Path, second_after: float | None = None
+) -> tuple[float, list[int]]:
+    """Events/s of the whole pipeline over a pre-filled topic; optionally a second worker
+    joins (a rebalance) after `second_after` of the events are done."""
+    client = redis.Redis.from_url(s.redis_url)
+    procs = [spawn_worker(s, log_dir / f"{s.app_id}-{i}.log") for i in range(workers)]
+    try:
+        wait_until(lambda: consumed(client) > 0, 120, "the worker to start")
+        t0 = time.monotonic()
+        start_count = consumed(client)
+        if second_after is not None:
+            wait_until(lambda: consumed(client) >= n * second_after, 300, "the first part")
+            procs.append(spawn_worker(s, log_dir / f"{s.app_id}-late.log"))
+        wait_until(lambda: consumed(client) >= n, 600, "all events")
+        elapsed = time.monotonic() - t0
+        rss = [rss_bytes(p.pid) for p in procs]
+        return (n - start_count) / elapsed, rss
+    finally:
+        for p in procs:
+            stop_process(p)
+        client.close()
+
+
+async def raw_loop(s: Settings, n: int) -> float:
+    """The peer: a bare aiokafka getmany loop that decodes and validates, nothing else."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=s.kafka_bootstrap,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        kinds = {s.topic(k): EVENT_BY_TOPIC[k] for k in EVENT_BY_TOPIC}
+        tps = [TopicPartition(t, p) for t in kinds for p in range(s.partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        seen, t0 = 0, time.monotonic()
+        while seen < n:
+            batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            for tp, records in batch.items():
+                model = kinds[tp.topic]
+                for r in records:
+                    model.model_validate_json(r.value)
+                seen += len(records)
+        return n / (time.monotonic() - t0)
+    finally:
+        await consumer.stop()
+
+
+def throughput(b: Bench) -> tuple[Settings, int]:
+    customers, sessions = (20_000, 8_000) if b.quick else (100_000, 60_000)
+    s = b.phase(f"throughput: full pipeline vs raw aiokafka loop ({customers:,} customers)")
+    events = traffic(customers, sessions)
+    produce_all(s, events)
+    raw = asyncio.run(raw_loop(s, len(events)))
+    ecrm, rss = run_pipeline(s, len(events), 1, b.work)
+    b.results["throughput"] = {
+        "events": len(events),
+        "raw_events_per_s": round(raw),
+        "ecrm_events_per_s": round(ecrm),
+        "ratio": round(ecrm / raw, 4),
+        "worker_rss_bytes": rss[0],
+    }
+    say(f"  raw aiokafka decode+validate  {raw:>10,.0f} events/s")
+    say(f"  ecrm full pipeline            {ecrm:>10,.0f} events/s   ratio {ecrm / raw:.1%}")
+    say(f"  worker RSS                    {rss[0] / 2**20:>10,.0f} MiB")
+    return s, len(events)
+
+
+def memory(b: Bench, s: Settings) -> None:
+    client = redis.Redis.from_url(s.redis_url)
+    keys = [
+        k
+        for _, k in zip(
+            range(2000), client.scan_iter(match="ecrm:profiles:*", count=1000), strict=False
+        )
+    ]
+    sizes = [client.memory_usage(k, samples=0) or 0 for k in keys]
+    lengths = [client.strlen(k) for k in keys]
+    profiles = sum(1 for _ in client.scan_iter(match="ecrm:profiles:*", count=5000))
+    b.results["memory"] = {
+        "profiles": profiles,
+        "redis_bytes_per_profile_mean": round(statistics.mean(sizes)),
+        "redis_bytes_per_profile_median": round(statistics.median(sizes)),
+        "json_bytes_median": round(statistics.median(lengths)),
+    }
+    say(
+        f"  Redis per profile: median {statistics.median(sizes):,.0f} B, mean {statistics.mean(sizes):,.0f} B"
+        f" over {len(keys):,} sampled of {profiles:,} profiles (JSON median {statistics.median(lengths):,.0f} B)"
+    )
+    client.close()
+
+
+def lateness_and_freshness(b: Bench) -> None:
+    rules = b.work / "bench-rules.yaml"
+    rules.write_text(LATENCY_RULES)
+    s = b.phase("timer lateness and freshness at 5k events/s background", rules_file=rules)
+    seconds, rate, probes_per_s = (20, 5000, 10) if b.quick else (60, 5000, 20)
+    background = traffic(20_000, 200_000 if not b.quick else 60_000)
+    client = redis.Redis.from_url(s.redis_url)
+    proc = spawn_worker(s, b.work / "lateness-worker.log")
+    actions = KafkaConsumer(
+        s.topic("actions"),
+        bootstrap_servers=s.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=200,
+    )
+    deadlines: dict[str, float] = {}
+    produced_at: dict[str, float] = {}
+    late: list[float] = []
+    fresh: list[float] = []
+    stop = threading.Event()
+    try:
+        producer = KafkaProducer(bootstrap_servers=s.kafka_bootstrap, linger_ms=5)
+        producer.send(
+            s.topic("browse"),
+            key=b"warmup",
+            value=orjson.dumps(
+                {
+                    "event_id": "warmup",
+                    "customer_id": "warmup",
+                    "ts": int(time.time() * 1000),
+                    "sku": "x",
+                }
+            ),
+        )
+        producer.flush()
+        wait_until(lambda: consumed(client) > 0, 120, "the worker to start")
+
+        def load() -> None:
+            i, t0 = 0, time.monotonic()
+            while not stop.is_set() and i < len(background):
+                ev = background[i]
+                value = dict(ev.value, ts=int(time.time() * 1000), event_id=f"bg{i}")
+                producer.send(s.topic(ev.topic), key=ev.key.encode(), value=orjson.dumps(value))
+                i += 1
+                ahead = i / rate - (time.monotonic() - t0)
+                if ahead > 0:
+                    time.sleep(ahead)
+
+        loader = threading.Thread(target=load, daemon=True)
+        loader.start()
+        t_end = time.monotonic() + seconds
+        k = 0
+        while time.monotonic() < t_end:
+            k += 1
+            now_ms = int(time.time() * 1000)
+            cid = f"probe{k}"
+            producer.send(
+                s.topic("cart"),
+                key=cid.encode(),
+                value=orjson.dumps(
+                    {
+                        "event_id": f"p{k}",
+                        "customer_id": cid,
+                        "ts": now_ms,
+                        "sku": "s",
+                        "qty": 1,
+                        "price": 5,
+                    }
+                ),
+            )
+            deadlines[cid] = now_ms / 1000 + 2.0
+            produced_at[cid] = time.time()
+            _collect(actions, deadlines, late)
+            _fresh(client, produced_at, fresh)
+            time.sleep(1 / probes_per_s)
+        stop.set()
+        loader.join()
+        wait_deadline = time.monotonic() + 10
+        while (deadlines or produced_at) and time.monotonic() < wait_deadline:
+            _collect(actions, deadlines, late)
+            _fresh(client, produced_at, fresh)
+        producer.close()
+    finally:
+        stop.set()
+        actions.close()
+        stop_process(proc)
+        client.close()
+    b.results["timer_lateness_s"] = _pcts(late) | {"missing": len(deadlines)}
+    b.results["freshness_s"] = _pcts(fresh) | {"missing": len(produced_at)}
+    say(f"  abandoned-cart lateness after deadline: {_fmt(late)}  ({len(deadlines)} missing)")
+    say(f"  freshness produce -> profile in Redis:  {_fmt(fresh)}  ({len(produced_at)} missing)")
+
+
+def _collect(consumer: KafkaConsumer, deadlines: dict[str, float], late: list[float]) -> None:
+    for message in consumer.poll(timeout_ms=20).values():
+        for m in message:
+            cid = orjson.loads(m.value)["customer_id"]
+            if cid in deadlines:
+                late.append(time.time() - deadlines.pop(cid))
+
+
+def _fresh(client: redis.Redis, produced_at: dict[str, float], fresh: list[float]) -> None:
+    if not produced_at:
+        return
+    ids = list(produced_at)
+    found = client.mget([f"ecrm:profiles:{c}" for c in ids])
+    now = time.time()
+    for cid, value in zip(ids, found, strict=True):
+        if value is not None:
+            fresh.append(now - produced_at.pop(cid))
+
+
+def _pcts(xs: list[float]) -> dict[str, float]:
+    if not xs:
+        return {"n": 0}
+    xs = sorted(xs)
+    return {
+        "n": len(xs),
+        "p50": round(xs[len(xs) // 2], 4),
+        "p99": round(xs[min(len(xs) - 1, int(len(xs) * 0.99))], 4),
+        "max": round(xs[-1], 4),
+    }
+
+
+def _fmt(xs: list[float]) -> str:
+    p = _pcts(xs)
+    if not p.get("n"):
+        return "no samples"
+    return f"p50 {p['p50'] * 1000:,.0f} ms, p99 {p['p99'] * 1000:,.0f} ms, max {p['max'] * 1000:,.0f} ms (n={p['n']})"
+
+
+def sink(b: Bench) -> None:
+    s = b.phase("ClickHouse sink: through the outbox vs a raw insert")
+    n = 50_000 if b.quick else 200_000
+    events = traffic(5_000, n // 6)
+    now = datetime.now(UTC)
+    rows = [
+        event_row(
+            EVENT_BY_TOPIC[e.topic].model_validate(e.value),
+            topic=e.topic,
+            partition=0,
+            offset=i,
+            now=now,
+        )
+        for i, e in enumerate(events)
+    ]
+    chunk = 2000
+    ch = connect(f"chdb://{b.work / 'bench-clickhouse'}")
+    migrate(ch)
+    t0 = time.monotonic()
+    for i in range(0, len(rows), chunk):
+        ch.insert("events", rows[i : i + chunk], token=f"raw-{i}")
+    raw = len(rows) / (time.monotonic() - t0)
+    client = redis.Redis.from_url(s.redis_url)
+    for i in range(0, len(rows), chunk):
+        entry = clickhouse_entry("events", rows[i : i + chunk])
+        client.xadd(entry.stream, entry.fields)
+    drainer = ClickHouseSink(s.redis_url, ch)
+    t0 = time.monotonic()
+    while drainer.pending():
+        drainer.drain_once(block_ms=10)
+    ours = len(rows) / (time.monotonic() - t0)
+    ch.close()
+    b.results["sink"] = {
+        "rows": len(rows),
+        "raw_rows_per_s": round(raw),
+        "ecrm_rows_per_s": round(ours),
+        "ratio": round(ours / raw, 4),
+    }
+    say(f"  raw chdb insert ({chunk}-row chunks)   {raw:>10,.0f} rows/s")
+    say(f"  ecrm outbox -> sink -> chdb           {ours:>10,.0f} rows/s   ratio {ours / raw:.1%}")
+
+
+def scale_out(b: Bench) -> None:
+    customers, sessions = (10_000, 5_000) if b.quick else (50_000, 30_000)
+    events = traffic(customers, sessions)
+    results: dict[str, Any] = {"events": len(events)}
+    profiles: dict[str, dict[bytes, bytes]] = {}
+    for label, workers, late in (
+        ("one worker", 1, None),
+        ("two workers", 2, None),
+        ("one + one joining at 30%", 1, 0.3),
+    ):
+        s = b.phase(f"scale-out: {label} on {b.base.partitions} partitions")
+        produce_all(s, events)
+        rate, _ = run_pipeline(s, len(events), workers, b.work, second_after=late)
+        client = redis.Redis.from_url(s.redis_url)
+        keys = list(client.scan_iter(match="ecrm:profiles:*", count=5000))
+        snapshot = {}
+        for i in range(0, len(keys), 2000):
+            part = keys[i : i + 2000]
+            for k, v in zip(part, client.mget(part), strict=True):
+                p = orjson.loads(v)
+                snapshot[k] = orjson.dumps(
+                    [p["frequency"], p["monetary"], p["events_seen"], p["last_order_at"]]
+                )
+        applied = int(client.hget("ecrm:stats", "events") or 0)
+        client.close()
+        profiles[label] = snapshot
+        results[label] = {"events_per_s": round(rate), "applied": applied}
+        say(f"  {label:<26} {rate:>10,.0f} events/s   applied {applied:,}")
+    same = profiles["one worker"] == profiles["two workers"] == profiles["one + one joining at 30%"]
+    results["profiles_identical"] = same
+    b.results["scale_out"] = results
+    say(f"  profiles identical in all three runs: {same}")
+
+
+def run_bench(settings: Settings, *, quick: bool, out: Path) -> int:
+    logging.getLogger("kafka").setLevel(logging.ERROR)
+    work = Path(tempfile.mkdtemp(prefix="ecrm-bench-"))
+    say(f"ecrm bench{' --quick' if quick else ''}: results in {out}, logs in {work}")
+    with embedded_stack(work / "stack", partitions=settings.partitions) as stack:
+        b = Bench(stack.settings(settings), work, quick)
+        b.results["machine"] = _machine()
+        s, _ = throughput(b)
+        memory(b, s)
+        lateness_and_freshness(b)
+        sink(b)
+        scale_out(b)
+    out.write_text(json.dumps(b.results, indent=2, default=str))
+    say(f"\nwrote {out}")
+    return 0
+
+
+def _machine() -> dict[str, Any]:
+    import os
+    import platform
+
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
