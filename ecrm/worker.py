@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from typing import Any
+
+import redis
 
 from agents.marketing import RulesBook
 from agents.profiles import ProfileKeeper, decode
@@ -35,7 +38,10 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
 
     @app.timer(settings.sweep_interval_s, name="ecrm.sweep")
     async def sweep() -> None:
-        await keeper.sweep(sorted(ctx.owned_partitions()))
+        try:
+            await keeper.sweep(sorted(ctx.owned_partitions()))
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning("sweep skipped, Redis unavailable: %s", exc)  # the next tick retries
 
     @app.timer(settings.rules_reload_s, name="ecrm.rules-reload")
     async def reload_rules() -> None:
@@ -50,7 +56,11 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
     @app.task
     async def kafka_relay() -> None:
         while not app.should_stop:
-            await relay.relay_once(block_ms=100)
+            try:
+                await relay.relay_once(block_ms=100)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning("relay paused, Redis unavailable: %s", exc)
+                await asyncio.sleep(1.0)
 
     return ctx, keeper
 
