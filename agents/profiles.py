@@ -197,24 +197,29 @@ class ProfileKeeper:
         total = 0
         for partition in partitions:
             async with self.lock:
-                clock = now or self.clock_for(partition, datetime.now(UTC))
-                total += await self._sweep_partition(partition, clock)
+                wall = now or datetime.now(UTC)
+                clock = now or self.clock_for(partition, wall)
+                total += await self._sweep_partition(partition, wall, clock)
         return total
 
-    async def _sweep_partition(self, partition: int, now: datetime, limit: int = 1000) -> int:
+    async def _sweep_partition(
+        self, partition: int, now: datetime, clock: datetime, limit: int = 1000
+    ) -> int:
+        """`now` (wall) rates R, F and M; `clock` (held back while a backlog is read, see
+        `clock_for`) decides which customers are due and what the rules' timers see."""
         store = self.app.store
         due = await store.client.zrangebyscore(
-            due_key(partition), "-inf", _ms(now), start=0, num=limit
+            due_key(partition), "-inf", _ms(clock), start=0, num=limit
         )
         if not due:
             return 0
         customers = [raw.decode() for raw in due]
         self._snapshots = []
         rules = self.rules.rules if self.rules is not None else None
-        raw_keys = MarketingStep.keys(rules, customers, now) if rules else []
+        raw_keys = MarketingStep.keys(rules, customers, clock) if rules else []
         try:
             async with store.unit(due, (), raw_keys) as unit:
-                step = MarketingStep.begin(rules, unit, now) if rules else None
+                step = MarketingStep.begin(rules, unit, clock) if rules else None
                 changes: list[SegmentChange] = []
                 for customer_id in customers:
                     after = self._load(customer_id)
