@@ -31,13 +31,51 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", type=Path, default=Path("bench.json"))
 
     profile = sub.add_parser("profile", help="print a customer's live profile")
-    profile.add_argument("customer_id")
+    who = profile.add_mutually_exclusive_group(required=True)
+    who.add_argument("customer_id", nargs="?")
+    who.add_argument(
+        "--buyer", metavar="NAME", help="an imported buyer's name, hashed with ECRM_PII_SECRET"
+    )
     profile.add_argument("--json", action="store_true", help="print JSON")
+
+    imports = sub.add_parser("import", help="bring a shop's history in (docs/import.md)")
+    imports_sub = imports.add_subparsers(dest="import_command", required=True)
+    orders = imports_sub.add_parser(
+        "orders", help="a Taobao/Tmall order export, a CSV with a mapping, or JSON Lines"
+    )
+    orders.add_argument("file", type=Path)
+    orders.add_argument("--format", default="auto", choices=("auto", "taobao", "csv", "jsonl"))
+    orders.add_argument("--mapping", type=Path, help="YAML column mapping of a generic CSV")
+    orders.add_argument("--rejects", type=Path, help="reject file (default FILE.rejects.jsonl)")
+    orders.add_argument("--shop-id", help="shop_id of every event (default: the file's, or default)")
+    orders.add_argument(
+        "--all-history", action="store_true", help="also orders older than the RFM window"
+    )
+    orders.add_argument("--dry-run", action="store_true", help="read and check, send nothing")
+    orders.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     rules = sub.add_parser("rules", help="marketers' rules")
     rules_sub = rules.add_subparsers(dest="rules_command", required=True)
     check = rules_sub.add_parser("check", help="validate a rules file")
     check.add_argument("file", type=Path)
+    backtest = rules_sub.add_parser(
+        "backtest", help="what a rules file would have done over the history in ClickHouse"
+    )
+    backtest.add_argument("file", type=Path)
+    backtest.add_argument("--since", default="30d", help="30d, 12h, or an ISO date (shop's zone)")
+    backtest.add_argument("--until", default=None, help="same forms; default: now")
+    backtest.add_argument(
+        "--warm-up", default=None, help="replay this much earlier history first, unreported"
+    )
+    backtest.add_argument("--json", action="store_true", help="print JSON")
+
+    sql = sub.add_parser("sql", help="run an analysts' named query (docs/clickhouse.md)")
+    sql.add_argument("name", nargs="?", help="the query: clickhouse/queries/NAME.sql")
+    sql.add_argument(
+        "--param", action="append", default=[], metavar="NAME=VALUE", help="a query parameter"
+    )
+    sql.add_argument("--format", default="table", choices=("table", "csv", "json"))
+    sql.add_argument("--list", action="store_true", help="list the queries and what they answer")
 
     schemas = sub.add_parser("schemas", help="JSON Schema of the contract's messages")
     schemas_sub = schemas.add_subparsers(dest="schemas_command", required=True)
@@ -61,6 +99,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.command == "rules" and args.rules_command == "backtest":
+        from ecrm.backtest_cmd import run_backtest_cmd
+
+        return run_backtest_cmd(
+            Settings(),
+            args.file,
+            since=args.since,
+            until=args.until,
+            warm_up=args.warm_up,
+            as_json=args.json,
+        )
     if args.command == "rules":
         from ecrm.rules_cli import check_rules
 
@@ -73,6 +122,13 @@ def _run(args: argparse.Namespace) -> int:
         for path in export_json_schemas(args.dir):
             print(path)
         return 0
+    if args.command == "sql":
+        from ecrm.sql_cmd import list_text, run_sql
+
+        if args.list:
+            print(list_text(), end="")
+            return 0
+        return run_sql(Settings(), args.name, args.param, args.format)
     settings = Settings()
     if args.command == "up":
         from ecrm.up import run_up
@@ -96,5 +152,26 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "profile":
         from ecrm.profile_cmd import show_profile
 
-        return show_profile(settings, args.customer_id, args.json)
+        customer_id = args.customer_id
+        if args.buyer is not None:
+            from schemas.pii import customer_id_for, normalized_name
+
+            if not normalized_name(args.buyer):
+                raise EcrmError("--buyer needs a name")
+            customer_id = customer_id_for(args.buyer, settings.pii_key())
+        return show_profile(settings, customer_id, args.json)
+    if args.command == "import":
+        from ecrm.import_cmd import run_import
+
+        return run_import(
+            settings,
+            args.file,
+            fmt=args.format,
+            mapping_path=args.mapping,
+            rejects_path=args.rejects,
+            shop_id=args.shop_id,
+            all_history=args.all_history,
+            dry_run=args.dry_run,
+            progress=False if args.no_progress else None,
+        )
     raise AssertionError(args.command)
