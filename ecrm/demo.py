@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import redis
+import yaml
 from kafka import KafkaProducer
 
 from ecrm.processes import spawn_worker, stop_process
@@ -55,7 +56,10 @@ def run_demo(settings: Settings, *, customers: int, sessions: int, workers: int 
     say(f"[1/5] starting the embedded stack under {data_dir} ...")
     started = time.monotonic()
     with embedded_stack(data_dir, partitions=settings.partitions) as stack:
-        s = stack.settings(settings).model_copy(update={"app_id": "ecrm-demo", "sink": "no"})
+        rules = _demo_rules(settings.rules_file, data_dir)
+        s = stack.settings(settings).model_copy(
+            update={"app_id": "ecrm-demo", "sink": "no", "rules_file": rules}
+        )
         ensure_topics(s.kafka_bootstrap, list(contract_topics(s).values()), s.partitions)
         say(
             f"      broker {s.kafka_bootstrap}, redis {s.redis_url}, clickhouse {s.clickhouse_url} "
@@ -172,6 +176,22 @@ def _summary(
     say("  ClickHouse: GMV by current segment (clickhouse/queries/gmv_by_segment.sql)")
     _gmv_table(ch)
     say()
+    say(
+        "  ClickHouse: rule performance, last-touch attribution within 72 h (ecrm sql rule_performance)"
+    )
+    _rule_performance(ch)
+    say()
+
+
+def _demo_rules(path: Path, data_dir: Path) -> Path:
+    """The rules file without quiet hours, so the demo shows actions at any time of day
+    (with them, a demo run at night would show every action deferred to the morning)."""
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if (data.get("policy") or {}).pop("quiet_hours", None) is not None:
+        say(f"      rules: {path} (quiet hours switched off for the demo)")
+    out = data_dir / "demo-rules.yaml"
+    out.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return out
 
 
 def _rules_table(client: redis.Redis) -> None:
@@ -214,6 +234,35 @@ def _payload(ev: StoreEvent) -> bytes:
         return ev.payload()
     except TypeError:  # a deliberately absurd number orjson will not write; json will
         return json.dumps(ev.value).encode()
+
+
+def _rule_performance(ch: ClickHouse) -> None:
+    now = datetime.now(UTC)
+    rows = ch.query(
+        load_query("rule_performance"),
+        {"since": now - timedelta(days=365), "until": now + timedelta(days=1), "window_hours": 72},
+    )
+    say(
+        f"    {'rule':<22} {'decided':>8} {'sent':>6} {'held out':>8} {'converted':>9} "
+        f"{'treated':>8} {'held-out':>8} {'uplift (95% CI)':>24} {'coupon cost':>11}"
+    )
+    for r in rows:
+
+        def pct(x: object) -> str:
+            return "-" if x is None else f"{float(x):.1%}"  # type: ignore[arg-type]
+
+        ci = (
+            "-"
+            if r["uplift"] is None
+            else f"{float(r['uplift']):+.1%} [{float(r['uplift_ci_low']):+.1%}, {float(r['uplift_ci_high']):+.1%}]"
+        )
+        say(
+            f"    {r['rule_id']:<22} {r['decided']:>8,} {r['sent']:>6,} {r['held_out']:>8,} "
+            f"{r['converted']:>9,} {pct(r['treated_rate']):>8} {pct(r['held_out_rate']):>8} {ci:>24} "
+            f"{float(r['coupon_cost'] or 0):>11,.2f}"
+        )
+    if not rows:
+        say("    (no decisions yet)")
 
 
 def _profiles(client: redis.Redis) -> list[Profile]:
