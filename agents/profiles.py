@@ -145,6 +145,7 @@ class ProfileKeeper:
             step = MarketingStep.begin(rules, unit, now) if rules else None
             fresh = [i for i in items if not unit.applied(i.topic, i.partition, i.offset)]
             stats: dict[str, int] = defaultdict(int)
+            stats["batches"] = 1 if fresh else 0
             event_rows: list[dict[str, Any]] = []
             changes: list[SegmentChange] = []
             for item in fresh:
