@@ -64,9 +64,16 @@ class RulesBook:
             return False
         self._digest = digest
         try:
+            if not self.path.read_text(encoding="utf-8").strip():
+                # an empty file is most likely one being rewritten in place, not "no rules"
+                raise RulesError("the file is empty (write `rules: []` to switch every rule off)")
             self.rules = load_rules(self.path)
         except RulesError as exc:
             log.error("rules file %s refused, the previous rules stay in force: %s", self.path, exc)
+            return False
+        except (ValueError, ArithmeticError, TypeError, RecursionError):
+            # whatever slipped past validation must not take the running rules down with it
+            log.exception("rules file %s refused, the previous rules stay in force", self.path)
             return False
         log.warning("rules file %s reloaded: %d rules", self.path, len(self.rules.rules))
         return True

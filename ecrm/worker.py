@@ -8,6 +8,7 @@ import threading
 from typing import Any
 
 import redis
+from mode.supervisors import CrashingSupervisor
 
 from agents.marketing import RulesBook
 from agents.profiles import ProfileKeeper, decode
@@ -25,7 +26,10 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
     keeper = ProfileKeeper(ctx, rules=RulesBook(settings.rules_file))
     prefix = len(settings.topic_prefix)
 
-    @app.agent(ctx.inputs, name="ecrm.profiles")
+    # a batch that raises is a bug, not bad data (bad data is dead-lettered): stop the worker
+    # so the batch is read again after a restart, instead of Faust restarting the agent
+    # and the next batch moving the partition's offset past the one that failed
+    @app.agent(ctx.inputs, name="ecrm.profiles", supervisor_strategy=CrashingSupervisor)
     async def profiles(stream: Any) -> None:
         async for events in stream.noack_take(settings.batch_max, within=settings.batch_within_s):
             items = [

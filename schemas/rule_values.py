@@ -48,6 +48,10 @@ _DURATION = re.compile(r"(?:\s*\d+\s*[a-z]+)+\s*")
 _DURATION_PART = re.compile(r"(\d+)\s*([a-z]+)")
 
 
+#: Ten years: longer spans are typos, and would overflow date arithmetic on the live stream.
+MAX_DURATION_S = 3650 * 86400
+
+
 def parse_duration(value: Any) -> timedelta:
     """A positive duration; bare numbers are seconds."""
     seconds: int | None = None
@@ -67,6 +71,8 @@ def parse_duration(value: Any) -> timedelta:
         raise ValueError(f'"{value}" is not a duration (use e.g. 30m, 2h, 3d)')
     if seconds <= 0:
         raise ValueError(f'"{value}" must be longer than zero (use e.g. 30m, 2h, 3d)')
+    if seconds > MAX_DURATION_S:
+        raise ValueError(f'"{value}" is too long (at most 3650d, ten years)')
     return timedelta(seconds=seconds)
 
 
@@ -97,6 +103,8 @@ def parse_share(value: Any) -> float:
         number = Decimal(text.rstrip("%").strip())
     except InvalidOperation:
         raise ValueError(f'"{value}" is not a percentage (write e.g. 20% or 0.2)') from None
+    if not number.is_finite():
+        raise ValueError(f'"{value}" is not a percentage (write e.g. 20% or 0.2)')
     if number < 0:
         raise ValueError(f'"{value}" cannot be negative')
     if percent:
