@@ -23,6 +23,7 @@ from kafka import KafkaProducer
 from ecrm.processes import spawn_worker, stop_process
 from ecrm.profile_cmd import show_profile
 from ecrm.traffic import StoreEvent, synthetic_traffic
+from schemas.outputs import SEGMENTS
 from schemas.profile import Profile
 from streams.clickhouse import ClickHouse, connect, load_query, migrate
 from streams.embedded import embedded_stack
@@ -30,17 +31,7 @@ from streams.settings import Settings
 from streams.sink import ClickHouseSink
 from streams.topics import contract_topics, ensure_topics
 
-SEGMENT_ORDER = [
-    "important_value",
-    "important_develop",
-    "important_keep",
-    "important_retain",
-    "general_value",
-    "general_develop",
-    "general_keep",
-    "general_retain",
-    "prospect",
-]
+SEGMENT_ORDER = [*SEGMENTS[1:], SEGMENTS[0]]  # the eight of PRODUCT.md, then prospects
 
 
 def say(text: str = "", end: str = "\n") -> None:

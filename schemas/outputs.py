@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -19,6 +19,8 @@ Segment = Literal[
     "general_keep",
     "general_retain",
 ]
+#: Every segment slug, prospects first, then the eight of PRODUCT.md in its order.
+SEGMENTS: tuple[str, ...] = get_args(Segment)
 
 
 class SegmentChange(BaseModel):
