@@ -6,7 +6,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.errors import ConfigError
@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     #: Who drains the ClickHouse outbox: "auto" = a worker drains unless ClickHouse is chdb
     #: (embedded, single process: the stack process drains); "yes"/"no" force it.
     sink: Literal["auto", "yes", "no"] = "auto"
+    #: Key of the HMAC that turns buyer names into customer ids (`ecrm import`, `ecrm profile
+    #: --buyer`). No default and no generated one: a key that differed between machines or
+    #: working folders would silently split every customer in two (docs/import.md).
+    pii_secret: SecretStr | None = None
 
     @field_validator("clickhouse_url")
     @classmethod
@@ -72,6 +76,28 @@ class Settings(BaseSettings):
                 f"ECRM_CLICKHOUSE_URL={url!r}: use chdb:///path (embedded) or http(s)://user:pass@host:port/db"
             )
         return url
+
+    @field_validator("pii_secret")
+    @classmethod
+    def _strong_pii_secret(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is not None and len(secret.get_secret_value()) < 16:
+            raise ConfigError(
+                "ECRM_PII_SECRET is shorter than 16 characters; make one with "
+                "`python -c 'import secrets; print(secrets.token_hex(32))'`"
+            )
+        return secret
+
+    def pii_key(self) -> bytes:
+        """The HMAC key for buyer names; a ConfigError saying how to set it when unset."""
+        if self.pii_secret is None:
+            raise ConfigError(
+                "ECRM_PII_SECRET is not set: buyer names become customer ids through an HMAC "
+                "keyed with it. Make one once with `python -c 'import secrets; "
+                "print(secrets.token_hex(32))'`, keep it with the shop's other secrets and "
+                "set it for every `ecrm import` and `ecrm profile --buyer` (a lost or changed "
+                "secret gives every buyer a new id)"
+            )
+        return self.pii_secret.get_secret_value().encode()
 
     @field_validator("redis_url")
     @classmethod
@@ -92,4 +118,6 @@ class Settings(BaseSettings):
 
     def as_env(self) -> dict[str, str]:
         """The ECRM_* variables that point another process at the same services and policy."""
-        return {f"ECRM_{name.upper()}": str(value) for name, value in self.model_dump().items()}
+        # never the PII secret: the workers do not need it, and `ecrm up` prints these
+        values = self.model_dump(exclude={"pii_secret"})
+        return {f"ECRM_{name.upper()}": str(value) for name, value in values.items()}

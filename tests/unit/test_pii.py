@@ -1,0 +1,49 @@
+"""Buyers become keyed-hash customer ids; phones, names and addresses appear only masked."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from schemas.pii import customer_id_for, mask_phone, mask_text, scrub
+
+SECRET = b"0123456789abcdef-test"
+
+
+def test_a_buyer_name_gives_the_same_id_every_time_and_another_secret_another_id() -> None:
+    cid = customer_id_for("小鱼儿_00064", SECRET)
+    assert re.fullmatch(r"c_[0-9a-f]{24}", cid)
+    assert customer_id_for(" 小鱼儿_00064\t", SECRET) == cid
+    assert customer_id_for("小鱼儿_00065", SECRET) != cid
+    assert customer_id_for("小鱼儿_00064", b"another-secret-of-16") != cid
+    assert "小鱼儿" not in cid
+
+
+def test_an_empty_buyer_name_has_no_id() -> None:
+    with pytest.raises(ValueError):
+        customer_id_for(" \t", SECRET)
+
+
+def test_display_forms_keep_only_the_ends() -> None:
+    assert mask_phone("13812341234") == "138****1234"
+    assert mask_phone("138 1234 1234") == "138****1234"
+    assert mask_text("小鱼儿_00064") == "小*******4"
+    assert mask_text("王芳") == "王*"
+    assert mask_text("x") == "*"
+    assert mask_text("") == ""
+
+
+@pytest.mark.parametrize(
+    ("text", "scrubbed"),
+    [
+        ("客户来电13812345678改地址", "客户来电138****5678改地址"),
+        ("tel 138-1234-5678", "tel 138****5678"),
+        ("座机 0571-88889999", "座机 0571****9999"),
+        ("mail kiki.wang@example.com", "mail k***@example.com"),
+        ("order 3100000000000007919", "order 3100000000000007919"),
+        ("西湖龙井 明前特级 250g", "西湖龙井 明前特级 250g"),
+    ],
+)
+def test_free_text_has_its_phones_and_emails_masked(text: str, scrubbed: str) -> None:
+    assert scrub(text) == scrubbed
