@@ -93,7 +93,8 @@ class MarketingStep:
 
     @staticmethod
     def keys(rules: RuleSet, customers: list[str], now: datetime) -> list[str]:
-        """Redis keys the unit must read: each customer's rule state, today's and yesterday's budgets."""
+        """Redis keys the unit must read: each customer's rule state, the budgets of the days
+        a decision now can book (yesterday, today, tomorrow)."""
         keys = [rule_state_key(c) for c in customers]
         for day in _budget_days(rules, now):
             keys += [budget_key(r.id, day) for r in rules.rules if r.budget is not None]
@@ -202,5 +203,7 @@ def decision_row(d: Decision) -> dict[str, Any]:
 def _budget_days(rules: RuleSet, now: datetime) -> list[date]:
     if not any(r.budget is not None for r in rules.rules):
         return []
+    # a deferred action books the day it will be delivered (tomorrow, after the night's
+    # quiet hours), and a withdrawn one gives back the day it had booked (up to yesterday's)
     today = shop_day(now, rules.policy.zone)
-    return [today, today - timedelta(days=1)]
+    return [today - timedelta(days=1), today, today + timedelta(days=1)]

@@ -766,3 +766,54 @@ def test_a_wait_too_long_to_compute_is_refused_rather_than_crashing_the_worker_a
     assert "Crashed" not in worker.log_tail(200), worker.log_tail(200)
     [thanks] = actions_topic.wait(lambda got: len(got) >= 1, timeout=15, what="the thank-you")
     assert thanks["trigger_event_id"] == "o-1"
+
+
+BUDGET_AT_NIGHT = """
+policy:
+  quiet_hours: {start: "22:00", end: "08:00"}
+rules:
+  - id: abandoned-cart
+    when: {event: cart, not_followed_by: {event: orders, where: {status: paid}}, within: 30m}
+    budget: {per_day: 1}
+    action: {kind: coupon, channel: sms, params: {value: 10, valid_for: 48h}}
+"""
+
+
+def test_coupons_deferred_to_tomorrow_count_against_tomorrows_budget(settings, rds, tmp_path):
+    """A budget of one coupon a day: two carts abandoned at night are both delivered in the
+    morning, so the second one is over the morning's budget and suppressed, not sent."""
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(BUDGET_AT_NIGHT)
+    night = datetime(2024, 5, 1, 14, 10, tzinfo=UTC)  # 22:10 in Shanghai
+    items = [
+        decode(
+            "t.cart",
+            "cart",
+            0,
+            i,
+            c.encode(),
+            orjson.dumps(
+                {
+                    "event_id": f"e{i}",
+                    "customer_id": c,
+                    "ts": (night + timedelta(minutes=i)).isoformat(),
+                    "sku": "x",
+                    "qty": 1,
+                    "price": "50",
+                }
+            ),
+        )
+        for i, c in enumerate(["ann", "bob"])
+    ]
+    keeper = ProfileKeeper(create_app(settings), rules=RulesBook(rules_file))
+
+    async def scenario() -> None:
+        for item in items:
+            await keeper.apply([item], now=item.event.ts)
+        for minute in (30, 31):  # each cart's deadline, in a batch of its own
+            await keeper.sweep([0], now=night + timedelta(minutes=minute))
+        await keeper.app.store.stop()
+
+    asyncio.run(scenario())
+    stats = {k.decode(): int(v) for k, v in rds.hgetall("ecrm:stats:rules").items()}
+    assert stats == {"abandoned-cart|deferred": 1, "abandoned-cart|suppressed:budget": 1}
