@@ -8,7 +8,14 @@ from typing import Any
 
 import orjson
 
-from schemas.events import BrowseEvent, CartEvent, Event, FavoriteEvent, OrderEvent
+from schemas.events import (
+    BrowseEvent,
+    CampaignEvent,
+    CartEvent,
+    Event,
+    FavoriteEvent,
+    OrderEvent,
+)
 from schemas.outputs import SegmentChange
 from schemas.profile import Profile
 
@@ -34,6 +41,7 @@ def event_row(
         "price": ZERO,
         "category": "",
         "url": "",
+        "campaign": "",
         "items": "[]",
         "extra": orjson.dumps(event.extra, default=str).decode(),
         "source_topic": topic,
@@ -55,6 +63,8 @@ def event_row(
         row.update(sku=event.sku)
     elif isinstance(event, BrowseEvent):
         row.update(sku=event.sku or "", url=event.url or "", category=event.category or "")
+    elif isinstance(event, CampaignEvent):
+        row.update(campaign=event.campaign)
     return row
 
 

@@ -11,11 +11,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from schemas.events import BrowseEvent, CartEvent, Event, FavoriteEvent, OrderEvent
+from schemas.events import (
+    BrowseEvent,
+    CampaignEvent,
+    CartEvent,
+    Event,
+    FavoriteEvent,
+    OrderEvent,
+)
 from schemas.outputs import Segment
 from schemas.profile import CartLine, OrderLine, Profile, ViewStat
 
 RECENT_IDS_KEPT = 64
+CAMPAIGN_IDS_KEPT = 64
 VIEWS_KEPT = 20
 FAVORITES_KEPT = 50
 DAY = timedelta(days=1)
@@ -105,18 +113,19 @@ def next_time_change(profile: Profile, policy: RfmPolicy) -> datetime | None:
 
 def apply_event(p: Profile, event: Event) -> bool:
     """`fold` in place, for a caller that owns `p`; False when the event was seen before."""
-    seen = p.events_seen
-    _apply(p, event)
-    return p.events_seen != seen
+    return _apply(p, event)
 
 
-def _apply(p: Profile, event: Event) -> None:
+def _apply(p: Profile, event: Event) -> bool:
+    """Fold one event; False when it was seen before (and nothing changed)."""
+    if isinstance(event, CampaignEvent):
+        return _apply_campaign(p, event)
     if isinstance(event, OrderEvent):
         if not _apply_order(p, event):
-            return
+            return False
     else:
         if event.event_id in p.recent_event_ids:
-            return
+            return False
         p.recent_event_ids.append(event.event_id)
         del p.recent_event_ids[:-RECENT_IDS_KEPT]
         if isinstance(event, CartEvent):
@@ -130,6 +139,18 @@ def _apply(p: Profile, event: Event) -> None:
     p.last_seen_at = event.ts if p.last_seen_at is None else max(p.last_seen_at, event.ts)
     if p.shop_id == "default":
         p.shop_id = event.shop_id
+    return True
+
+
+def _apply_campaign(p: Profile, event: CampaignEvent) -> bool:
+    """A campaign selected the customer: remembered, so a re-send counts once, and nothing
+    else. It is the shop's doing, not the customer's, so RFM, behaviour, `events_seen`,
+    `first_seen_at`/`last_seen_at` and the shop stay as the customer's own events left them."""
+    if event.event_id in p.campaign_event_ids:
+        return False
+    p.campaign_event_ids.append(event.event_id)
+    del p.campaign_event_ids[:-CAMPAIGN_IDS_KEPT]
+    return True
 
 
 def _apply_order(p: Profile, event: OrderEvent) -> bool:
@@ -201,8 +222,6 @@ def fold_new(profile: Profile, events: Iterable[Event]) -> tuple[Profile, list[E
     p = profile.model_copy(deep=True)
     new: list[Event] = []
     for event in events:
-        seen = p.events_seen
-        _apply(p, event)
-        if p.events_seen != seen:
+        if _apply(p, event):
             new.append(event)
     return p, new

@@ -21,7 +21,13 @@ from schemas.rule_fields import (
 from schemas.rules import Followup, Trigger
 
 #: Event class kind -> the topic name rules use.
-TOPIC_OF_KIND = {"order": "orders", "cart": "cart", "favorite": "favorites", "browse": "browse"}
+TOPIC_OF_KIND = {
+    "order": "orders",
+    "cart": "cart",
+    "favorite": "favorites",
+    "browse": "browse",
+    "campaign": "campaigns",
+}
 
 
 def topic_of(event: Event) -> str:

@@ -4,7 +4,7 @@
 CREATE TABLE IF NOT EXISTS events
 (
     event_id         String,
-    kind             LowCardinality(String),  -- 'order' | 'cart' | 'favorite' | 'browse'
+    kind             LowCardinality(String),  -- 'order' | 'cart' | 'favorite' | 'browse' | 'campaign' (011)
     customer_id      String,
     shop_id          LowCardinality(String),
     ts               DateTime64(3, 'UTC'),    -- event time

@@ -47,7 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     orders.add_argument("--format", default="auto", choices=("auto", "taobao", "csv", "jsonl"))
     orders.add_argument("--mapping", type=Path, help="YAML column mapping of a generic CSV")
     orders.add_argument("--rejects", type=Path, help="reject file (default FILE.rejects.jsonl)")
-    orders.add_argument("--shop-id", help="shop_id of every event (default: the file's, or default)")
+    orders.add_argument(
+        "--shop-id", help="shop_id of every event (default: the file's, or default)"
+    )
     orders.add_argument(
         "--all-history", action="store_true", help="also orders older than the RFM window"
     )
@@ -77,11 +79,45 @@ def _parser() -> argparse.ArgumentParser:
     sql.add_argument("--format", default="table", choices=("table", "csv", "json"))
     sql.add_argument("--list", action="store_true", help="list the queries and what they answer")
 
+    audience = sub.add_parser(
+        "audience", help="select customers by their profiles (docs/campaigns.md)"
+    )
+    audience_sub = audience.add_subparsers(dest="audience_command", required=True)
+    export_audience = audience_sub.add_parser("export", help="the selected customers as CSV")
+    _selection_args(export_audience, with_file=False)
+    export_audience.add_argument("--out", type=Path, help="CSV file to write (default: stdout)")
+
+    campaign = sub.add_parser(
+        "campaign", help="batch campaigns through the rules (docs/campaigns.md)"
+    )
+    campaign_sub = campaign.add_subparsers(dest="campaign_command", required=True)
+    send = campaign_sub.add_parser("send", help="one campaign event per selected customer")
+    send.add_argument("campaign_id", help="the campaign, as rules name it: where: {campaign: ID}")
+    _selection_args(send, with_file=True)
+    send.add_argument("--dry-run", action="store_true", help="select and report, send nothing")
+    send.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     schemas = sub.add_parser("schemas", help="JSON Schema of the contract's messages")
     schemas_sub = schemas.add_subparsers(dest="schemas_command", required=True)
     export = schemas_sub.add_parser("export", help="write one .schema.json per message")
     export.add_argument("dir", type=Path)
     return parser
+
+
+def _selection_args(parser: argparse.ArgumentParser, *, with_file: bool) -> None:
+    """Who is selected: exactly one of an audience file, a where-clause or a named query."""
+    how = parser.add_mutually_exclusive_group(required=True)
+    if with_file:
+        how.add_argument("--audience", type=Path, metavar="FILE.csv", help="CSV with customer_id")
+    how.add_argument(
+        "--where",
+        metavar="CONDITION",
+        help="over profiles_latest, e.g. \"segment = 'important_keep' AND monetary >= 500\"",
+    )
+    how.add_argument("--query", metavar="NAME", help="a named query returning customer_id")
+    parser.add_argument(
+        "--param", action="append", default=[], metavar="NAME=VALUE", help="a query parameter"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,6 +152,25 @@ def _run(args: argparse.Namespace) -> int:
         code, message = check_rules(args.file)
         print(message, file=sys.stdout if code == 0 else sys.stderr)
         return code
+    if args.command == "audience":
+        from ecrm.audience_cmd import run_audience_export
+
+        return run_audience_export(
+            Settings(), where=args.where, query=args.query, params=args.param, out_path=args.out
+        )
+    if args.command == "campaign":
+        from ecrm.campaign_cmd import run_campaign_send
+
+        return run_campaign_send(
+            Settings(),
+            args.campaign_id,
+            audience=args.audience,
+            where=args.where,
+            query=args.query,
+            params=args.param,
+            dry_run=args.dry_run,
+            progress=False if args.no_progress else None,
+        )
     if args.command == "schemas":
         from schemas.jsonschema import export_json_schemas
 

@@ -27,3 +27,7 @@ class EmbeddedStackError(EcrmError):
 
 class RulesError(EcrmError):
     """A rules file is invalid; the message names the rule and the field."""
+
+
+class AudienceError(EcrmError):
+    """An audience cannot be selected: a bad where-clause, query or audience file."""

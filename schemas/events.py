@@ -1,4 +1,5 @@
-"""The four storefront events of the contract, validated at the door (unknown fields are kept)."""
+"""The four storefront events of the contract, validated at the door (unknown fields are kept),
+and the campaign event `ecrm campaign send` emits onto ecrm's own `campaigns` input topic."""
 
 from __future__ import annotations
 
@@ -157,12 +158,29 @@ class BrowseEvent(Event):
         return self
 
 
-AnyEvent = OrderEvent | CartEvent | FavoriteEvent | BrowseEvent
+class CampaignEvent(Event):
+    """A customer selected for a batch campaign (`ecrm campaign send`). Not something the
+    customer did: it moves no RFM and no behaviour; rules on `event: campaigns` act on it."""
 
-#: Contract topic name (without prefix) -> the event it carries.
+    kind: ClassVar[str] = "campaign"
+
+    campaign: NonEmpty
+
+
+def campaign_event_id(campaign: str, customer_id: str) -> str:
+    """The one event id of a campaign for a customer: sending a campaign again repeats it,
+    so the worker counts it once and the rules decide it once."""
+    return f"campaign:{campaign}:{customer_id}"
+
+
+AnyEvent = OrderEvent | CartEvent | FavoriteEvent | BrowseEvent | CampaignEvent
+
+#: Input topic name (without prefix) -> the event it carries: the contract's four storefront
+#: topics, and `campaigns`, ecrm's extension that `ecrm campaign send` writes.
 EVENT_BY_TOPIC: dict[str, type[Event]] = {
     "orders": OrderEvent,
     "cart": CartEvent,
     "favorites": FavoriteEvent,
     "browse": BrowseEvent,
+    "campaigns": CampaignEvent,
 }

@@ -1,8 +1,9 @@
 """JSON Schema files of the contract models, for storefront developers who do not read Python.
 
 One file per model that crosses a boundary, named ``<name>.schema.json``: the four input
-events (what a storefront may send: validation shape, e.g. ``amount`` as number or decimal
-string, ``ts`` as ISO-8601 or epoch milliseconds), and what ecrm emits (serialisation shape,
+events and the campaign event (what a storefront, or `ecrm campaign send`, may send:
+validation shape, e.g. ``amount`` as number or decimal string, ``ts`` as ISO-8601 or epoch
+milliseconds), and what ecrm emits (serialisation shape,
 e.g. money as a decimal string): actions, segment changes, dead-letter records and the
 profile that ``ecrm profile --json`` prints.
 
@@ -18,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from schemas.events import BrowseEvent, CartEvent, FavoriteEvent, OrderEvent
+from schemas.events import BrowseEvent, CampaignEvent, CartEvent, FavoriteEvent, OrderEvent
 from schemas.outputs import Action, DeadLetter, SegmentChange
 from schemas.profile import Profile
 
@@ -31,6 +32,7 @@ CONTRACT_MODELS: dict[str, tuple[type[BaseModel], Literal["validation", "seriali
     "cart": (CartEvent, "validation"),
     "favorite": (FavoriteEvent, "validation"),
     "browse": (BrowseEvent, "validation"),
+    "campaign": (CampaignEvent, "validation"),
     "action": (Action, "serialization"),
     "segment-change": (SegmentChange, "serialization"),
     "dead-letter": (DeadLetter, "serialization"),
@@ -38,7 +40,7 @@ CONTRACT_MODELS: dict[str, tuple[type[BaseModel], Literal["validation", "seriali
 }
 
 #: bookkeeping `Profile.public_view` leaves out, and what it adds instead
-_PROFILE_HIDDEN = ("recent_event_ids", "orders")
+_PROFILE_HIDDEN = ("recent_event_ids", "campaign_event_ids", "orders")
 _PROFILE_ADDED = {
     "orders_in_window": {
         "type": "integer",

@@ -76,10 +76,15 @@ class Profile(BaseModel):
 
     #: ids of the latest non-order events, to count a redelivered event once
     recent_event_ids: list[str] = Field(default_factory=list)
+    #: ids of the latest campaign events, kept apart so that a busy customer's views do not
+    #: push them out: a campaign sent again reaches the customer once
+    campaign_event_ids: list[str] = Field(default_factory=list)
 
     def public_view(self) -> dict[str, object]:
         """The JSON shape `ecrm profile --json` prints (no internal bookkeeping)."""
-        data = self.model_dump(mode="json", exclude={"recent_event_ids", "orders"})
+        data = self.model_dump(
+            mode="json", exclude={"recent_event_ids", "campaign_event_ids", "orders"}
+        )
         data["orders_in_window"] = len([o for o in self.orders.values() if o.paid])
         return data
 

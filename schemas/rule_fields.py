@@ -97,6 +97,8 @@ EVENT_FIELDS: dict[str, dict[str, FieldType]] = {
     },
     "favorites": {"sku": "text", "shop_id": "text"},
     "browse": {"sku": "text", "url": "text", "category": "text", "shop_id": "text"},
+    # not a storefront topic: `ecrm campaign send` puts each selected customer on it
+    "campaigns": {"campaign": "text", "shop_id": "text"},
 }
 
 #: What a rule's `if:` may test on the customer's live profile.
@@ -174,6 +176,7 @@ EVENT_NOUN = {
     "cart": "a cart add",
     "favorites": "a favourite",
     "browse": "a view",
+    "campaigns": "a campaign send",
 }
 _EVENT_ALIASES = {
     "order": "orders",
@@ -182,6 +185,7 @@ _EVENT_ALIASES = {
     "favourites": "favorites",
     "view": "browse",
     "views": "browse",
+    "campaign": "campaigns",
 }
 
 

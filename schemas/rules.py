@@ -7,6 +7,7 @@ Grammar and examples: docs/rules.md. Every mistake is reported as
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated
 from zoneinfo import ZoneInfo
@@ -123,7 +124,7 @@ class Trigger(Strict):
             return self
         if self.event is None:
             raise ValueError(
-                "say what starts the rule: event: (orders, cart, favorites, browse) "
+                "say what starts the rule: event: (orders, cart, favorites, browse, campaigns) "
                 "or segment_change: {from: [...], to: [...]}"
             )
         _check_where(self.where, self.event)
@@ -226,13 +227,18 @@ class RuleSet(Strict):
     policy: Policy = Field(default_factory=Policy)
     rules: tuple[Rule, ...] = ()
 
-    @property
+    @cached_property
     def enabled(self) -> tuple[Rule, ...]:
+        """The rules in force (computed once: the engine asks on every event)."""
         return tuple(rule for rule in self.rules if rule.enabled)
+
+    @cached_property
+    def _enabled_by_id(self) -> dict[str, Rule]:
+        return {rule.id: rule for rule in self.enabled}
 
     def get(self, rule_id: str) -> Rule | None:
         """The enabled rule with this id, if there is one."""
-        return next((r for r in self.rules if r.id == rule_id and r.enabled), None)
+        return self._enabled_by_id.get(rule_id)
 
 
 def load_rules(path: Path) -> RuleSet:

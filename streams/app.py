@@ -11,7 +11,8 @@ from faust.types import TP
 from streams.redis_store import RedisStore, register_redis_store
 from streams.settings import Settings
 
-INPUT_TOPICS = ("orders", "cart", "favorites", "browse")
+#: the contract's storefront topics, and `campaigns` (written by `ecrm campaign send`)
+INPUT_TOPICS = ("orders", "cart", "favorites", "browse", "campaigns")
 OUTPUT_TOPICS = ("actions", "segment-changes", "dead-letter")
 
 

@@ -11,8 +11,9 @@ from kafka.admin import NewTopic
 from schemas.errors import KafkaError
 from streams.settings import Settings
 
-#: Topics storefronts write to (CONTRACT.md "Input topics").
-INPUT_KINDS = ("orders", "cart", "favorites", "browse")
+#: Topics storefronts write to (CONTRACT.md "Input topics"), and `campaigns`, ecrm's own
+#: input topic that `ecrm campaign send` writes (docs/campaigns.md).
+INPUT_KINDS = ("orders", "cart", "favorites", "browse", "campaigns")
 #: Topics ecrm writes to (CONTRACT.md "Output topics").
 OUTPUT_KINDS = ("actions", "segment-changes", "dead-letter")
 

@@ -307,6 +307,8 @@ EXPECTED_COLUMNS = {
                          "held_out_gmv", "incremental_gmv", "coupon_value_sent", "coupon_cost"],
     "top_abandoned_products": ["sku", "cart_adds", "abandoned", "abandon_rate", "customers",
                                "abandoned_value"],
+    "lapsed_customers": ["customer_id", "shop_id", "segment", "days_since_last_order",
+                         "frequency", "monetary", "last_order_at"],
 }  # fmt: skip
 
 PARAMS = {

@@ -26,6 +26,7 @@ CONTRACT_REQUIRED = {
     "cart": [*EVENT, "sku", "qty", "price"],
     "favorite": [*EVENT, "sku"],
     "browse": EVENT,
+    "campaign": [*EVENT, "campaign"],
     "action": ["action_id", "rule_id", "customer_id", "kind", "fired_at"],
     "segment-change": ["customer_id", "from", "to", "at"],
     "dead-letter": ["topic", "partition", "offset", "error", "value_b64", "at"],
@@ -134,6 +135,7 @@ def _samples() -> dict[str, list[dict[str, Any]]]:
         "cart": [{**event, "sku": "s", "qty": 2, "price": "9.90"}],
         "favorite": [{**event, "sku": "s"}],
         "browse": [{**event, "sku": "s"}, {**event, "url": "/promo", "category": "tea"}],
+        "campaign": [{**event, "event_id": "campaign:spring-sale:c-1", "campaign": "spring-sale"}],
         "action": [
             json.loads(
                 Action(

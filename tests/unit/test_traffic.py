@@ -54,7 +54,8 @@ def test_every_valid_message_is_a_contract_event_keyed_by_its_customer(
 ) -> None:
     valid = [e for e in traffic if e.defect is None]
     assert len(parsed) == len(valid) > 20_000
-    assert {e.topic for e in valid} == set(EVENT_BY_TOPIC)
+    # every storefront topic; `campaigns` is written by `ecrm campaign send`, not a storefront
+    assert {e.topic for e in valid} == set(EVENT_BY_TOPIC) - {"campaigns"}
     for message, event in zip(valid, parsed, strict=True):
         assert message.key == event.customer_id
         assert message.raw is None

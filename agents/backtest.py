@@ -1,0 +1,215 @@
+"""A rules file replayed over history: the live worker's fold and rules engine, driven by a
+simulated clock instead of Kafka and Redis, to tell a marketer what the rules would have done.
+
+    replay = Replay(rules, RfmPolicy())
+    for event in events_in_time_order:
+        replay.feed(event)      # the clock first reaches event.ts, then the event is applied
+    replay.advance(end)         # waits, deferred deliveries and R ageing up to `end`
+    report = summarize(rules, replay.decisions)      # agents/backtest_report.py (or a Tally)
+
+Nothing here decides anything: each step calls the same pure functions as the worker, in the
+order agents/profiles.py calls them (an event: fold, re-rate, `on_event`, `on_segment_change`;
+the clock: re-rate, `on_segment_change`, `on_clock`), with one in-memory `BudgetBook` in place
+of the Redis budget counters. The worker's due sorted set becomes a heap of (wakeup, customer):
+a customer is stepped at the very instant time matters to them, as a worker sweeping without
+pause would, and in the same order (by time, then customer id, like the sorted set).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from agents.backtest_report import Tally
+from agents.contact_policy import BudgetBook
+from agents.profile_fold import RfmPolicy, apply_event, next_time_change, rerate
+from agents.rule_state import CustomerRuleState, Decision
+from agents.rules_engine import next_wakeup, on_clock, on_event, on_segment_change
+from schemas.events import Event
+from schemas.outputs import SegmentChange
+from schemas.profile import Profile, empty_profile
+from schemas.rules import RuleSet
+
+#: Stale heap entries (a customer re-scheduled) tolerated before the heap is rebuilt.
+HEAP_SLACK = 4096
+
+
+@dataclass
+class ReplayStats:
+    """What the replay went through."""
+
+    events: int = 0  # applied
+    duplicates: int = 0  # seen before (a producer retry stored twice), skipped like live
+    segment_changes: int = 0
+    wakeups: int = 0  # customers stepped by the clock (a timer, a delivery, R ageing)
+
+
+@dataclass
+class Replay:
+    """Profiles, rule states and budgets of every customer, moved forward in event time."""
+
+    rules: RuleSet
+    policy: RfmPolicy
+    #: decisions before this instant are made (they move state, cooldowns and budgets) but not
+    #: kept: the replay's first stretch then only warms the profiles up
+    report_from: datetime | None = None
+    #: every reported decision is added here as it is made
+    tally: Tally | None = None
+    #: also keep the reported decisions in `decisions` (tests; a long replay need not)
+    keep_decisions: bool = True
+    budget: BudgetBook = field(default_factory=BudgetBook)
+    decisions: list[Decision] = field(default_factory=list)
+    stats: ReplayStats = field(default_factory=ReplayStats)
+    clock: datetime | None = None
+    profiles: dict[str, Profile] = field(default_factory=dict)
+    states: dict[str, CustomerRuleState] = field(default_factory=dict)
+    _due: dict[str, datetime] = field(default_factory=dict)
+    _heap: list[tuple[datetime, str]] = field(default_factory=list)
+
+    def feed(self, event: Event) -> None:
+        """One historical event. What fell due strictly before its time happens first; then
+        the event is applied with now = its time (a B at the very deadline still cancels)."""
+        self._run_due(event.ts, inclusive=False)
+        now = event.ts if self.clock is None else max(self.clock, event.ts)
+        self.clock = now
+        self._event(event, now)
+
+    def feed_all(self, events: Iterable[Event]) -> None:
+        for event in events:
+            self.feed(event)
+
+    def advance(self, until: datetime) -> None:
+        """The clock reaches `until`: everything due at or before it happens."""
+        self._run_due(until, inclusive=True)
+        self.clock = until if self.clock is None else max(self.clock, until)
+
+    def next_due(self) -> datetime | None:
+        """When the clock next has something to do."""
+        return min(self._due.values(), default=None)
+
+    # -- the two steps, in the worker's order ----------------------------------------------
+
+    def _event(self, event: Event, now: datetime) -> None:
+        """ProfileKeeper._apply_once for one customer's one event."""
+        cid = event.customer_id
+        profile = self.profiles.get(cid)
+        if profile is None:
+            profile = self.profiles[cid] = empty_profile(cid)
+        before = profile.model_copy()  # the rules read only scalar fields of `before`
+        was = profile.segment
+        if not apply_event(profile, event):
+            self.stats.duplicates += 1
+            return
+        self.stats.events += 1
+        rerate(profile, now, self.policy)
+        state, found = on_event(
+            self.rules, self._state(cid), before, profile, event, now, budget=self.budget
+        )
+        self._take(cid, state, found)
+        if profile.segment != was:
+            change = segment_change(was, profile, now, "event", event)
+            self._segment_changed(profile, change, now)
+        self._schedule(profile)
+
+    def _wake(self, cid: str, now: datetime) -> None:
+        """ProfileKeeper._sweep_partition for one due customer."""
+        self.stats.wakeups += 1
+        profile = self.profiles[cid]
+        was = profile.segment
+        rerate(profile, now, self.policy)
+        if profile.segment != was:
+            self._segment_changed(profile, segment_change(was, profile, now, "time", None), now)
+        state, found = on_clock(self.rules, self._state(cid), profile, now, budget=self.budget)
+        self._take(cid, state, found)
+        self._schedule(profile)
+
+    def _segment_changed(self, profile: Profile, change: SegmentChange, now: datetime) -> None:
+        self.stats.segment_changes += 1
+        cid = profile.customer_id
+        state, found = on_segment_change(
+            self.rules, self._state(cid), profile, change, now, budget=self.budget
+        )
+        self._take(cid, state, found)
+
+    # -- state, budget and the due heap ----------------------------------------------------
+
+    def _state(self, cid: str) -> CustomerRuleState:
+        state = self.states.get(cid)
+        if state is None:
+            state = self.states[cid] = CustomerRuleState(customer_id=cid)
+        return state
+
+    def _take(self, cid: str, state: CustomerRuleState, found: list[Decision]) -> None:
+        """MarketingStep._take: the new state kept, the budget booked, the decisions kept."""
+        self.states[cid] = state
+        if not found:
+            return
+        self.budget.book(found)
+        start = self.report_from
+        for d in found:
+            if start is not None and d.decided_at < start:
+                continue
+            if self.tally is not None:
+                self.tally.add(d)
+            if self.keep_decisions:
+                self.decisions.append(d)
+
+    def _schedule(self, profile: Profile) -> None:
+        """ProfileKeeper._save: the customer is due when time next matters to them."""
+        cid = profile.customer_id
+        moments = (next_time_change(profile, self.policy), next_wakeup(self.states[cid]))
+        wake = min((m for m in moments if m is not None), default=None)
+        if wake is None:
+            self._due.pop(cid, None)
+        elif self._due.get(cid) != wake:
+            self._due[cid] = wake
+            heapq.heappush(self._heap, (wake, cid))
+            if len(self._heap) > 2 * len(self._due) + HEAP_SLACK:
+                self._heap = [(w, c) for c, w in self._due.items()]
+                heapq.heapify(self._heap)
+
+    def _run_due(self, until: datetime, *, inclusive: bool) -> None:
+        heap = self._heap
+        while heap and (heap[0][0] < until or (inclusive and heap[0][0] == until)):
+            wake, cid = heapq.heappop(heap)
+            if self._due.get(cid) != wake:
+                continue  # re-scheduled since this entry was pushed
+            del self._due[cid]
+            self.clock = wake if self.clock is None else max(self.clock, wake)
+            self._wake(cid, wake)
+            heap = self._heap  # _schedule may have rebuilt it
+
+
+def segment_change(
+    was: str, after: Profile, now: datetime, cause: str, event: Event | None
+) -> SegmentChange:
+    """The change message the worker sends (agents/profiles.py `_change`)."""
+    return SegmentChange.model_validate(
+        {
+            "customer_id": after.customer_id,
+            "from": was,
+            "to": after.segment,
+            "at": now,
+            "cause": cause,
+            "event_id": event.event_id if event is not None else None,
+        }
+    )
+
+
+def replay(
+    rules: RuleSet,
+    events: Iterable[Event],
+    *,
+    policy: RfmPolicy,
+    end: datetime | None = None,
+    report_from: datetime | None = None,
+) -> Replay:
+    """Replay time-ordered `events`, then run the clock to `end` (default: the last event)."""
+    run = Replay(rules, policy, report_from=report_from)
+    run.feed_all(events)
+    last = end or run.clock
+    if last is not None:
+        run.advance(last)
+    return run

@@ -1,0 +1,80 @@
+"""The inverse of agents/event_rows.py `event_row`: a stored `events` row back into the event
+the storefront sent, so history can be replayed through the same code as the live stream.
+
+Pure. What the row cannot give back is what the rules cannot see either: the time beyond
+milliseconds (ClickHouse keeps DateTime64(3)), and whether an order without items said
+`items: []` or nothing (both mean "the whole cart" to the fold and the rules).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from schemas.events import (
+    BrowseEvent,
+    CampaignEvent,
+    CartEvent,
+    Event,
+    FavoriteEvent,
+    OrderEvent,
+)
+
+#: The `events` columns a replay reads (clickhouse/001_events.sql).
+EVENT_COLUMNS = (
+    "event_id",
+    "kind",
+    "customer_id",
+    "shop_id",
+    "ts",
+    "order_id",
+    "status",
+    "amount",
+    "currency",
+    "sku",
+    "qty",
+    "price",
+    "category",
+    "url",
+    "campaign",
+    "items",
+    "extra",
+)
+
+
+def event_from_row(row: Mapping[str, Any]) -> Event:
+    """The event model of one `events` row; ValueError for a kind no event has."""
+    kind = row["kind"]
+    extra = orjson.loads(row["extra"]) if row.get("extra") else {}
+    fields: dict[str, Any] = {
+        **(extra if isinstance(extra, dict) else {}),
+        "event_id": row["event_id"],
+        "customer_id": row["customer_id"],
+        "shop_id": row["shop_id"],
+        "ts": row["ts"],
+    }
+    if kind == "order":
+        items = orjson.loads(row["items"]) if row.get("items") else []
+        fields.update(
+            order_id=row["order_id"],
+            status=row["status"],
+            amount=row["amount"],
+            currency=row["currency"],
+            items=items or None,
+        )
+        return OrderEvent.model_validate(fields)
+    if kind == "cart":
+        fields.update(sku=row["sku"], qty=row["qty"], price=row["price"])
+        return CartEvent.model_validate(fields)
+    if kind == "favorite":
+        return FavoriteEvent.model_validate({**fields, "sku": row["sku"]})
+    if kind == "browse":
+        fields.update(
+            sku=row["sku"] or None, url=row["url"] or None, category=row["category"] or None
+        )
+        return BrowseEvent.model_validate(fields)
+    if kind == "campaign":
+        return CampaignEvent.model_validate({**fields, "campaign": row["campaign"]})
+    raise ValueError(f"events row {row.get('event_id')!r} has unknown kind {kind!r}")
