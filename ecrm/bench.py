@@ -51,6 +51,8 @@ class Bench:
     base: Settings
     work: Path
     quick: bool
+    load: int = 5000
+    only: str | None = None
     results: dict[str, Any] = field(default_factory=dict)
     _phase: int = 0
 
@@ -209,8 +211,9 @@ def memory(b: Bench, s: Settings) -> None:
 def lateness_and_freshness(b: Bench) -> None:
     rules = b.work / "bench-rules.yaml"
     rules.write_text(LATENCY_RULES)
-    s = b.phase("timer lateness and freshness at 5k events/s background", rules_file=rules)
-    seconds, rate, probes_per_s = (20, 5000, 10) if b.quick else (60, 5000, 20)
+    s = b.phase(f"timer lateness and freshness at {b.load:,} events/s background", rules_file=rules)
+    seconds, probes_per_s = (20, 10) if b.quick else (60, 20)
+    rate = b.load
     background = traffic(20_000, 200_000 if not b.quick else 60_000)
     client = redis.Redis.from_url(s.redis_url)
     proc = spawn_worker(s, b.work / "lateness-worker.log")
@@ -292,6 +295,7 @@ def lateness_and_freshness(b: Bench) -> None:
         actions.close()
         stop_process(proc)
         client.close()
+    b.results["background_events_per_s"] = rate
     b.results["timer_lateness_s"] = _pcts(late) | {"missing": len(deadlines)}
     b.results["freshness_s"] = _pcts(fresh) | {"missing": len(produced_at)}
     say(f"  abandoned-cart lateness after deadline: {_fmt(late)}  ({len(deadlines)} missing)")
@@ -412,18 +416,27 @@ def scale_out(b: Bench) -> None:
     say(f"  profiles identical in all three runs: {same}")
 
 
-def run_bench(settings: Settings, *, quick: bool, out: Path) -> int:
+PHASES = ("throughput", "lateness", "sink", "scale-out")
+
+
+def run_bench(
+    settings: Settings, *, quick: bool, out: Path, load: int = 5000, only: str | None = None
+) -> int:
     logging.getLogger("kafka").setLevel(logging.ERROR)
     work = Path(tempfile.mkdtemp(prefix="ecrm-bench-"))
     say(f"ecrm bench{' --quick' if quick else ''}: results in {out}, logs in {work}")
     with embedded_stack(work / "stack", partitions=settings.partitions) as stack:
-        b = Bench(stack.settings(settings), work, quick)
+        b = Bench(stack.settings(settings), work, quick, load, only)
         b.results["machine"] = _machine()
-        s, _ = throughput(b)
-        memory(b, s)
-        lateness_and_freshness(b)
-        sink(b)
-        scale_out(b)
+        if only in (None, "throughput"):
+            s, _ = throughput(b)
+            memory(b, s)
+        if only in (None, "lateness"):
+            lateness_and_freshness(b)
+        if only in (None, "sink"):
+            sink(b)
+        if only in (None, "scale-out"):
+            scale_out(b)
     out.write_text(json.dumps(b.results, indent=2, default=str))
     say(f"\nwrote {out}")
     return 0

@@ -29,6 +29,12 @@ def _parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="measure throughput, lateness, freshness, sink, memory")
     bench.add_argument("--quick", action="store_true", help="a smoke run of under two minutes")
     bench.add_argument("--out", type=Path, default=Path("bench.json"))
+    bench.add_argument(
+        "--load", type=int, default=5000, help="background events/s while timing lateness"
+    )
+    bench.add_argument(
+        "--only", choices=("throughput", "lateness", "sink", "scale-out"), help="one phase"
+    )
 
     profile = sub.add_parser("profile", help="print a customer's live profile")
     who = profile.add_mutually_exclusive_group(required=True)
@@ -203,7 +209,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "bench":
         from ecrm.bench import run_bench
 
-        return run_bench(settings, quick=args.quick, out=args.out)
+        return run_bench(settings, quick=args.quick, out=args.out, load=args.load, only=args.only)
     if args.command == "profile":
         from ecrm.profile_cmd import show_profile
 
