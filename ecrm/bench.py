@@ -416,9 +416,6 @@ def scale_out(b: Bench) -> None:
     say(f"  profiles identical in all three runs: {same}")
 
 
-PHASES = ("throughput", "lateness", "sink", "scale-out")
-
-
 def run_bench(
     settings: Settings, *, quick: bool, out: Path, load: int = 5000, only: str | None = None
 ) -> int:
