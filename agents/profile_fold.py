@@ -6,6 +6,8 @@ recomputes R, F, M and the segment as of a given instant, so time alone can move
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -61,6 +63,13 @@ def segment_of(
     f_high = frequency >= policy.f_high_orders
     m_high = monetary >= policy.m_high_amount
     return _SEGMENTS[(r_high, f_high, m_high)]
+
+
+def id_token(event_id: str) -> str:
+    """A short, fixed-size stand-in for an event id in the profile's dedupe memory (64 bits:
+    a collision among one customer's latest ids is out of reach), to keep profiles small."""
+    digest = hashlib.blake2b(event_id.encode(), digest_size=8).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
 def fold(profile: Profile, event: Event) -> Profile:
@@ -124,9 +133,10 @@ def _apply(p: Profile, event: Event) -> bool:
         if not _apply_order(p, event):
             return False
     else:
-        if event.event_id in p.recent_event_ids:
+        token = id_token(event.event_id)
+        if token in p.recent_event_ids:
             return False
-        p.recent_event_ids.append(event.event_id)
+        p.recent_event_ids.append(token)
         del p.recent_event_ids[:-RECENT_IDS_KEPT]
         if isinstance(event, CartEvent):
             _apply_cart(p, event)
@@ -205,9 +215,7 @@ def _apply_browse(p: Profile, event: BrowseEvent) -> None:
         return
     stat = p.views.get(event.sku)
     if stat is None:
-        p.views[event.sku] = ViewStat(
-            count=1, first_at=event.ts, last_at=event.ts, category=event.category
-        )
+        p.views[event.sku] = ViewStat(count=1, last_at=event.ts, category=event.category)
         if len(p.views) > VIEWS_KEPT:
             oldest = min(p.views, key=lambda sku: p.views[sku].last_at)
             del p.views[oldest]

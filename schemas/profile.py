@@ -36,7 +36,6 @@ class CartLine(BaseModel):
 
 class ViewStat(BaseModel):
     count: int
-    first_at: AwareDatetime
     last_at: AwareDatetime
     category: str | None = None
 
@@ -75,7 +74,9 @@ class Profile(BaseModel):
     tags: list[str] = Field(default_factory=list)
 
     #: ids of the latest non-order events, to count a redelivered event once
-    recent_event_ids: list[str] = Field(default_factory=list)
+    recent_event_ids: list[str] = Field(
+        default_factory=list
+    )  # hashed (agents.profile_fold.id_token)
     #: ids of the latest campaign events, kept apart so that a busy customer's views do not
     #: push them out: a campaign sent again reaches the customer once
     campaign_event_ids: list[str] = Field(default_factory=list)
