@@ -186,16 +186,8 @@ def segment_change(
     was: str, after: Profile, now: datetime, cause: str, event: Event | None
 ) -> SegmentChange:
     """The change message the worker sends (agents/profiles.py `_change`)."""
-    return SegmentChange.model_validate(
-        {
-            "customer_id": after.customer_id,
-            "from": was,
-            "to": after.segment,
-            "at": now,
-            "cause": cause,
-            "event_id": event.event_id if event is not None else None,
-        }
-    )
+    event_id = event.event_id if event is not None else None
+    return SegmentChange.of(after.customer_id, was, after.segment, now, cause, event_id)
 
 
 def replay(

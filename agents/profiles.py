@@ -320,16 +320,7 @@ class ProfileKeeper:
 def _change(
     was: str, after: Profile, now: datetime, cause: str, event_id: str | None
 ) -> SegmentChange:
-    return SegmentChange.model_validate(
-        {
-            "customer_id": after.customer_id,
-            "from": was,
-            "to": after.segment,
-            "at": now,
-            "cause": cause,
-            "event_id": event_id,
-        }
-    )
+    return SegmentChange.of(after.customer_id, was, after.segment, now, cause, event_id)
 
 
 def _ms(moment: datetime) -> int:

@@ -35,6 +35,28 @@ class SegmentChange(BaseModel):
     cause: Literal["event", "time"] = "event"
     event_id: str | None = None
 
+    @classmethod
+    def of(
+        cls,
+        customer_id: str,
+        was: str,
+        now_in: str,
+        at: datetime,
+        cause: str,
+        event_id: str | None,
+    ) -> SegmentChange:
+        """The change of one customer from `was` to `now_in` (one place builds them all)."""
+        return cls.model_validate(
+            {
+                "customer_id": customer_id,
+                "from": was,
+                "to": now_in,
+                "at": at,
+                "cause": cause,
+                "event_id": event_id,
+            }
+        )
+
     def to_json(self) -> bytes:
         return self.model_dump_json(by_alias=True).encode()
 
