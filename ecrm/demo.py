@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import subprocess
 import tempfile
 import threading
@@ -40,7 +41,9 @@ def say(text: str = "", end: str = "\n") -> None:
 
 def run_demo(settings: Settings, *, customers: int, sessions: int, workers: int = 1) -> int:
     data_dir = Path(tempfile.mkdtemp(prefix="ecrm-demo-"))
-    logging.getLogger("kafka").setLevel(logging.ERROR)  # the client's chatter is not news here
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)  # the client's chatter is not news here
+    # SIGTERM stops the demo like Ctrl-C does: through the `finally` that stops everything
+    signal.signal(signal.SIGTERM, _interrupt)
     say(
         "ecrm demo — a real-time CRM engine on embedded Kafka (Tansu), Redis (Valkey) and ClickHouse (chdb)"
     )
@@ -73,6 +76,10 @@ def run_demo(settings: Settings, *, customers: int, sessions: int, workers: int 
             stop.set()
             sink.join(timeout=15)
             ch.close()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _drive(

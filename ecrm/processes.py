@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from streams.embedded import die_with_parent
 from streams.settings import Settings
 
 
@@ -21,6 +22,9 @@ def spawn_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        # a demo or bench killed outright must not leave its workers behind (a worker waits
+        # for a broker that died with the demo, so SIGTERM would not end it)
+        preexec_fn=die_with_parent(signal.SIGKILL),  # safe: a killed worker loses nothing
     )
 
 

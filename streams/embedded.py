@@ -270,14 +270,14 @@ def _spawn(name: str, argv: list[str], log_path: Path, cwd: Path, death: int) ->
                 cwd=cwd,
                 env={**os.environ, "NO_COLOR": "1"},
                 start_new_session=True,  # Ctrl-C reaches only us; we stop it in order
-                preexec_fn=_die_with_parent(death),
+                preexec_fn=die_with_parent(death),
             )
         except OSError as e:
             raise EmbeddedStackError(f"cannot run {name} ({argv[0]}): {e}") from e
     return _Child(name, process, log_path)
 
 
-def _die_with_parent(death: int) -> Callable[[], None] | None:
+def die_with_parent(death: int) -> Callable[[], None] | None:
     """A preexec_fn asking the kernel to send `death` to the child when we die (Linux only)."""
     if not sys.platform.startswith("linux"):
         return None
