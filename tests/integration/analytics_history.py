@@ -13,22 +13,14 @@ from typing import Any
 
 import orjson
 
+from schemas.outputs import SEGMENTS as ALL_SEGMENTS
 from streams.clickhouse import ClickHouse
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 DAYS = 150
 WINDOW = timedelta(hours=72)
 RAISED = START + timedelta(days=100)
-SEGMENTS = [
-    "important_value",
-    "important_develop",
-    "important_keep",
-    "important_retain",
-    "general_value",
-    "general_develop",
-    "general_keep",
-    "general_retain",
-]
+SEGMENTS = list(ALL_SEGMENTS[1:])  # the eight RFM segments, without prospect
 SKUS = [f"sku-{n:02d}" for n in range(24)]
 
 
