@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 from pydantic import ValidationError
@@ -37,6 +38,13 @@ STATS_KEY = f"{KEY_PREFIX}stats"
 #: Per-process counters, so operators (and tests) see how work is shared between workers.
 WORKER_STATS_KEY = f"{KEY_PREFIX}stats:worker:{os.getpid()}"
 MAX_CONFLICT_RETRIES = 20
+
+
+def messages_handled(client: Any) -> int:
+    """Input messages the workers have dealt with: applied, duplicate or dead-lettered
+    (`client` is a synchronous Redis client; for progress bars and tests)."""
+    counts = client.hmget(STATS_KEY, ["events", "duplicates", "dead_letters"])
+    return sum(int(v or 0) for v in counts)
 
 
 def due_key(partition: int) -> str:
@@ -116,8 +124,9 @@ class ProfileKeeper:
         if when > self.stream_time.get(partition, when - timedelta(seconds=1)):
             self.stream_time[partition] = when
 
-    @property
+    @cached_property
     def policy(self) -> RfmPolicy:
+        """Built once: the settings are frozen, and this is read for every event."""
         return rfm_policy(self.app.settings)
 
     async def apply(self, items: Sequence[Incoming], now: datetime | None = None) -> None:

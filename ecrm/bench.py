@@ -25,6 +25,7 @@ import redis
 from kafka import KafkaConsumer, KafkaProducer
 
 from agents.event_rows import event_row
+from agents.profiles import STATS_KEY, messages_handled
 from ecrm.processes import rss_bytes, spawn_worker, stop_process
 from ecrm.traffic import StoreEvent, synthetic_traffic
 from schemas.events import EVENT_BY_TOPIC
@@ -98,12 +99,6 @@ def produce_all(s: Settings, events: list[StoreEvent]) -> None:
     producer.close()
 
 
-def consumed(client: redis.Redis) -> int:
-    return sum(
-        int(v or 0) for v in client.hmget("ecrm:stats", ["events", "duplicates", "dead_letters"])
-    )
-
-
 def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -120,13 +115,13 @@ def run_pipeline(
     client = redis.Redis.from_url(s.redis_url)
     procs = [spawn_worker(s, log_dir / f"{s.app_id}-{i}.log") for i in range(workers)]
     try:
-        wait_until(lambda: consumed(client) > 0, 120, "the worker to start")
+        wait_until(lambda: messages_handled(client) > 0, 120, "the worker to start")
         t0 = time.monotonic()
-        start_count = consumed(client)
+        start_count = messages_handled(client)
         if second_after is not None:
-            wait_until(lambda: consumed(client) >= n * second_after, 300, "the first part")
+            wait_until(lambda: messages_handled(client) >= n * second_after, 300, "the first part")
             procs.append(spawn_worker(s, log_dir / f"{s.app_id}-late.log"))
-        wait_until(lambda: consumed(client) >= n, 600, "all events")
+        wait_until(lambda: messages_handled(client) >= n, 600, "all events")
         elapsed = time.monotonic() - t0
         rss = [rss_bytes(p.pid) for p in procs]
         return (n - start_count) / elapsed, rss
@@ -243,7 +238,7 @@ def lateness_and_freshness(b: Bench) -> None:
             ),
         )
         producer.flush()
-        wait_until(lambda: consumed(client) > 0, 120, "the worker to start")
+        wait_until(lambda: messages_handled(client) > 0, 120, "the worker to start")
 
         def load() -> None:
             i, t0 = 0, time.monotonic()
@@ -405,7 +400,7 @@ def scale_out(b: Bench) -> None:
                 snapshot[k] = orjson.dumps(
                     [p["frequency"], p["monetary"], p["events_seen"], p["last_order_at"]]
                 )
-        applied = int(client.hget("ecrm:stats", "events") or 0)
+        applied = int(client.hget(STATS_KEY, "events") or 0)
         client.close()
         profiles[label] = snapshot
         results[label] = {"events_per_s": round(rate), "applied": applied}

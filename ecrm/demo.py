@@ -21,6 +21,7 @@ import redis
 import yaml
 from kafka import KafkaProducer
 
+from agents.profiles import STATS_KEY, messages_handled
 from ecrm.processes import spawn_worker, stop_process
 from ecrm.profile_cmd import show_profile
 from ecrm.traffic import StoreEvent, synthetic_traffic
@@ -115,7 +116,7 @@ def _drive(
     first_seen: float | None = None
     deadline = time.monotonic() + 300
     while True:
-        done = _consumed(client)
+        done = messages_handled(client)
         if done and first_seen is None:
             first_seen = time.monotonic()
         say(f"      processed {done:,} / {len(events):,}", end="\r")
@@ -141,7 +142,7 @@ def _drive(
 def _summary(
     s: Settings, ch: ClickHouse, client: redis.Redis, produced: int, elapsed: float
 ) -> None:
-    stats = {k.decode(): int(v) for k, v in client.hgetall("ecrm:stats").items()}
+    stats = {k.decode(): int(v) for k, v in client.hgetall(STATS_KEY).items()}
     say()
     say(f"  events produced      {produced:>10,}")
     say(f"  events applied       {stats.get('events', 0):>10,}")
@@ -269,11 +270,6 @@ def _profiles(client: redis.Redis) -> list[Profile]:
     for i in range(0, len(keys), 1000):
         out.extend(Profile.model_validate_json(v) for v in client.mget(keys[i : i + 1000]) if v)
     return out
-
-
-def _consumed(client: redis.Redis) -> int:
-    stats = client.hmget("ecrm:stats", ["events", "duplicates", "dead_letters"])
-    return sum(int(v or 0) for v in stats)
 
 
 def _wait_drained(client: redis.Redis, timeout: float = 120) -> None:

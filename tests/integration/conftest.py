@@ -18,6 +18,7 @@ import pytest
 import redis
 from kafka import KafkaProducer
 
+from agents.profiles import STATS_KEY, messages_handled
 from streams.settings import Settings
 
 _counter = itertools.count(1)
@@ -144,10 +145,7 @@ def rds(settings: Settings) -> Iterator[redis.Redis]:
 
 
 def stats(client: redis.Redis) -> dict[str, int]:
-    return {k.decode(): int(v) for k, v in client.hgetall("ecrm:stats").items()}
+    return {k.decode(): int(v) for k, v in client.hgetall(STATS_KEY).items()}
 
 
-def consumed(client: redis.Redis) -> int:
-    """Input messages the workers have dealt with (applied, duplicate or dead-lettered)."""
-    s = stats(client)
-    return s.get("events", 0) + s.get("duplicates", 0) + s.get("dead_letters", 0)
+consumed = messages_handled
