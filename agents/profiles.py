@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -26,7 +26,7 @@ from agents.profile_fold import RfmPolicy, apply_event, next_time_change, rerate
 from schemas.events import EVENT_BY_TOPIC, Event
 from schemas.outputs import DeadLetter, SegmentChange
 from schemas.profile import Profile, empty_profile
-from streams.app import EcrmApp
+from streams.app import INPUT_TOPICS, EcrmApp
 from streams.outbox import clickhouse_entry
 from streams.redis_store import KEY_PREFIX, Unit, UnitConflict
 from streams.relay import KAFKA_OUTBOX, kafka_entry
@@ -108,16 +108,32 @@ class ProfileKeeper:
     stream_time: dict[int, datetime] = field(default_factory=dict)
     last_seen: dict[int, float] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
+    #: (topic, partition) -> the highest offset this worker has been handed
+    read: dict[tuple[str, int], int] = field(default_factory=dict)
+    #: (topic, partition) -> the broker's end offset as the consumer last saw it (None when
+    #: unknown); set by the worker. Without it, a partition counts as caught up once no
+    #: event has come for a second.
+    highwater: Callable[[str, int], int | None] | None = None
     _snapshots: list[dict[str, Any]] = field(default_factory=list)
 
     def clock_for(self, partition: int, now: datetime, idle_s: float = 1.0) -> datetime:
         """The time timers of a partition may act on. Live, that is the wall clock; while
         a backlog is being read it is the backlog's event time, so a cart added an hour ago
         is not declared abandoned before the order that followed it has been read."""
-        if time.monotonic() - self.last_seen.get(partition, self.started) >= idle_s:
+        if not self._behind(partition, idle_s):
             return now
         seen = self.stream_time.get(partition)
         return now if seen is None or seen >= now else seen
+
+    def _behind(self, partition: int, idle_s: float) -> bool:
+        if self.highwater is None:
+            return time.monotonic() - self.last_seen.get(partition, self.started) < idle_s
+        for name in INPUT_TOPICS:
+            topic = self.app.settings.topic(name)
+            read, end = self.read.get((topic, partition)), self.highwater(topic, partition)
+            if read is not None and end is not None and read + 1 < end:
+                return True
+        return False
 
     def _saw(self, partition: int, when: datetime) -> None:
         self.last_seen[partition] = time.monotonic()
@@ -157,6 +173,9 @@ class ProfileKeeper:
             stats["batches"] = 1 if fresh else 0
             event_rows: list[dict[str, Any]] = []
             changes: list[SegmentChange] = []
+            for item in items:
+                key = (item.topic, item.partition)
+                self.read[key] = max(item.offset, self.read.get(key, -1))
             for item in fresh:
                 unit.advance(item.topic, item.partition, item.offset)
                 if item.event is not None:

@@ -8,6 +8,7 @@ import threading
 from typing import Any
 
 import redis
+from faust.types import TP
 from mode.supervisors import CrashingSupervisor
 
 from agents.marketing import RulesBook
@@ -24,6 +25,15 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
     ctx = create_app(settings)
     app = ctx.app
     keeper = ProfileKeeper(ctx, rules=RulesBook(settings.rules_file))
+
+    def highwater(topic: str, partition: int) -> int | None:
+        try:
+            end: int | None = app.consumer.highwater(TP(topic, partition))
+        except Exception:  # noqa: BLE001 - not assigned here, or not fetched yet: unknown
+            return None
+        return end
+
+    keeper.highwater = highwater
     prefix = len(settings.topic_prefix)
 
     # a batch that raises is a bug, not bad data (bad data is dead-lettered): stop the worker
