@@ -22,11 +22,11 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from agents.backtest import Replay, ReplayStats
-from agents.backtest_report import BacktestReport, Tally
-from agents.history_events import event_from_row
-from agents.profile_fold import RfmPolicy
-from agents.profiles import rfm_policy
+from agents.backtest.history import event_from_row
+from agents.backtest.replay import Replay, ReplayStats
+from agents.backtest.report import BacktestReport, Tally
+from agents.profile.fold import RfmPolicy
+from agents.profile.keeper import rfm_policy
 from ecrm.backtest_uplift import Uplift, measured_uplift
 from ecrm.rules_cli import check_rules
 from ecrm.sql_cmd import open_for_analysis

@@ -24,11 +24,12 @@ import orjson
 import redis
 from kafka import KafkaConsumer, KafkaProducer
 
-from agents.event_rows import event_row
-from agents.profiles import STATS_KEY, messages_handled
+from agents.profile.keeper import messages_handled
+from agents.profile.rows import event_row
 from ecrm.processes import rss_bytes, spawn_worker, stop_process
 from ecrm.traffic import StoreEvent, synthetic_traffic
 from schemas.events import EVENT_BY_TOPIC
+from streams import keyspace
 from streams.clickhouse import connect, migrate
 from streams.embedded import embedded_stack
 from streams.outbox import clickhouse_entry
@@ -184,12 +185,12 @@ def memory(b: Bench, s: Settings) -> None:
     keys = [
         k
         for _, k in zip(
-            range(2000), client.scan_iter(match="ecrm:profiles:*", count=1000), strict=False
+            range(2000), client.scan_iter(match=keyspace.PROFILES_PATTERN, count=1000), strict=False
         )
     ]
     sizes = [client.memory_usage(k, samples=0) or 0 for k in keys]
     lengths = [client.strlen(k) for k in keys]
-    profiles = sum(1 for _ in client.scan_iter(match="ecrm:profiles:*", count=5000))
+    profiles = sum(1 for _ in client.scan_iter(match=keyspace.PROFILES_PATTERN, count=5000))
     b.results["memory"] = {
         "profiles": profiles,
         "redis_bytes_per_profile_mean": round(statistics.mean(sizes)),
@@ -310,7 +311,7 @@ def _fresh(client: redis.Redis, produced_at: dict[str, float], fresh: list[float
     if not produced_at:
         return
     ids = list(produced_at)
-    found = client.mget([f"ecrm:profiles:{c}" for c in ids])
+    found = client.mget([keyspace.profile(c) for c in ids])
     now = time.time()
     for cid, value in zip(ids, found, strict=True):
         if value is not None:
@@ -392,7 +393,7 @@ def scale_out(b: Bench) -> None:
         produce_all(s, events)
         rate, _ = run_pipeline(s, len(events), workers, b.work, second_after=late)
         client = redis.Redis.from_url(s.redis_url)
-        keys = list(client.scan_iter(match="ecrm:profiles:*", count=5000))
+        keys = list(client.scan_iter(match=keyspace.PROFILES_PATTERN, count=5000))
         snapshot = {}
         for i in range(0, len(keys), 2000):
             part = keys[i : i + 2000]
@@ -401,7 +402,7 @@ def scale_out(b: Bench) -> None:
                 snapshot[k] = orjson.dumps(
                     [p["frequency"], p["monetary"], p["events_seen"], p["last_order_at"]]
                 )
-        applied = int(client.hget(STATS_KEY, "events") or 0)
+        applied = int(client.hget(keyspace.STATS, "events") or 0)
         client.close()
         profiles[label] = snapshot
         results[label] = {"events_per_s": round(rate), "applied": applied}

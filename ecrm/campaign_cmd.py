@@ -22,7 +22,7 @@ from typing import Any, TextIO
 
 import orjson
 
-from agents.rule_conditions import holds
+from agents.rules.conditions import holds
 from ecrm.audience_cmd import select_audience
 from ecrm.import_progress import Progress
 from ecrm.rules_cli import describe_rule

@@ -192,12 +192,12 @@ def _run(args: argparse.Namespace) -> int:
         return run_sql(Settings(), args.name, args.param, args.format)
     settings = Settings()
     if args.command == "up":
+        from agents.worker import drain_clickhouse_while
         from ecrm.up import run_up
-        from ecrm.worker import drain_clickhouse_while
 
         return run_up(settings, while_up=drain_clickhouse_while)
     if args.command == "worker":
-        from ecrm.worker import run_worker
+        from agents.worker import run_worker
 
         return run_worker(settings, loglevel=args.loglevel)
     if args.command == "demo":

@@ -21,12 +21,13 @@ import redis
 import yaml
 from kafka import KafkaProducer
 
-from agents.profiles import STATS_KEY, messages_handled
+from agents.profile.keeper import messages_handled
 from ecrm.processes import spawn_worker, stop_process
 from ecrm.profile_cmd import show_profile
 from ecrm.traffic import StoreEvent, synthetic_traffic
 from schemas.outputs import SEGMENTS
 from schemas.profile import Profile
+from streams import keyspace
 from streams.clickhouse import ClickHouse, connect, load_query, migrate
 from streams.embedded import embedded_stack
 from streams.settings import Settings
@@ -142,7 +143,7 @@ def _drive(
 def _summary(
     s: Settings, ch: ClickHouse, client: redis.Redis, produced: int, elapsed: float
 ) -> None:
-    stats = {k.decode(): int(v) for k, v in client.hgetall(STATS_KEY).items()}
+    stats = {k.decode(): int(v) for k, v in client.hgetall(keyspace.STATS).items()}
     say()
     say(f"  events produced      {produced:>10,}")
     say(f"  events applied       {stats.get('events', 0):>10,}")
@@ -195,7 +196,7 @@ def _demo_rules(path: Path, data_dir: Path) -> Path:
 
 def _rules_table(client: redis.Redis) -> None:
     per_rule: dict[str, Counter[str]] = {}
-    for field, n in client.hgetall("ecrm:stats:rules").items():
+    for field, n in client.hgetall(keyspace.RULE_STATS).items():
         rule_id, outcome = field.decode().split("|", 1)
         per_rule.setdefault(rule_id, Counter())[outcome] += int(n)
     say()
@@ -265,7 +266,7 @@ def _rule_performance(ch: ClickHouse) -> None:
 
 
 def _profiles(client: redis.Redis) -> list[Profile]:
-    keys = list(client.scan_iter(match="ecrm:profiles:*", count=2000))
+    keys = list(client.scan_iter(match=keyspace.PROFILES_PATTERN, count=2000))
     out: list[Profile] = []
     for i in range(0, len(keys), 1000):
         out.extend(Profile.model_validate_json(v) for v in client.mget(keys[i : i + 1000]) if v)
@@ -274,7 +275,10 @@ def _profiles(client: redis.Redis) -> list[Profile]:
 
 def _wait_drained(client: redis.Redis, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
-    while client.xlen("ecrm:outbox") and time.monotonic() < deadline:
-        say(f"      history to ClickHouse: {client.xlen('ecrm:outbox')} batches left", end="\r")
+    while client.xlen(keyspace.CLICKHOUSE_OUTBOX) and time.monotonic() < deadline:
+        say(
+            f"      history to ClickHouse: {client.xlen(keyspace.CLICKHOUSE_OUTBOX)} batches left",
+            end="\r",
+        )
         time.sleep(0.2)
     say(" " * 60, end="\r")

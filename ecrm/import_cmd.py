@@ -16,9 +16,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple, TextIO
 
-from agents.order_jsonl import jsonl_outcome, masked_jsonl
-from agents.order_rows import Imported, ImportPolicy, Rejected, RowOutcome, RowReader
-from agents.order_values import clean
+from agents.order_import.jsonl import jsonl_outcome, masked_jsonl
+from agents.order_import.rows import Imported, ImportPolicy, Rejected, RowOutcome, RowReader
+from agents.order_import.values import clean
 from ecrm.import_outputs import ImportReport, OrderSender, RejectFile
 from ecrm.import_progress import Progress
 from schemas.order_mapping import OrderFileError, OrderMapping, load_mapping

@@ -11,7 +11,7 @@ from typing import IO, Any, TextIO
 
 import orjson
 
-from agents.order_rows import Imported, Rejected, RowOutcome, Skipped
+from agents.order_import.rows import Imported, Rejected, RowOutcome, Skipped
 from streams.bulk_producer import BulkProducer
 from streams.settings import Settings
 from streams.topics import ensure_topics

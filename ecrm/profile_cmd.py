@@ -3,31 +3,9 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
-import redis
-
-from agents.profile_fold import refresh
-from agents.profiles import rfm_policy
-from schemas.profile import Profile
-from streams.redis_store import KEY_PREFIX
+from agents.profile.reads import read_profile
 from streams.settings import Settings
-
-PROFILE_KEY = KEY_PREFIX + "profiles:{}"
-
-
-def read_profile(
-    settings: Settings, customer_id: str, now: datetime | None = None
-) -> Profile | None:
-    client = redis.Redis.from_url(settings.redis_url)
-    try:
-        raw = client.get(PROFILE_KEY.format(customer_id))
-    finally:
-        client.close()
-    if raw is None:
-        return None
-    policy = rfm_policy(settings)
-    return refresh(Profile.model_validate_json(raw), now or datetime.now(UTC), policy)
 
 
 def show_profile(settings: Settings, customer_id: str, as_json: bool) -> int:

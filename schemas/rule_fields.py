@@ -1,7 +1,7 @@
 """What a rule's conditions can test — event fields (`where:`) and profile fields (`if:`) — and
 the condition language itself: `amount: {gte: 299}`, `category: [shoes, bags]`, `status: paid`.
 
-`agents.rule_conditions` evaluates what this module checks.
+`agents.rules.conditions` evaluates what this module checks.
 """
 
 from __future__ import annotations

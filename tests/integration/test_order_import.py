@@ -19,9 +19,10 @@ import pytest
 import redis
 from pydantic import SecretStr
 
+from agents.profile.reads import read_profile
 from ecrm.import_cmd import import_orders
-from ecrm.profile_cmd import read_profile
 from schemas.pii import customer_id_for
+from streams import keyspace
 from streams.clickhouse import ClickHouse
 from streams.settings import Settings
 from streams.sink import ClickHouseSink
@@ -110,7 +111,10 @@ def test_an_imported_export_builds_profiles_that_batch_sql_agrees_with_and_reimp
 
 def profiles(s: Settings, rds: redis.Redis) -> dict[str, Any]:
     now = datetime.now(UTC)
-    ids = [k.decode().split(":", 2)[2] for k in rds.scan_iter(match="ecrm:profiles:*", count=1000)]
+    ids = [
+        k.decode().split(":", 2)[2]
+        for k in rds.scan_iter(match=keyspace.PROFILES_PATTERN, count=1000)
+    ]
     return {cid: read_profile(s, cid, now) for cid in ids}
 
 

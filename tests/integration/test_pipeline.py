@@ -15,11 +15,12 @@ import orjson
 import pytest
 from kafka import KafkaConsumer
 
-from agents.profile_fold import VIEWS_KEPT, fold_many, refresh
-from agents.profiles import rfm_policy
-from ecrm.profile_cmd import read_profile
+from agents.profile.fold import VIEWS_KEPT, fold_many, refresh
+from agents.profile.keeper import rfm_policy
+from agents.profile.reads import read_profile
 from schemas.events import EVENT_BY_TOPIC, Event
 from schemas.profile import empty_profile
+from streams import keyspace
 from streams.clickhouse import connect, migrate
 from streams.settings import Settings
 from streams.sink import ClickHouseSink
@@ -142,7 +143,7 @@ def test_events_become_profiles_in_redis_and_rows_in_clickhouse(
     latest = {r["customer_id"]: r for r in ch.query("SELECT * FROM profiles_latest")}
     stored = {
         k.decode().split(":", 2)[2]: orjson.loads(rds.get(k))
-        for k in rds.scan_iter(match="ecrm:profiles:*")
+        for k in rds.scan_iter(match=keyspace.PROFILES_PATTERN)
     }
     assert latest.keys() == stored.keys()
     assert all(latest[c]["segment"] == p["segment"] for c, p in stored.items())
@@ -239,7 +240,7 @@ def test_two_workers_share_the_partitions_and_agree_with_one(settings, start_wor
     produce.flush()
     wait_for(lambda: consumed(rds) >= len(events), timeout=180, what="all events by two workers")
     per_worker = {
-        pid: int(rds.hget(f"ecrm:stats:worker:{pid}", "events") or 0) for pid in (a.pid, b.pid)
+        pid: int(rds.hget(keyspace.worker_stats(pid), "events") or 0) for pid in (a.pid, b.pid)
     }
     assert all(n > 0 for n in per_worker.values()), per_worker
     assert sum(per_worker.values()) == distinct_ids(events)

@@ -9,7 +9,8 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 from kafka import KafkaConsumer
 
-from streams.relay import RELAY_GROUP, KafkaRelay, kafka_entry, tail_reader
+from streams.outbox import kafka_entry
+from streams.relay import RELAY_GROUP, KafkaRelay, tail_reader
 
 pytestmark = pytest.mark.integration
 

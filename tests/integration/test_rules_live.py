@@ -27,12 +27,14 @@ import pytest
 import redis
 from kafka import KafkaConsumer
 
-from agents.marketing import RULE_STATS_KEY, RulesBook, rule_state_key
-from agents.profiles import Incoming, ProfileKeeper, decode, due_key
-from ecrm.profile_cmd import read_profile
+from agents.profile.keeper import Incoming, ProfileKeeper, decode
+from agents.profile.reads import read_profile
+from agents.rules.book import RulesBook
+from streams import keyspace
 from streams.app import create_app
 from streams.clickhouse import connect, migrate
-from streams.relay import KAFKA_OUTBOX, RELAY_GROUP
+from streams.outbox import KAFKA_OUTBOX
+from streams.relay import RELAY_GROUP
 from streams.settings import Settings
 from streams.sink import ClickHouseSink
 from tests.integration.conftest import consumed, wait_for
@@ -109,7 +111,7 @@ def expected_action_id(rule_id: str, customer_id: str, trigger: str) -> str:
 
 
 def rule_stats(rds: redis.Redis) -> dict[str, int]:
-    return {k.decode(): int(v) for k, v in rds.hgetall(RULE_STATS_KEY).items()}
+    return {k.decode(): int(v) for k, v in rds.hgetall(keyspace.RULE_STATS).items()}
 
 
 # --- what leaves ecrm ----------------------------------------------------------------------------
@@ -260,7 +262,7 @@ def test_a_cart_abandoned_at_night_waits_for_the_morning_and_is_delivered_with_t
     assert rule_stats(rds) == {"abandoned-cart|deferred": 1}
     assert queued_actions(rds, settings) == []
     # the customer is due again at 08:00 Shanghai, not before
-    assert rds.zscore(due_key(0), "owl") == int(morning.timestamp() * 1000)
+    assert rds.zscore(keyspace.due(0), "owl") == int(morning.timestamp() * 1000)
     shop.sweep(morning - timedelta(milliseconds=1))
     assert queued_actions(rds, settings) == []
 
@@ -591,7 +593,7 @@ def test_a_paid_order_one_second_before_the_deadline_cancels_the_coupon(
     actions = actions_topic.settle(1.0)
     assert [a["customer_id"] for a in actions] == ["cy"]
     assert rule_stats(rds) == {"abandoned-cart|fired": 1}
-    state = orjson.loads(rds.get(rule_state_key("bob")))
+    state = orjson.loads(rds.get(keyspace.rule_state("bob")))
     assert state["timers"] == [] and state["deferred"] == []
     assert worker.proc.poll() is None, worker.log_tail()
 
@@ -815,5 +817,5 @@ def test_coupons_deferred_to_tomorrow_count_against_tomorrows_budget(settings, r
         await keeper.app.store.stop()
 
     asyncio.run(scenario())
-    stats = {k.decode(): int(v) for k, v in rds.hgetall("ecrm:stats:rules").items()}
+    stats = {k.decode(): int(v) for k, v in rds.hgetall(keyspace.RULE_STATS).items()}
     assert stats == {"abandoned-cart|deferred": 1, "abandoned-cart|suppressed:budget": 1}

@@ -8,10 +8,11 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from agents.profiles import Incoming, ProfileKeeper, decode, due_key
-from ecrm.profile_cmd import read_profile
+from agents.profile.keeper import Incoming, ProfileKeeper, decode
+from agents.profile.reads import read_profile
+from streams import keyspace
 from streams.app import create_app
-from streams.relay import KAFKA_OUTBOX
+from streams.outbox import KAFKA_OUTBOX
 
 pytestmark = pytest.mark.integration
 
@@ -63,5 +64,5 @@ def test_a_valuable_customer_who_stops_buying_drifts_to_important_keep(settings,
         "time",
     )
     # the next moment time matters is when the first order leaves the 365-day window
-    score = rds.zscore(due_key(0), "vip")
+    score = rds.zscore(keyspace.due(0), "vip")
     assert score == int((now - timedelta(days=20) + timedelta(days=365)).timestamp() * 1000)

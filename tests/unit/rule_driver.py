@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from agents.profile_fold import RfmPolicy, fold, refresh
-from agents.rules_engine import (
+from agents.profile.fold import RfmPolicy, apply_event, refresh
+from agents.rules.engine import (
     BudgetBook,
     CustomerRuleState,
     Decision,
@@ -91,10 +91,18 @@ class Customer:
         self.state = CustomerRuleState(customer_id=self.customer_id)
 
     def does(self, event: Event, now: datetime | None = None) -> list[Decision]:
-        before = self.profile
-        self.profile = refresh(fold(before, event), now or event.ts, RfmPolicy())
+        profile = self.profile.model_copy(deep=True)
+        applied = apply_event(profile, event)
+        self.profile = refresh(profile, now or event.ts, RfmPolicy())
+        first_order = applied is not None and applied.first_order
         self.state, out = on_event(
-            self.rules, self.state, before, self.profile, event, now or event.ts, budget=self.ledger
+            self.rules,
+            self.state,
+            first_order,
+            self.profile,
+            event,
+            now or event.ts,
+            budget=self.ledger,
         )
         return self._keep(out)
 

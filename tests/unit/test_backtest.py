@@ -11,12 +11,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agents.backtest import Replay, replay
-from agents.backtest_report import Tally, summarize
-from agents.event_rows import event_row
-from agents.history_events import event_from_row
-from agents.profile_fold import RfmPolicy
-from agents.rule_state import Decision
+from agents.backtest.history import event_from_row
+from agents.backtest.replay import Replay, replay
+from agents.backtest.report import Tally, summarize
+from agents.profile.fold import RfmPolicy
+from agents.profile.rows import event_row
+from agents.rules.state import Decision
 from ecrm.backtest_cmd import parse_moment
 from ecrm.backtest_uplift import window_hours
 from schemas.errors import ConfigError

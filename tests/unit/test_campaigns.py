@@ -12,11 +12,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from agents.contact_policy import holdout
-from agents.event_rows import event_row
-from agents.history_events import event_from_row
-from agents.profile_fold import apply_event, fold_many
-from agents.rule_state import action_id_for
+from agents.backtest.history import event_from_row
+from agents.profile.fold import apply_event, fold_many
+from agents.profile.rows import event_row
+from agents.rules.contact_policy import holdout
+from agents.rules.state import action_id_for
 from ecrm.audience_cmd import Audience, unique_customers, where_sql, write_csv
 from ecrm.campaign_cmd import (
     CampaignReport,
@@ -221,8 +221,8 @@ def test_a_campaign_event_is_stored_in_events_and_replayed_from_there() -> None:
 def test_a_campaign_event_moves_no_rfm_or_activity_and_counts_once() -> None:
     bought = fold_many(empty_profile("c1"), [paid("o1", NOON - timedelta(days=40), "800")])
     p = bought.model_copy(deep=True)
-    assert apply_event(p, campaign(at=NOON)) is True
-    assert apply_event(p, campaign(at=NOON + timedelta(days=1))) is False  # sent again
+    assert apply_event(p, campaign(at=NOON)) is not None
+    assert apply_event(p, campaign(at=NOON + timedelta(days=1))) is None  # sent again
     assert p.campaign_event_ids == ["campaign:spring-sale:c1"]
     assert p.model_dump(exclude={"campaign_event_ids"}) == bought.model_dump(
         exclude={"campaign_event_ids"}
@@ -234,7 +234,7 @@ def test_a_campaign_event_moves_no_rfm_or_activity_and_counts_once() -> None:
 def test_a_busy_customer_still_gets_a_campaign_once() -> None:
     carts = [cart(f"e{i}", NOON + timedelta(seconds=i)) for i in range(200)]
     p = fold_many(empty_profile("c1"), [campaign(), *carts])
-    assert apply_event(p, campaign()) is False
+    assert apply_event(p, campaign()) is None
 
 
 # --- the rules ----------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from streams.clickhouse import (
     split_statements,
     sql_string,
 )
-from streams.sink import MalformedEntry, entry_token, outbox_entry, parse_entry
+from streams.outbox import MalformedEntry, entry_token, outbox_entry, parse_entry
 
 
 def test_statements_split_on_semicolons_outside_quotes_and_comments() -> None:

@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents.contact_policy import Spend, quiet_until
-from agents.rules_engine import BudgetBook, budget_spend, holdout, next_wakeup
+from agents.rules.contact_policy import Spend, quiet_until
+from agents.rules.engine import BudgetBook, budget_spend, holdout, next_wakeup
 from schemas.rules import parse_rules
 from tests.unit.rule_driver import (
     ABANDONED_CART,

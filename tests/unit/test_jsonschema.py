@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from agents.profile_fold import RfmPolicy, fold_many, refresh
+from agents.profile.fold import RfmPolicy, fold_many, refresh
 from schemas.events import CartEvent, OrderEvent
 from schemas.jsonschema import CONTRACT_MODELS, export_json_schemas
 from schemas.outputs import Action, DeadLetter, SegmentChange

@@ -9,8 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from agents.order_jsonl import jsonl_outcome, masked_jsonl
-from agents.order_rows import Imported, ImportPolicy, Rejected, RowReader, Skipped
+from agents.order_import.jsonl import jsonl_outcome, masked_jsonl
+from agents.order_import.rows import Imported, ImportPolicy, Rejected, RowReader, Skipped
 from ecrm.cli import main
 from ecrm.import_cmd import import_orders
 from schemas.errors import ConfigError

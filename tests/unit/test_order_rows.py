@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from agents.order_rows import Imported, ImportPolicy, Rejected, RowReader, Skipped, region_of
+from agents.order_import.rows import Imported, ImportPolicy, Rejected, RowReader, Skipped, region_of
 from schemas.events import OrderEvent
 from schemas.order_mapping import OrderFileError
 from schemas.pii import customer_id_for

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from agents.order_values import clean, local_time, money, order_number, zone_named
+from agents.order_import.values import clean, local_time, money, order_number, zone_named
 
 SHANGHAI = zone_named("Asia/Shanghai")
 

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from agents.profile_fold import (
+from agents.profile.fold import (
     VIEWS_KEPT,
     RfmPolicy,
     fold,

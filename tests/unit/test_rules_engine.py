@@ -10,7 +10,7 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.rules_engine import CustomerRuleState, action_id_for, holdout, next_wakeup
+from agents.rules.engine import CustomerRuleState, action_id_for, holdout, next_wakeup
 from schemas.events import FavoriteEvent
 from tests.unit.rule_driver import (
     ABANDONED_CART,

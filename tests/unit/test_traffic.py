@@ -11,7 +11,7 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from agents.profile_fold import RfmPolicy, fold_many, refresh
+from agents.profile.fold import RfmPolicy, fold_many, refresh
 from ecrm.traffic import MAX_LAG, StoreEvent, synthetic_traffic
 from schemas.events import EVENT_BY_TOPIC, CartEvent, Event, OrderEvent
 from schemas.profile import empty_profile

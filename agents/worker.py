@@ -11,8 +11,8 @@ import redis
 from faust.types import TP
 from mode.supervisors import CrashingSupervisor
 
-from agents.marketing import RulesBook
-from agents.profiles import ProfileKeeper, decode
+from agents.profile.keeper import ProfileKeeper, decode
+from agents.rules.book import RulesBook
 from streams.app import EcrmApp, create_app
 from streams.relay import KafkaRelay, tail_reader
 from streams.settings import Settings

@@ -26,7 +26,7 @@ from decimal import Decimal
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from agents.rule_state import CustomerRuleState, Decision, Deferred, Outcome, action_id_for
+from agents.rules.state import CustomerRuleState, Decision, Deferred, Outcome, action_id_for
 from schemas.rules import Policy, Rule, RuleSet
 
 

@@ -20,36 +20,32 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agents.event_rows import event_row, profile_row, segment_change_row
-from agents.marketing import MarketingStep, RulesBook
-from agents.profile_fold import RfmPolicy, apply_event, next_time_change, rerate
+from agents.customer_step import Customer, Step, StepContext, on_clock, on_event
+from agents.profile.fold import RfmPolicy
+from agents.profile.rows import event_row, profile_row, segment_change_row
+from agents.rules.book import RulesBook
+from agents.rules.contact_policy import BudgetBook
+from agents.rules.shell import MarketingStep
+from agents.rules.state import CustomerRuleState
 from schemas.events import EVENT_BY_TOPIC, Event
 from schemas.outputs import DeadLetter, SegmentChange
 from schemas.profile import Profile, empty_profile
+from streams import keyspace
 from streams.app import INPUT_TOPICS, EcrmApp
-from streams.outbox import clickhouse_entry
-from streams.redis_store import KEY_PREFIX, Unit, UnitConflict
-from streams.relay import KAFKA_OUTBOX, kafka_entry
+from streams.outbox import clickhouse_entry, kafka_message
+from streams.redis_store import Unit, UnitConflict
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-STATS_KEY = f"{KEY_PREFIX}stats"
-#: Per-process counters, so operators (and tests) see how work is shared between workers.
-WORKER_STATS_KEY = f"{KEY_PREFIX}stats:worker:{os.getpid()}"
 MAX_CONFLICT_RETRIES = 20
 
 
 def messages_handled(client: Any) -> int:
     """Input messages the workers have dealt with: applied, duplicate or dead-lettered
     (`client` is a synchronous Redis client; for progress bars and tests)."""
-    counts = client.hmget(STATS_KEY, ["events", "duplicates", "dead_letters"])
+    counts = client.hmget(keyspace.STATS, ["events", "duplicates", "dead_letters"])
     return sum(int(v or 0) for v in counts)
-
-
-def due_key(partition: int) -> str:
-    """Sorted set of customers of one partition, scored by when time next matters to them."""
-    return f"{KEY_PREFIX}due:{partition}"
 
 
 def rfm_policy(settings: Settings) -> RfmPolicy:
@@ -114,7 +110,6 @@ class ProfileKeeper:
     #: unknown); set by the worker. Without it, a partition counts as caught up once no
     #: event has come for a second.
     highwater: Callable[[str, int], int | None] | None = None
-    _snapshots: list[dict[str, Any]] = field(default_factory=list)
 
     def clock_for(self, partition: int, now: datetime, idle_s: float = 1.0) -> datetime:
         """The time timers of a partition may act on. Live, that is the wall clock; while
@@ -158,7 +153,6 @@ class ProfileKeeper:
 
     async def _apply_once(self, items: Sequence[Incoming], now: datetime) -> None:
         store = self.app.store
-        self._snapshots = []  # a conflicted attempt leaves nothing behind
         by_customer: dict[str, list[Incoming]] = defaultdict(list)
         for item in items:
             if item.event is not None:
@@ -167,12 +161,9 @@ class ProfileKeeper:
         rules = self.rules.rules if self.rules is not None else None
         raw_keys = MarketingStep.keys(rules, list(by_customer), now) if rules else []
         async with store.unit([c.encode() for c in by_customer], sources, raw_keys) as unit:
-            step = MarketingStep.begin(rules, unit, now) if rules else None
+            batch = _Batch(self, unit, MarketingStep.begin(rules, unit, now) if rules else None)
             fresh = [i for i in items if not unit.applied(i.topic, i.partition, i.offset)]
-            stats: dict[str, int] = defaultdict(int)
-            stats["batches"] = 1 if fresh else 0
-            event_rows: list[dict[str, Any]] = []
-            changes: list[SegmentChange] = []
+            batch.stats["batches"] = 1 if fresh else 0
             for item in items:
                 key = (item.topic, item.partition)
                 self.read[key] = max(item.offset, self.read.get(key, -1))
@@ -181,44 +172,28 @@ class ProfileKeeper:
                 if item.event is not None:
                     self._saw(item.partition, item.event.ts)
                 if item.error is not None:
-                    self._dead_letter(unit, item, now)
-                    stats["dead_letters"] += 1
+                    batch.dead_letter(item, now)
             fresh_ids = {id(i) for i in fresh}
             for customer_id, mine in by_customer.items():
                 mine = [i for i in mine if id(i) in fresh_ids]
                 if not mine:
                     continue
-                mine.sort(key=lambda i: i.event.ts if i.event else now)
-                profile = self._load(customer_id)
-                for item in mine:
-                    assert item.event is not None
-                    # the profile was just read from Redis and is ours to change in place;
-                    # the rules read only scalar fields of `before`, so a shallow copy does
-                    before = profile.model_copy() if step is not None else profile
-                    was = profile.segment
-                    if not apply_event(profile, item.event):
-                        stats["duplicates"] += 1
-                        continue
-                    stats["events"] += 1
-                    rerate(profile, now, self.policy)
-                    event_rows.append(
+                where = {id(i.event): i for i in mine}
+                customer = batch.customer(customer_id)
+                step = on_event(customer, [i.event for i in mine if i.event], now, batch.ctx)
+                batch.took(step, mine[0].partition)
+                for event in step.applied:
+                    item = where[id(event)]
+                    batch.event_rows.append(
                         event_row(
-                            item.event,
+                            event,
                             topic=item.topic,
                             partition=item.partition,
                             offset=item.offset,
                             now=now,
                         )
                     )
-                    if step is not None:
-                        step.event(before, profile, item.event)
-                    if profile.segment != was:
-                        change = _change(was, profile, now, "event", item.event.event_id)
-                        changes.append(change)
-                        if step is not None:
-                            step.segment_changed(profile, change)
-                self._save(unit, profile, mine[0].partition, step)
-            self._finish(unit, step, event_rows, changes, stats)
+            batch.finish()
 
     async def sweep(self, partitions: Iterable[int], now: datetime | None = None) -> int:
         """Re-rate due customers (time moved their segment, a rule's timer or a deferred
@@ -238,57 +213,73 @@ class ProfileKeeper:
         `clock_for`) decides which customers are due and what the rules' timers see."""
         store = self.app.store
         due = await store.client.zrangebyscore(
-            due_key(partition), "-inf", _ms(clock), start=0, num=limit
+            keyspace.due(partition), "-inf", _ms(clock), start=0, num=limit
         )
         if not due:
             return 0
         customers = [raw.decode() for raw in due]
-        self._snapshots = []
         rules = self.rules.rules if self.rules is not None else None
         raw_keys = MarketingStep.keys(rules, customers, clock) if rules else []
         try:
             async with store.unit(due, (), raw_keys) as unit:
-                step = MarketingStep.begin(rules, unit, clock) if rules else None
-                changes: list[SegmentChange] = []
+                batch = _Batch(
+                    self, unit, MarketingStep.begin(rules, unit, clock) if rules else None
+                )
                 for customer_id in customers:
-                    after = self._load(customer_id)
-                    was = after.segment
-                    rerate(after, now, self.policy)
-                    if after.segment != was:
-                        change = _change(was, after, now, "time", None)
-                        changes.append(change)
-                        if step is not None:
-                            step.segment_changed(after, change)
-                    if step is not None:
-                        step.clock(after)
-                    self._save(unit, after, partition, step)
-                self._finish(unit, step, [], changes, {})
+                    step = on_clock(batch.customer(customer_id), clock, batch.ctx, rated_at=now)
+                    batch.took(step, partition)
+                batch.finish()
         except UnitConflict:
             return 0  # someone else touched these customers; the next sweep sees fresh data
-        return len(changes)
+        return len(batch.changes)
 
-    # -- helpers -------------------------------------------------------------------------
-
-    def _load(self, customer_id: str) -> Profile:
+    def load(self, customer_id: str) -> Profile:
+        """The customer's profile as the open unit read it (a new one if none is stored)."""
         raw = self.app.profiles.get(customer_id.encode())
         return Profile.model_validate_json(raw) if raw else empty_profile(customer_id)
 
-    def _save(
-        self, unit: Unit, profile: Profile, partition: int, step: MarketingStep | None
-    ) -> None:
-        self.app.profiles[profile.customer_id.encode()] = profile.model_dump_json().encode()
-        self._snapshots.append(profile_row(profile))
-        moments = [next_time_change(profile, self.policy)]
-        if step is not None:
-            moments.append(step.wakeup(profile.customer_id))
-        wake = min((m for m in moments if m is not None), default=None)
-        member = profile.customer_id
-        if wake is None:
-            unit.later(lambda pipe: pipe.zrem(due_key(partition), member))
-        else:
-            unit.later(lambda pipe: pipe.zadd(due_key(partition), {member: _ms(wake)}))
 
-    def _dead_letter(self, unit: Unit, item: Incoming, now: datetime) -> None:
+@dataclass
+class _Batch:
+    """What one unit (a batch of events or a sweep) collects for its commit."""
+
+    keeper: ProfileKeeper
+    unit: Unit
+    marketing: MarketingStep | None
+    stats: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    event_rows: list[dict[str, Any]] = field(default_factory=list)
+    snapshots: list[dict[str, Any]] = field(default_factory=list)
+    changes: list[SegmentChange] = field(default_factory=list)
+
+    @cached_property
+    def ctx(self) -> StepContext:
+        m = self.marketing
+        return StepContext(
+            self.keeper.policy, m.rules if m else None, m.budget if m else BudgetBook()
+        )
+
+    def customer(self, customer_id: str) -> Customer:
+        m = self.marketing
+        rules = m.state(customer_id) if m else CustomerRuleState(customer_id=customer_id)
+        return Customer(self.keeper.load(customer_id), rules)
+
+    def took(self, step: Step, partition: int) -> None:
+        """Keep what a customer step did: the profile, rule state, changes, wake-up."""
+        profile = step.customer.profile
+        self.stats["duplicates"] += len(step.duplicates)
+        self.stats["events"] += len(step.applied)
+        self.changes.extend(step.changes)
+        if self.marketing is not None:
+            self.marketing.took(step.customer.rules, step.rules_changed, step.decisions)
+        self.keeper.app.profiles[profile.customer_id.encode()] = profile.model_dump_json().encode()
+        self.snapshots.append(profile_row(profile))
+        due = keyspace.due(partition)
+        if step.wake is None:
+            self.unit.zrem(due, profile.customer_id)
+        else:
+            self.unit.zadd(due, profile.customer_id, _ms(step.wake))
+
+    def dead_letter(self, item: Incoming, now: datetime) -> None:
         letter = DeadLetter.of(
             topic=item.topic,
             partition=item.partition,
@@ -298,57 +289,33 @@ class ProfileKeeper:
             error=item.error or "invalid",
             at=now,
         )
-        entry = kafka_entry(
-            self.app.settings.topic("dead-letter"), item.key, letter.model_dump_json().encode()
-        )
-        unit.later(lambda pipe: pipe.xadd(KAFKA_OUTBOX, entry))
+        topic = self.keeper.app.settings.topic("dead-letter")
+        self.unit.add(kafka_message(topic, item.key, letter.model_dump_json().encode()))
+        self.stats["dead_letters"] += 1
 
-    def _finish(
-        self,
-        unit: Unit,
-        step: MarketingStep | None,
-        rows: list[dict[str, Any]],
-        changes: list[SegmentChange],
-        stats: dict[str, int],
-    ) -> None:
-        if step is not None:
-            step.finish(self.app.settings.topic("actions"))
-        if self._snapshots:
-            snapshots = clickhouse_entry("profile_snapshots", self._snapshots)
-            unit.later(lambda pipe: pipe.xadd(snapshots.stream, snapshots.fields))
-            self._snapshots = []
-        self._record(unit, rows, changes, stats)
-
-    def _record(
-        self,
-        unit: Unit,
-        rows: list[dict[str, Any]],
-        changes: list[SegmentChange],
-        stats: dict[str, int],
-    ) -> None:
-        if rows:
-            entry = clickhouse_entry("events", rows)
-            unit.later(lambda pipe: pipe.xadd(entry.stream, entry.fields))
-        if changes:
-            ch = clickhouse_entry("segment_changes", [segment_change_row(c) for c in changes])
-            unit.later(lambda pipe: pipe.xadd(ch.stream, ch.fields))
-            topic = self.app.settings.topic("segment-changes")
-            for change in changes:
-                msg = kafka_entry(topic, change.customer_id, change.to_json())
-                unit.later(lambda pipe, msg=msg: pipe.xadd(KAFKA_OUTBOX, msg))
-        counts = {k: v for k, v in stats.items() if v}
-        if changes:
-            counts["segment_changes"] = len(changes)
-        for name, n in counts.items():
-            unit.later(lambda pipe, name=name, n=n: pipe.hincrby(STATS_KEY, name, n))
-        if counts.get("events"):
-            unit.later(lambda pipe: pipe.hincrby(WORKER_STATS_KEY, "events", counts["events"]))
-
-
-def _change(
-    was: str, after: Profile, now: datetime, cause: str, event_id: str | None
-) -> SegmentChange:
-    return SegmentChange.of(after.customer_id, was, after.segment, now, cause, event_id)
+    def finish(self) -> None:
+        """Queue the rules' effects, the ClickHouse rows, the Kafka messages and counters."""
+        settings = self.keeper.app.settings
+        unit = self.unit
+        if self.marketing is not None:
+            self.marketing.finish(settings.topic("actions"))
+        if self.snapshots:
+            unit.add(clickhouse_entry("profile_snapshots", self.snapshots))
+        if self.event_rows:
+            unit.add(clickhouse_entry("events", self.event_rows))
+        if self.changes:
+            unit.add(
+                clickhouse_entry("segment_changes", [segment_change_row(c) for c in self.changes])
+            )
+            topic = settings.topic("segment-changes")
+            for change in self.changes:
+                unit.add(kafka_message(topic, change.customer_id, change.to_json()))
+            self.stats["segment_changes"] = len(self.changes)
+        for name, n in self.stats.items():
+            if n:
+                unit.hincrby(keyspace.STATS, name, n)
+        if self.stats.get("events"):
+            unit.hincrby(keyspace.worker_stats(os.getpid()), "events", self.stats["events"])
 
 
 def _ms(moment: datetime) -> int:

@@ -2,7 +2,7 @@
 happened, the clock) to (new state, decisions). No I/O and no hidden clock — the worker
 supplies `now`, stores the state beside the profile, books budgets and delivers the actions.
 
-    state, decisions = on_event(rules, state, before, after, event, now)       # every event
+    state, decisions = on_event(rules, state, first_order, after, event, now)  # every event
     state, decisions = on_segment_change(rules, state, profile, change, now)   # segment moved
     state, decisions = on_clock(rules, state, profile, now)                    # at next_wakeup
 
@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
-from agents.contact_policy import (
+from agents.rules.conditions import concerns, follows, keys_of, profile_matches, skus_of, starts
+from agents.rules.contact_policy import (
     BudgetBook,
     BudgetLedger,
     Candidate,
@@ -28,8 +29,7 @@ from agents.contact_policy import (
     shop_day,
     withdraw,
 )
-from agents.rule_conditions import concerns, follows, keys_of, profile_matches, skus_of, starts
-from agents.rule_state import CustomerRuleState, Decision, Deferred, Timer, action_id_for
+from agents.rules.state import CustomerRuleState, Decision, Deferred, Timer, action_id_for
 from schemas.events import Event
 from schemas.outputs import SegmentChange
 from schemas.profile import Profile
@@ -58,7 +58,7 @@ __all__ = [
 def on_event(
     rules: RuleSet,
     state: CustomerRuleState,
-    before: Profile,
+    first_order: bool,
     after: Profile,
     event: Event,
     now: datetime,
@@ -67,7 +67,8 @@ def on_event(
 ) -> tuple[CustomerRuleState, list[Decision]]:
     """One event: it cancels the waits it is the B of, resets the counts it is the `unless` of,
     arms waits and counts it is the A of, and fires the rules it triggers outright (their
-    `if:` read on `after`, the profile with this event folded in)."""
+    `if:` read on `after`, the profile with this event folded in; `first_order` is what the
+    fold said of it, agents/profile/fold.py `Applied`)."""
     trigger = f"event:{event.event_id}"
     if trigger in state.seen_triggers:
         return state, []
@@ -83,7 +84,7 @@ def on_event(
             decisions += _cancel_waits(st, rule, event, rules, now)
         if when.unless is not None and follows(when.unless, event):
             _reset_counts(st, rule, event)
-        if not starts(when, event, before, after):
+        if not starts(when, event, first_order):
             continue
         for key in keys_of(when, event):
             if when.count is not None and not _counted(st, rule, key, event.ts):

@@ -125,22 +125,13 @@ def profile_matches(conditions: Conditions, profile: Profile) -> bool:
     )
 
 
-def is_first_order(before: Profile, after: Profile, event: Event) -> bool:
-    """This paid order is the first ecrm has ever seen from the customer."""
-    return (
-        isinstance(event, OrderEvent)
-        and event.status == "paid"
-        and before.first_order_at is None
-        and after.first_order_at is not None
-    )
-
-
-def starts(trigger: Trigger, event: Event, before: Profile, after: Profile) -> bool:
-    """The event is the A of this trigger: right event, its `where:` holds, first order if asked."""
+def starts(trigger: Trigger, event: Event, first_order: bool) -> bool:
+    """The event is the A of this trigger: right event, its `where:` holds, first order if asked
+    (`first_order`: the fold found it the customer's first paid order, agents/profile/fold.py)."""
     topic = topic_of(event)
     if trigger.event != topic or not event_matches(trigger.where, event, topic):
         return False
-    return not trigger.first_order or is_first_order(before, after, event)
+    return not trigger.first_order or first_order
 
 
 def follows(followup: Followup, event: Event) -> bool:

@@ -15,7 +15,14 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from agents.order_values import MAX_ID_LENGTH, clean, local_time, money, order_number, zone_named
+from agents.order_import.values import (
+    MAX_ID_LENGTH,
+    clean,
+    local_time,
+    money,
+    order_number,
+    zone_named,
+)
 from schemas.order_mapping import OrderFileError, OrderMapping, StatusAction, status_key
 from schemas.pii import customer_id_for, mask_phone, mask_text, scrub
 

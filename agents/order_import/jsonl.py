@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from agents.order_rows import Imported, ImportPolicy, Rejected, RowOutcome, Skipped
+from agents.order_import.rows import Imported, ImportPolicy, Rejected, RowOutcome, Skipped
 from schemas.events import OrderEvent
 from schemas.order_mapping import CONTRACT_FIELDS
 from schemas.pii import customer_id_for, mask_text, scrub

@@ -22,14 +22,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from agents.backtest_report import Tally
-from agents.contact_policy import BudgetBook
-from agents.profile_fold import RfmPolicy, apply_event, next_time_change, rerate
-from agents.rule_state import CustomerRuleState, Decision
-from agents.rules_engine import next_wakeup, on_clock, on_event, on_segment_change
+from agents.backtest.report import Tally
+from agents.customer_step import Customer, Step, StepContext, on_clock, on_event
+from agents.profile.fold import RfmPolicy
+from agents.rules.contact_policy import BudgetBook
+from agents.rules.state import CustomerRuleState, Decision
 from schemas.events import Event
-from schemas.outputs import SegmentChange
-from schemas.profile import Profile, empty_profile
+from schemas.profile import Profile
 from schemas.rules import RuleSet
 
 #: Stale heap entries (a customer re-scheduled) tolerated before the heap is rebuilt.
@@ -89,78 +88,47 @@ class Replay:
         """When the clock next has something to do."""
         return min(self._due.values(), default=None)
 
-    # -- the two steps, in the worker's order ----------------------------------------------
+    # -- the customer step, and the due heap ---------------------------------------------
 
-    def _event(self, event: Event, now: datetime) -> None:
-        """ProfileKeeper._apply_once for one customer's one event."""
-        cid = event.customer_id
+    @property
+    def ctx(self) -> StepContext:
+        return StepContext(self.policy, self.rules, self.budget)
+
+    def _customer(self, cid: str) -> Customer:
         profile = self.profiles.get(cid)
         if profile is None:
-            profile = self.profiles[cid] = empty_profile(cid)
-        before = profile.model_copy()  # the rules read only scalar fields of `before`
-        was = profile.segment
-        if not apply_event(profile, event):
-            self.stats.duplicates += 1
-            return
-        self.stats.events += 1
-        rerate(profile, now, self.policy)
-        state, found = on_event(
-            self.rules, self._state(cid), before, profile, event, now, budget=self.budget
-        )
-        self._take(cid, state, found)
-        if profile.segment != was:
-            change = segment_change(was, profile, now, "event", event)
-            self._segment_changed(profile, change, now)
-        self._schedule(profile)
+            return Customer.new(cid)
+        return Customer(profile, self.states.get(cid) or CustomerRuleState(customer_id=cid))
+
+    def _event(self, event: Event, now: datetime) -> None:
+        """The keeper's batch step, for one customer's one event."""
+        self._keep(on_event(self._customer(event.customer_id), [event], now, self.ctx))
 
     def _wake(self, cid: str, now: datetime) -> None:
-        """ProfileKeeper._sweep_partition for one due customer."""
+        """The keeper's sweep step, for one due customer."""
         self.stats.wakeups += 1
-        profile = self.profiles[cid]
-        was = profile.segment
-        rerate(profile, now, self.policy)
-        if profile.segment != was:
-            self._segment_changed(profile, segment_change(was, profile, now, "time", None), now)
-        state, found = on_clock(self.rules, self._state(cid), profile, now, budget=self.budget)
-        self._take(cid, state, found)
-        self._schedule(profile)
+        self._keep(on_clock(self._customer(cid), now, self.ctx))
 
-    def _segment_changed(self, profile: Profile, change: SegmentChange, now: datetime) -> None:
-        self.stats.segment_changes += 1
-        cid = profile.customer_id
-        state, found = on_segment_change(
-            self.rules, self._state(cid), profile, change, now, budget=self.budget
-        )
-        self._take(cid, state, found)
-
-    # -- state, budget and the due heap ----------------------------------------------------
-
-    def _state(self, cid: str) -> CustomerRuleState:
-        state = self.states.get(cid)
-        if state is None:
-            state = self.states[cid] = CustomerRuleState(customer_id=cid)
-        return state
-
-    def _take(self, cid: str, state: CustomerRuleState, found: list[Decision]) -> None:
-        """MarketingStep._take: the new state kept, the budget booked, the decisions kept."""
-        self.states[cid] = state
-        if not found:
-            return
-        self.budget.book(found)
+    def _keep(self, step: Step) -> None:
+        customer = step.customer
+        cid = customer.customer_id
+        self.profiles[cid] = customer.profile
+        self.states[cid] = customer.rules
+        self.stats.events += len(step.applied)
+        self.stats.duplicates += len(step.duplicates)
+        self.stats.segment_changes += len(step.changes)
         start = self.report_from
-        for d in found:
+        for d in step.decisions:
             if start is not None and d.decided_at < start:
                 continue
             if self.tally is not None:
                 self.tally.add(d)
             if self.keep_decisions:
                 self.decisions.append(d)
+        self._schedule(cid, step.wake)
 
-    def _schedule(self, profile: Profile) -> None:
-        """ProfileKeeper._save: the customer is due when time next matters to them."""
-        cid = profile.customer_id
-        moments = (next_time_change(profile, self.policy), next_wakeup(self.states[cid]))
-        wake = min((m for m in moments if m is not None), default=None)
+    def _schedule(self, cid: str, wake: datetime | None) -> None:
+        """The keeper's due set: the customer is due when time next matters to them."""
         if wake is None:
             self._due.pop(cid, None)
         elif self._due.get(cid) != wake:
@@ -180,14 +148,6 @@ class Replay:
             self.clock = wake if self.clock is None else max(self.clock, wake)
             self._wake(cid, wake)
             heap = self._heap  # _schedule may have rebuilt it
-
-
-def segment_change(
-    was: str, after: Profile, now: datetime, cause: str, event: Event | None
-) -> SegmentChange:
-    """The change message the worker sends (agents/profiles.py `_change`)."""
-    event_id = event.event_id if event is not None else None
-    return SegmentChange.of(after.customer_id, was, after.segment, now, cause, event_id)
 
 
 def replay(

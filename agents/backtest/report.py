@@ -15,7 +15,7 @@ from decimal import Decimal
 from itertools import combinations
 from typing import Any
 
-from agents.rule_state import Decision
+from agents.rules.state import Decision
 from schemas.rules import RuleSet
 
 

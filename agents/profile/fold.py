@@ -120,9 +120,29 @@ def next_time_change(profile: Profile, policy: RfmPolicy) -> datetime | None:
     return min(moments, default=None)
 
 
-def apply_event(p: Profile, event: Event) -> bool:
-    """`fold` in place, for a caller that owns `p`; False when the event was seen before."""
-    return _apply(p, event)
+@dataclass(frozen=True)
+class Applied:
+    """What the rules need to know about an event just folded in, beyond the new profile."""
+
+    #: the customer's first paid order ever seen
+    first_order: bool
+    #: the segment before the event (the fold does not re-rate; the caller compares after it)
+    segment_before: str
+
+
+def apply_event(p: Profile, event: Event) -> Applied | None:
+    """`fold` in place, for a caller that owns `p`; None when the event was seen before."""
+    had_ordered = p.first_order_at is not None
+    segment = p.segment
+    if not _apply(p, event):
+        return None
+    first = (
+        isinstance(event, OrderEvent)
+        and event.status == "paid"
+        and not had_ordered
+        and p.first_order_at is not None
+    )
+    return Applied(first_order=first, segment_before=segment)
 
 
 def _apply(p: Profile, event: Event) -> bool:

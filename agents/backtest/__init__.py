@@ -1,0 +1,1 @@
+"""A rules file replayed over ClickHouse history through the same customer step as the worker."""

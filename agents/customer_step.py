@@ -1,0 +1,163 @@
+"""One customer's step: events or the clock in, the new customer and what follows out.
+
+The per-customer sequence lives here once, and both the worker (agents/profile/keeper.py,
+which reads customers from Redis and commits the step's results in the batch's unit) and
+the backtest (agents/backtest/replay.py, which keeps customers in memory and runs a
+simulated clock) are I/O around it:
+
+    step = on_event(customer, events, now, ctx)   # fold, re-rate, rules, segment moves
+    step = on_clock(customer, now, ctx)           # at step.wake: re-rate, segment moves, timers
+    step.customer, step.decisions, step.changes, step.wake, step.applied, step.duplicates
+
+An event: fold it in (a duplicate changes nothing), re-rate R/F/M, let the rules see it
+(`on_event`, with what the fold says they need: was it the first order), then — when the
+segment moved — the segment-change rules. The clock: re-rate, the segment-change rules when
+time moved the segment, then the rules' timers and deferred deliveries (`on_clock`). A
+customer's next wake-up is the sooner of "time alone changes the segment" and the rules'
+next timer. Budgets are booked in `ctx.budget` as decisions are made, so the caller decides
+how widely a budget is shared (one Redis unit, or one whole replay).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from agents.profile.fold import RfmPolicy, apply_event, next_time_change, rerate
+from agents.rules.contact_policy import BudgetBook
+from agents.rules.engine import next_wakeup, on_segment_change
+from agents.rules.engine import on_clock as rules_on_clock
+from agents.rules.engine import on_event as rules_on_event
+from agents.rules.state import CustomerRuleState, Decision
+from schemas.events import Event
+from schemas.outputs import SegmentChange
+from schemas.profile import Profile, empty_profile
+from schemas.rules import RuleSet
+
+
+@dataclass
+class Customer:
+    """What ecrm keeps about one customer: the profile and the rule state beside it."""
+
+    profile: Profile
+    rules: CustomerRuleState
+
+    @classmethod
+    def new(cls, customer_id: str) -> Customer:
+        return cls(empty_profile(customer_id), CustomerRuleState(customer_id=customer_id))
+
+    @property
+    def customer_id(self) -> str:
+        return self.profile.customer_id
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What stays the same across customers: the RFM policy, the rules, the budget ledger."""
+
+    policy: RfmPolicy
+    rules: RuleSet | None
+    budget: BudgetBook
+
+
+@dataclass
+class Step:
+    """What one step did to one customer."""
+
+    customer: Customer
+    applied: list[Event] = field(default_factory=list)
+    duplicates: list[Event] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
+    changes: list[SegmentChange] = field(default_factory=list)
+    #: the rule state is a new object (it changed and must be written)
+    rules_changed: bool = False
+    #: when time next matters to this customer (None: only a new event will)
+    wake: datetime | None = None
+
+
+def on_event(customer: Customer, events: Iterable[Event], now: datetime, ctx: StepContext) -> Step:
+    """The customer's events (applied in event-time order) as of `now`."""
+    step = Step(customer)
+    profile = customer.profile
+    for event in sorted(events, key=lambda e: e.ts):
+        applied = apply_event(profile, event)
+        if applied is None:
+            step.duplicates.append(event)
+            continue
+        step.applied.append(event)
+        rerate(profile, now, ctx.policy)
+        if ctx.rules is not None:
+            state, found = rules_on_event(
+                ctx.rules,
+                customer.rules,
+                applied.first_order,
+                profile,
+                event,
+                now,
+                budget=ctx.budget,
+            )
+            _take(step, state, found, ctx)
+        if profile.segment != applied.segment_before:
+            change = SegmentChange.of(
+                profile.customer_id,
+                applied.segment_before,
+                profile.segment,
+                now,
+                "event",
+                event.event_id,
+            )
+            _segment_changed(step, change, now, ctx)
+    step.wake = wake_of(customer, ctx)
+    return step
+
+
+def on_clock(
+    customer: Customer, now: datetime, ctx: StepContext, *, rated_at: datetime | None = None
+) -> Step:
+    """Time reached `now` for this customer. `rated_at` (default `now`) is the instant R/F/M
+    are rated at and a segment change is dated, when the worker rates on the wall clock while
+    its rules' clock still follows a backlog."""
+    step = Step(customer)
+    profile = customer.profile
+    was = profile.segment
+    rated = rated_at or now
+    rerate(profile, rated, ctx.policy)
+    if profile.segment != was:
+        change = SegmentChange.of(profile.customer_id, was, profile.segment, rated, "time", None)
+        _segment_changed(step, change, now, ctx)
+    if ctx.rules is not None:
+        state, found = rules_on_clock(ctx.rules, customer.rules, profile, now, budget=ctx.budget)
+        _take(step, state, found, ctx)
+    step.wake = wake_of(customer, ctx)
+    return step
+
+
+def wake_of(customer: Customer, ctx: StepContext) -> datetime | None:
+    """The sooner of: time alone changes the segment; a rule's timer or delivery is due."""
+    moments = [next_time_change(customer.profile, ctx.policy)]
+    if ctx.rules is not None:
+        moments.append(next_wakeup(customer.rules))
+    return min((m for m in moments if m is not None), default=None)
+
+
+def _segment_changed(step: Step, change: SegmentChange, now: datetime, ctx: StepContext) -> None:
+    step.changes.append(change)
+    if ctx.rules is None:
+        return
+    customer = step.customer
+    state, found = on_segment_change(
+        ctx.rules, customer.rules, customer.profile, change, now, budget=ctx.budget
+    )
+    _take(step, state, found, ctx)
+
+
+def _take(step: Step, state: CustomerRuleState, found: list[Decision], ctx: StepContext) -> None:
+    """The engine returns a new state object only when something changed; what it decided is
+    booked at once, so the next decision (this customer's or another's) sees the budget."""
+    if state is not step.customer.rules:
+        step.customer.rules = state
+        step.rules_changed = True
+    if found:
+        ctx.budget.book(found)
+        step.decisions.extend(found)

@@ -1,0 +1,1 @@
+"""A shop's order history (Taobao/Tmall exports, CSV with a mapping, JSON Lines) as order events."""

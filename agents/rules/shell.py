@@ -1,0 +1,124 @@
+"""The rules engine's shell: rule state and budgets read and written in the batch's Redis
+unit, decisions turned into actions (Kafka outbox) and decision rows (ClickHouse outbox).
+
+The engine itself (agents/rules/engine.py) is pure, and the customer step
+(agents/customer_step.py) calls it; this module only moves the step's rule inputs and
+outputs, so an action is queued for delivery in the same MULTI as the state that decided it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from agents.rules.contact_policy import BudgetBook, Spend, budget_spend, shop_day
+from agents.rules.state import CustomerRuleState, Decision
+from schemas.rules import RuleSet
+from streams import keyspace
+from streams.outbox import clickhouse_entry, kafka_message
+from streams.redis_store import Unit
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MarketingStep:
+    """The rules' side of one Redis unit (one batch or one sweep)."""
+
+    rules: RuleSet
+    unit: Unit
+    now: datetime
+    budget: BudgetBook
+    decisions: list[Decision] = field(default_factory=list)
+    _changed: dict[str, CustomerRuleState] = field(default_factory=dict)
+
+    @staticmethod
+    def keys(rules: RuleSet, customers: list[str], now: datetime) -> list[str]:
+        """Redis keys the unit must read: each customer's rule state, the budgets of the days
+        a decision now can book (yesterday, today, tomorrow)."""
+        keys = [keyspace.rule_state(c) for c in customers]
+        for day in _budget_days(rules, now):
+            keys += [keyspace.budget(r.id, day) for r in rules.rules if r.budget is not None]
+        return keys
+
+    @classmethod
+    def begin(cls, rules: RuleSet, unit: Unit, now: datetime) -> MarketingStep:
+        spent: dict[tuple[str, date], Spend] = {}
+        for day in _budget_days(rules, now):
+            for rule in rules.rules:
+                raw = unit.values.get(keyspace.budget(rule.id, day))
+                if raw:
+                    data = orjson.loads(raw)
+                    spent[(rule.id, day)] = Spend(int(data["count"]), Decimal(data["value"]))
+        return cls(rules, unit, now, BudgetBook(spent))
+
+    def state(self, customer_id: str) -> CustomerRuleState:
+        """The customer's rule state as the unit read it."""
+        raw = self.unit.get(keyspace.rule_state(customer_id))
+        if raw:
+            return CustomerRuleState.model_validate_json(raw)
+        return CustomerRuleState(customer_id=customer_id)
+
+    def took(self, state: CustomerRuleState, changed: bool, decisions: list[Decision]) -> None:
+        """What a customer step decided (the budget was booked as it decided)."""
+        if changed:
+            self._changed[state.customer_id] = state
+        self.decisions.extend(decisions)
+
+    def finish(self, actions_topic: str) -> None:
+        """Queue the states, budgets, actions, decision rows and counters for the commit."""
+        for cid, state in self._changed.items():
+            self.unit.put(keyspace.rule_state(cid), state.model_dump_json().encode())
+        for rule_id, day in budget_spend(self.decisions):
+            total = self.budget.spent(rule_id, day)
+            self.unit.put(
+                keyspace.budget(rule_id, day),
+                orjson.dumps({"count": total.count, "value": str(total.value)}),
+            )
+        if not self.decisions:
+            return
+        self.unit.add(clickhouse_entry("rule_decisions", [decision_row(d) for d in self.decisions]))
+        counts: dict[str, int] = {}
+        for d in self.decisions:
+            if d.outcome == "fired":
+                action = d.to_action().model_dump_json().encode()
+                self.unit.add(kafka_message(actions_topic, d.customer_id, action))
+            name = f"{d.rule_id}|{d.outcome}" + (
+                f":{d.reason}" if d.outcome == "suppressed" else ""
+            )
+            counts[name] = counts.get(name, 0) + 1
+        for name, n in counts.items():
+            self.unit.hincrby(keyspace.RULE_STATS, name, n)
+
+
+def decision_row(d: Decision) -> dict[str, Any]:
+    return {
+        "action_id": d.action_id,
+        "rule_id": d.rule_id,
+        "customer_id": d.customer_id,
+        "outcome": d.outcome,
+        "reason": d.reason or "",
+        "kind": d.kind,
+        "channel": d.channel or "",
+        "params": orjson.dumps(d.params, default=str).decode(),
+        "trigger_event_id": d.trigger_event_id or "",
+        "decided_at": d.decided_at,
+        "deliver_at": d.deliver_at,
+        "priority": d.priority,
+        "coupon_value": d.coupon_value,
+        "released": int(d.released),
+    }
+
+
+def _budget_days(rules: RuleSet, now: datetime) -> list[date]:
+    if not any(r.budget is not None for r in rules.rules):
+        return []
+    # a deferred action books the day it will be delivered (tomorrow, after the night's
+    # quiet hours), and a withdrawn one gives back the day it had booked (up to yesterday's)
+    today = shop_day(now, rules.policy.zone)
+    return [today - timedelta(days=1), today, today + timedelta(days=1)]
