@@ -20,8 +20,8 @@ import redis
 
 from agents.profile.keeper import Incoming, ProfileKeeper, decode, rfm_policy
 from agents.rules.book import RulesBook
-from ecrm.backtest_cmd import run_backtest
-from ecrm.traffic import synthetic_traffic
+from ecrm.commands.backtest import run_backtest
+from ecrm.dev.traffic import synthetic_traffic
 from schemas.rules import load_rules
 from streams import keyspace
 from streams.app import create_app

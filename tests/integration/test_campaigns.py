@@ -25,9 +25,9 @@ import pytest
 import redis
 from kafka import KafkaConsumer
 
+from agents.audience import select_audience
 from agents.profile.reads import read_profile
 from agents.rules.contact_policy import holdout
-from ecrm.audience_cmd import select_audience
 from streams import keyspace
 from streams.clickhouse import ClickHouse, connect, migrate
 from streams.settings import Settings

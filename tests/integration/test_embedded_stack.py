@@ -17,7 +17,7 @@ import pytest
 import redis
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
-from ecrm.up import run_up
+from ecrm.commands.up import run_up
 from schemas.errors import EmbeddedStackError
 from streams.embedded import EmbeddedStack, embedded_stack, free_port, start_embedded
 from streams.settings import Settings

@@ -20,7 +20,7 @@ import redis
 from pydantic import SecretStr
 
 from agents.profile.reads import read_profile
-from ecrm.import_cmd import import_orders
+from ecrm.commands.imports import import_orders
 from schemas.pii import customer_id_for
 from streams import keyspace
 from streams.clickhouse import ClickHouse

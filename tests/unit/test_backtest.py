@@ -14,11 +14,11 @@ import pytest
 from agents.backtest.history import event_from_row
 from agents.backtest.replay import Replay, replay
 from agents.backtest.report import Tally, summarize
+from agents.backtest.uplift import window_hours
 from agents.profile.fold import RfmPolicy
 from agents.profile.rows import event_row
 from agents.rules.state import Decision
-from ecrm.backtest_cmd import parse_moment
-from ecrm.backtest_uplift import window_hours
+from ecrm.commands.backtest import parse_moment
 from schemas.errors import ConfigError
 from schemas.events import BrowseEvent, Event, FavoriteEvent, OrderEvent
 from tests.unit.rule_driver import (

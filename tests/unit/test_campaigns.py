@@ -12,13 +12,14 @@ from pathlib import Path
 import orjson
 import pytest
 
+from agents.audience import Audience, unique_customers, where_sql
 from agents.backtest.history import event_from_row
 from agents.profile.fold import apply_event, fold_many
 from agents.profile.rows import event_row
 from agents.rules.contact_policy import holdout
 from agents.rules.state import action_id_for
-from ecrm.audience_cmd import Audience, unique_customers, where_sql, write_csv
-from ecrm.campaign_cmd import (
+from ecrm.commands.audience import write_csv
+from ecrm.commands.campaign import (
     CampaignReport,
     Member,
     campaign_event,

@@ -8,7 +8,7 @@ import io
 from aiokafka.partitioner import DefaultPartitioner
 
 from agents.order_import.rows import _PROVINCE_BY_HEAD, PROVINCES
-from ecrm.import_progress import Progress
+from ecrm.progress import Progress
 from streams.bulk_producer import partition_for
 
 

@@ -12,7 +12,7 @@ import pytest
 from agents.order_import.jsonl import jsonl_outcome, masked_jsonl
 from agents.order_import.rows import Imported, ImportPolicy, Rejected, RowReader, Skipped
 from ecrm.cli import main
-from ecrm.import_cmd import import_orders
+from ecrm.commands.imports import import_orders
 from schemas.errors import ConfigError
 from schemas.order_mapping import OrderFileError, load_mapping
 from schemas.pii import customer_id_for

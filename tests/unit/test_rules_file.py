@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ecrm.rules_cli import check_rules
+from agents.rules.check import check_rules
 from schemas.errors import RulesError
 from schemas.rule_values import format_duration, parse_duration, parse_share
 from schemas.rules import RulesSyntaxError, load_rules, parse_rules

@@ -10,9 +10,10 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from ecrm.sql_cmd import list_text, parse_params
-from ecrm.sql_output import cell_text, render
+from ecrm.commands.sql import list_text
+from ecrm.output import cell_text, render
 from schemas.errors import ClickHouseError
+from streams.analysis import parse_params
 from streams.clickhouse_readonly import server_params
 from streams.named_queries import (
     NamedQueryError,

@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from agents.profile.fold import RfmPolicy, fold_many, refresh
-from ecrm.traffic import MAX_LAG, StoreEvent, synthetic_traffic
+from ecrm.dev.traffic import MAX_LAG, StoreEvent, synthetic_traffic
 from schemas.events import EVENT_BY_TOPIC, CartEvent, Event, OrderEvent
 from schemas.profile import empty_profile
 

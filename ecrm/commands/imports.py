@@ -7,6 +7,7 @@ same worker builds the same profiles. Bad rows go to a reject file, never stop t
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import sys
@@ -17,10 +18,10 @@ from pathlib import Path
 from typing import NamedTuple, TextIO
 
 from agents.order_import.jsonl import jsonl_outcome, masked_jsonl
+from agents.order_import.outputs import ImportReport, OrderSender, RejectFile
 from agents.order_import.rows import Imported, ImportPolicy, Rejected, RowOutcome, RowReader
 from agents.order_import.values import clean
-from ecrm.import_outputs import ImportReport, OrderSender, RejectFile
-from ecrm.import_progress import Progress
+from ecrm.progress import Progress
 from schemas.order_mapping import OrderFileError, OrderMapping, load_mapping
 from schemas.taobao import SIGNATURE, TAOBAO
 from streams.order_files import OrderFile
@@ -183,3 +184,37 @@ def _csv_line(fields: list[str]) -> str:
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="").writerow(fields)
     return buffer.getvalue()
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    imports = sub.add_parser("import", help="bring a shop's history in (docs/import.md)")
+    imports_sub = imports.add_subparsers(dest="import_command", required=True)
+    orders = imports_sub.add_parser(
+        "orders", help="a Taobao/Tmall order export, a CSV with a mapping, or JSON Lines"
+    )
+    orders.add_argument("file", type=Path)
+    orders.add_argument("--format", default="auto", choices=("auto", "taobao", "csv", "jsonl"))
+    orders.add_argument("--mapping", type=Path, help="YAML column mapping of a generic CSV")
+    orders.add_argument("--rejects", type=Path, help="reject file (default FILE.rejects.jsonl)")
+    orders.add_argument(
+        "--shop-id", help="shop_id of every event (default: the file's, or default)"
+    )
+    orders.add_argument(
+        "--all-history", action="store_true", help="also orders older than the RFM window"
+    )
+    orders.add_argument("--dry-run", action="store_true", help="read and check, send nothing")
+    orders.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    return run_import(
+        settings,
+        args.file,
+        fmt=args.format,
+        mapping_path=args.mapping,
+        rejects_path=args.rejects,
+        shop_id=args.shop_id,
+        all_history=args.all_history,
+        dry_run=args.dry_run,
+        progress=False if args.no_progress else None,
+    )

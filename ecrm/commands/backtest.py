@@ -25,15 +25,15 @@ import orjson
 from agents.backtest.history import event_from_row
 from agents.backtest.replay import Replay, ReplayStats
 from agents.backtest.report import BacktestReport, Tally
+from agents.backtest.uplift import Uplift, measured_uplift
 from agents.profile.fold import RfmPolicy
 from agents.profile.keeper import rfm_policy
-from ecrm.backtest_uplift import Uplift, measured_uplift
-from ecrm.rules_cli import check_rules
-from ecrm.sql_cmd import open_for_analysis
+from agents.rules.check import check_rules
 from schemas.errors import ConfigError
 from schemas.events import Event
 from schemas.rule_values import parse_duration
 from schemas.rules import RuleSet, load_rules
+from streams.analysis import open_for_analysis
 from streams.clickhouse import SQL_DIR, ClickHouse
 from streams.settings import Settings
 

@@ -1,25 +1,16 @@
-"""`ecrm sql NAME [--param k=v ...] [--format table|csv|json]`: an analysts' named query
-(clickhouse/queries/NAME.sql) against ECRM_CLICKHOUSE_URL, embedded chdb or a server.
-
-Embedded ClickHouse allows one process per folder: while `ecrm up` (or `ecrm demo`) runs it
-owns the folder, so `ecrm sql` on it is refused with what to do instead.
-"""
+"""ClickHouse opened for analysis (named queries, audiences, backtests): a server read-only,
+embedded chdb only when no other process holds its folder; and query parameters from text."""
 
 from __future__ import annotations
 
 import fcntl
-import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
 
-from ecrm.sql_output import Format, render
 from schemas.errors import ClickHouseError
 from streams.clickhouse import ClickHouse, connect, migrate
 from streams.clickhouse_readonly import connect_read_only
-from streams.named_queries import NamedQueryError, named_queries, named_query
-from streams.settings import Settings
+from streams.named_queries import NamedQueryError
 
 
 def parse_params(pairs: Sequence[str]) -> dict[str, str]:
@@ -34,35 +25,6 @@ def parse_params(pairs: Sequence[str]) -> dict[str, str]:
             raise NamedQueryError(f"--param {name} given twice")
         params[name] = value
     return params
-
-
-def list_text() -> str:
-    """Every named query with the one line saying what it answers."""
-    queries = named_queries()
-    width = max(len(q.name) for q in queries)
-    return "".join(f"{q.name.ljust(width)}  {q.summary}\n" for q in queries)
-
-
-def run_sql(
-    settings: Settings,
-    name: str | None,
-    param_pairs: Sequence[str],
-    fmt: Format,
-    *,
-    out: TextIO = sys.stdout,
-) -> int:
-    """Print the named query's result in the format."""
-    if not name:
-        raise NamedQueryError("name a query (ecrm sql NAME), or list them: ecrm sql --list")
-    query = named_query(name)
-    params = query.bind(parse_params(param_pairs), now=datetime.now(UTC))
-    ch = open_for_analysis(settings.clickhouse_url)
-    try:
-        rows = ch.query(query.sql, params)
-    finally:
-        ch.close()
-    out.write(render(rows, fmt))
-    return 0
 
 
 def open_for_analysis(url: str) -> ClickHouse:

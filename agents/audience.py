@@ -1,5 +1,5 @@
-"""`ecrm audience export`: the customers a where-clause over their profiles, or a named query,
-selects (圈选), written as CSV — for a look, a spreadsheet, or `ecrm campaign send --audience`.
+"""Audience selection (圈选): the customers a checked where-clause over their profiles, or a
+named query, selects — shared by `ecrm audience export`, `ecrm campaign send` and the API.
 
 A where-clause runs against `profiles_latest` (clickhouse/audience/profiles.sql) only after
 schemas/audience_where.py has checked it token by token, and the statement runs with
@@ -8,21 +8,16 @@ schemas/audience_where.py has checked it token by token, and the statement runs 
 
 from __future__ import annotations
 
-import csv
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-from ecrm.sql_cmd import open_for_analysis, parse_params
-from ecrm.sql_output import cell_text
 from schemas.audience_where import PROFILE_COLUMNS, checked_where
 from schemas.errors import AudienceError
+from streams.analysis import parse_params
 from streams.clickhouse import SQL_DIR, ClickHouse
 from streams.named_queries import named_query
-from streams.settings import Settings
 
 AUDIENCE_SQL = SQL_DIR / "audience" / "profiles.sql"
 _MARKER = "(WHERE_CLAUSE)"
@@ -86,41 +81,3 @@ def unique_customers(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             seen.add(str(customer))
             out.append(dict(row))
     return out
-
-
-def write_csv(audience: Audience, out: TextIO) -> int:
-    """The audience as CSV: a header, then one line per customer (NULL as an empty cell,
-    times in UTC and tags as a JSON list, as `ecrm sql --format csv` writes them)."""
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(audience.columns)
-    for row in audience.rows:
-        writer.writerow([cell_text(row.get(c), null="") for c in audience.columns])
-    return len(audience.rows)
-
-
-def run_audience_export(
-    settings: Settings,
-    *,
-    where: str | None,
-    query: str | None,
-    params: Sequence[str],
-    out_path: Path | None,
-    report: TextIO = sys.stderr,
-) -> int:
-    """`ecrm audience export`: the CSV to `out_path` (stdout without one), a summary line to
-    `report`."""
-    if where is not None:
-        checked_where(where)  # a bad clause is refused before ClickHouse is opened
-    ch = open_for_analysis(settings.clickhouse_url)
-    try:
-        audience = select_audience(ch, where=where, query=query, params=params)
-    finally:
-        ch.close()
-    if out_path is None:
-        write_csv(audience, sys.stdout)
-    else:
-        with out_path.open("w", encoding="utf-8", newline="") as handle:
-            write_csv(audience, handle)
-    where_to = "stdout" if out_path is None else str(out_path)
-    report.write(f"{len(audience.rows)} customers selected ({audience.how}) -> {where_to}\n")
-    return 0

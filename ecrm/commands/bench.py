@@ -7,6 +7,7 @@ configured services with --no-embedded), so phases do not see each other's data.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import logging
@@ -26,8 +27,8 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from agents.profile.keeper import messages_handled
 from agents.profile.rows import event_row
-from ecrm.processes import rss_bytes, spawn_worker, stop_process
-from ecrm.traffic import StoreEvent, synthetic_traffic
+from ecrm.dev.processes import rss_bytes, spawn_worker, stop_process
+from ecrm.dev.traffic import StoreEvent, synthetic_traffic
 from schemas.events import EVENT_BY_TOPIC
 from streams import keyspace
 from streams.clickhouse import connect, migrate
@@ -445,3 +446,19 @@ def _machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    bench = sub.add_parser("bench", help="measure throughput, lateness, freshness, sink, memory")
+    bench.add_argument("--quick", action="store_true", help="a smoke run of under two minutes")
+    bench.add_argument("--out", type=Path, default=Path("bench.json"))
+    bench.add_argument(
+        "--load", type=int, default=5000, help="background events/s while timing lateness"
+    )
+    bench.add_argument(
+        "--only", choices=("throughput", "lateness", "sink", "scale-out"), help="one phase"
+    )
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    return run_bench(settings, quick=args.quick, out=args.out, load=args.load, only=args.only)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import signal
 import sys
 import threading
@@ -109,3 +110,13 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    sub.add_parser("up", help="start the embedded stack and print the ECRM_* settings")
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from agents.worker import drain_clickhouse_while
+
+    return run_up(settings, while_up=drain_clickhouse_while)

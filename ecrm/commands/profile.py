@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 from agents.profile.reads import read_profile
+from schemas.errors import EcrmError
 from streams.settings import Settings
 
 
@@ -29,3 +31,24 @@ def show_profile(settings: Settings, customer_id: str, as_json: bool) -> int:
     top = sorted(profile.views.items(), key=lambda kv: -kv[1].count)[:5]
     print(f"most viewed  {', '.join(f'{s} ({v.count})' for s, v in top) or '-'}")
     return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    profile = sub.add_parser("profile", help="print a customer's live profile")
+    who = profile.add_mutually_exclusive_group(required=True)
+    who.add_argument("customer_id", nargs="?")
+    who.add_argument(
+        "--buyer", metavar="NAME", help="an imported buyer's name, hashed with ECRM_PII_SECRET"
+    )
+    profile.add_argument("--json", action="store_true", help="print JSON")
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    customer_id = args.customer_id
+    if args.buyer is not None:
+        from schemas.pii import customer_id_for, normalized_name
+
+        if not normalized_name(args.buyer):
+            raise EcrmError("--buyer needs a name")
+        customer_id = customer_id_for(args.buyer, settings.pii_key())
+    return show_profile(settings, customer_id, args.json)

@@ -11,6 +11,7 @@ worker counts once, so nobody hears from it twice.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import re
 import sys
@@ -22,15 +23,15 @@ from typing import Any, TextIO
 
 import orjson
 
+from agents.audience import select_audience
+from agents.rules.check import describe_rule
 from agents.rules.conditions import holds
-from ecrm.audience_cmd import select_audience
-from ecrm.import_progress import Progress
-from ecrm.rules_cli import describe_rule
-from ecrm.sql_cmd import open_for_analysis
+from ecrm.progress import Progress
 from schemas.audience_where import checked_where
 from schemas.errors import AudienceError, RulesError
 from schemas.events import campaign_event_id
 from schemas.rules import Rule, RuleSet, load_rules
+from streams.analysis import open_for_analysis
 from streams.bulk_producer import BulkProducer
 from streams.settings import Settings
 from streams.topics import ensure_topics
@@ -251,3 +252,30 @@ def _select(
     finally:
         ch.close()
     return members_of(selected.rows, selected.how), selected.how
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from ecrm.commands.audience import selection_args
+
+    campaign = sub.add_parser(
+        "campaign", help="batch campaigns through the rules (docs/campaigns.md)"
+    )
+    campaign_sub = campaign.add_subparsers(dest="campaign_command", required=True)
+    send = campaign_sub.add_parser("send", help="one campaign event per selected customer")
+    send.add_argument("campaign_id", help="the campaign, as rules name it: where: {campaign: ID}")
+    selection_args(send, with_file=True)
+    send.add_argument("--dry-run", action="store_true", help="select and report, send nothing")
+    send.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    return run_campaign_send(
+        settings,
+        args.campaign_id,
+        audience=args.audience,
+        where=args.where,
+        query=args.query,
+        params=args.param,
+        dry_run=args.dry_run,
+        progress=False if args.no_progress else None,
+    )

@@ -6,6 +6,7 @@ through Kafka, drains history into embedded ClickHouse and prints what happened.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import signal
@@ -22,9 +23,9 @@ import yaml
 from kafka import KafkaProducer
 
 from agents.profile.keeper import messages_handled
-from ecrm.processes import spawn_worker, stop_process
-from ecrm.profile_cmd import show_profile
-from ecrm.traffic import StoreEvent, synthetic_traffic
+from ecrm.commands.profile import show_profile
+from ecrm.dev.processes import spawn_worker, stop_process
+from ecrm.dev.traffic import StoreEvent, synthetic_traffic
 from schemas.outputs import SEGMENTS
 from schemas.profile import Profile
 from streams import keyspace
@@ -282,3 +283,16 @@ def _wait_drained(client: redis.Redis, timeout: float = 120) -> None:
         )
         time.sleep(0.2)
     say(" " * 60, end="\r")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    demo = sub.add_parser("demo", help="embedded stack + worker + synthetic traffic + summary")
+    demo.add_argument("--customers", type=int, default=3000)
+    demo.add_argument("--sessions", type=int, default=12000)
+    demo.add_argument("--workers", type=int, default=1)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    return run_demo(
+        settings, customers=args.customers, sessions=args.sessions, workers=args.workers
+    )

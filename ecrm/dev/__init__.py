@@ -1,0 +1,1 @@
+"""Dev-only helpers of the demo and the benchmark: synthetic traffic, worker processes."""
