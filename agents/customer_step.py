@@ -5,8 +5,9 @@ which reads customers from Redis and commits the step's results in the batch's u
 the backtest (agents/backtest/replay.py, which keeps customers in memory and runs a
 simulated clock) are I/O around it:
 
-    step = on_event(customer, events, now, ctx)   # fold, re-rate, rules, segment moves
+    step = on_event(customer, events, ctx)        # fold, re-rate, rules, segment moves
     step = on_clock(customer, now, ctx)           # at step.wake: re-rate, segment moves, timers
+    step = advance(customer, until, ctx, inclusive=False)  # every wake-up before `until`
     step.customer, step.decisions, step.changes, step.wake, step.applied, step.duplicates
 
 An event: fold it in (a duplicate changes nothing), re-rate R/F/M, let the rules see it
@@ -76,61 +77,90 @@ class Step:
     wake: datetime | None = None
 
 
-def on_event(customer: Customer, events: Iterable[Event], now: datetime, ctx: StepContext) -> Step:
-    """The customer's events (applied in event-time order) as of `now`."""
+def on_event(
+    customer: Customer, events: Iterable[Event], ctx: StepContext, *, wall: datetime | None = None
+) -> Step:
+    """The customer's events, applied in event-time order, each decided at its own time (or
+    at the customer's last step, if that was later: a customer's clock never goes back), never
+    past `wall`. So a backlog read an hour late decides as the events did when they happened,
+    and the worker and the backtest decide alike. Whatever fell due for the customer strictly
+    before an event's time happens first (a B at the very deadline still cancels)."""
     step = Step(customer)
-    profile = customer.profile
     for event in sorted(events, key=lambda e: e.ts):
-        applied = apply_event(profile, event)
-        if applied is None:
-            step.duplicates.append(event)
-            continue
-        step.applied.append(event)
-        rerate(profile, now, ctx.policy)
-        if ctx.rules is not None:
-            state, found = rules_on_event(
-                ctx.rules,
-                customer.rules,
-                applied.first_order,
-                profile,
-                event,
-                now,
-                budget=ctx.budget,
-            )
-            _take(step, state, found, ctx)
-        if profile.segment != applied.segment_before:
-            change = SegmentChange.of(
-                profile.customer_id,
-                applied.segment_before,
-                profile.segment,
-                now,
-                "event",
-                event.event_id,
-            )
-            _segment_changed(step, change, now, ctx)
+        as_of = customer.profile.as_of
+        at = event.ts if as_of is None else max(event.ts, as_of)
+        if wall is not None:
+            at = min(at, wall)
+        _advance(step, at, ctx, inclusive=False)
+        _event(step, event, at, ctx)
     step.wake = wake_of(customer, ctx)
     return step
 
 
-def on_clock(
-    customer: Customer, now: datetime, ctx: StepContext, *, rated_at: datetime | None = None
-) -> Step:
-    """Time reached `now` for this customer. `rated_at` (default `now`) is the instant R/F/M
-    are rated at and a segment change is dated, when the worker rates on the wall clock while
-    its rules' clock still follows a backlog."""
+def on_clock(customer: Customer, now: datetime, ctx: StepContext) -> Step:
+    """Time reached `now` for this customer, in one step."""
     step = Step(customer)
+    _clock(step, now, ctx)
+    step.wake = wake_of(customer, ctx)
+    return step
+
+
+def advance(customer: Customer, until: datetime, ctx: StepContext, *, inclusive: bool) -> Step:
+    """Time reaches `until` for this customer moment by moment: a step at each instant it
+    fell due (R ageing, a timer, a delivery), as a clock stepping through history does."""
+    step = Step(customer)
+    _advance(step, until, ctx, inclusive=inclusive)
+    step.wake = wake_of(customer, ctx)
+    return step
+
+
+def _advance(step: Step, until: datetime, ctx: StepContext, *, inclusive: bool) -> None:
+    wake = wake_of(step.customer, ctx)
+    while wake is not None and (wake < until or (inclusive and wake == until)):
+        _clock(step, wake, ctx)
+        after = wake_of(step.customer, ctx)
+        if after is not None and after <= wake:
+            break  # nothing moved: never spin
+        wake = after
+
+
+def _event(step: Step, event: Event, now: datetime, ctx: StepContext) -> None:
+    customer = step.customer
+    profile = customer.profile
+    applied = apply_event(profile, event)
+    if applied is None:
+        step.duplicates.append(event)
+        return
+    step.applied.append(event)
+    rerate(profile, now, ctx.policy)
+    if ctx.rules is not None:
+        state, found = rules_on_event(
+            ctx.rules, customer.rules, applied.first_order, profile, event, now, budget=ctx.budget
+        )
+        _take(step, state, found, ctx)
+    if profile.segment != applied.segment_before:
+        change = SegmentChange.of(
+            profile.customer_id,
+            applied.segment_before,
+            profile.segment,
+            now,
+            "event",
+            event.event_id,
+        )
+        _segment_changed(step, change, now, ctx)
+
+
+def _clock(step: Step, now: datetime, ctx: StepContext) -> None:
+    customer = step.customer
     profile = customer.profile
     was = profile.segment
-    rated = rated_at or now
-    rerate(profile, rated, ctx.policy)
+    rerate(profile, now, ctx.policy)
     if profile.segment != was:
-        change = SegmentChange.of(profile.customer_id, was, profile.segment, rated, "time", None)
+        change = SegmentChange.of(profile.customer_id, was, profile.segment, now, "time", None)
         _segment_changed(step, change, now, ctx)
     if ctx.rules is not None:
         state, found = rules_on_clock(ctx.rules, customer.rules, profile, now, budget=ctx.budget)
         _take(step, state, found, ctx)
-    step.wake = wake_of(customer, ctx)
-    return step
 
 
 def wake_of(customer: Customer, ctx: StepContext) -> datetime | None:

@@ -11,7 +11,7 @@ import redis
 from faust.types import TP
 from mode.supervisors import CrashingSupervisor
 
-from agents.profile.keeper import ProfileKeeper, decode
+from agents.profile.keeper import Incoming, ProfileKeeper, decode
 from agents.rules.book import RulesBook
 from streams.app import EcrmApp, create_app
 from streams.relay import KafkaRelay, tail_reader
@@ -36,23 +36,40 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
     keeper.highwater = highwater
     prefix = len(settings.topic_prefix)
 
+    async def acknowledge(stream: Any, items: list[Incoming]) -> None:
+        for item in items:
+            await stream.ack(item.source)
+
+    held_stream: list[Any] = []  # the agent's stream, to ack events released by the sweep
+
+    @app.on_partitions_assigned.connect
+    async def assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        keeper.rebalanced()  # the consumer reads again from the committed offsets
+
+    # a batch that raises is a bug, not bad data (bad data is dead-lettered): stop the worker
+    # so the batch is read again after a restart, instead of Faust restarting the agent
+    # and the next batch moving the partition's offset past the one that failed
     # a batch that raises is a bug, not bad data (bad data is dead-lettered): stop the worker
     # so the batch is read again after a restart, instead of Faust restarting the agent
     # and the next batch moving the partition's offset past the one that failed
     @app.agent(ctx.inputs, name="ecrm.profiles", supervisor_strategy=CrashingSupervisor)
     async def profiles(stream: Any) -> None:
+        held_stream[:] = [stream]
         async for events in stream.noack_take(settings.batch_max, within=settings.batch_within_s):
-            items = [
-                decode(m.topic, m.topic[prefix:], m.partition, m.offset, m.key, m.value)
-                for m in (e.message for e in events)
-            ]
-            await keeper.apply(items)
+            items = []
             for event in events:
-                await stream.ack(event)
+                m = event.message
+                item = decode(m.topic, m.topic[prefix:], m.partition, m.offset, m.key, m.value)
+                item.source = event
+                items.append(item)
+            # events the partition's event-time clock has not reached are held, unacked
+            await acknowledge(stream, await keeper.apply(items))
 
     @app.timer(settings.sweep_interval_s, name="ecrm.sweep")
     async def sweep() -> None:
         try:
+            if held_stream:
+                await acknowledge(held_stream[0], await keeper.release_held())
             await keeper.sweep(sorted(ctx.owned_partitions()))
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             log.warning("sweep skipped, Redis unavailable: %s", exc)  # the next tick retries

@@ -102,7 +102,7 @@ class Replay:
 
     def _event(self, event: Event, now: datetime) -> None:
         """The keeper's batch step, for one customer's one event."""
-        self._keep(on_event(self._customer(event.customer_id), [event], now, self.ctx))
+        self._keep(on_event(self._customer(event.customer_id), [event], self.ctx))
 
     def _wake(self, cid: str, now: datetime) -> None:
         """The keeper's sweep step, for one due customer."""

@@ -10,17 +10,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
 from pydantic import ValidationError
 
-from agents.customer_step import Customer, Step, StepContext, on_clock, on_event
+from agents.customer_step import Customer, Step, StepContext, advance, on_event
+from agents.profile.event_time import EventClock
 from agents.profile.fold import RfmPolicy
 from agents.profile.rows import event_row, profile_row, segment_change_row
 from agents.rules.book import RulesBook
@@ -69,6 +69,13 @@ class Incoming:
     value: bytes
     event: Event | None = None
     error: str | None = None
+    #: what the consumer acknowledges once this is applied (the worker's Faust event)
+    source: Any = None
+
+    @property
+    def at(self) -> datetime | None:
+        """When it happened (None for a message that is not a valid event)."""
+        return self.event.ts if self.event is not None else None
 
 
 def decode(topic: str, kind: str, partition: int, offset: int, key: Any, value: Any) -> Incoming:
@@ -100,58 +107,103 @@ class ProfileKeeper:
     app: EcrmApp
     rules: RulesBook | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    #: partition -> latest event time applied, and when (monotonic) events last arrived
-    stream_time: dict[int, datetime] = field(default_factory=dict)
-    last_seen: dict[int, float] = field(default_factory=dict)
-    started: float = field(default_factory=time.monotonic)
-    #: (topic, partition) -> the highest offset this worker has been handed
-    read: dict[tuple[str, int], int] = field(default_factory=dict)
     #: (topic, partition) -> the broker's end offset as the consumer last saw it (None when
-    #: unknown); set by the worker. Without it, a partition counts as caught up once no
-    #: event has come for a second.
+    #: unknown); set by the worker. Without it (tests driving the keeper with their own
+    #: clock) events are applied as they come and timers follow the clock given.
     highwater: Callable[[str, int], int | None] | None = None
+    _event_clock: EventClock | None = None
 
-    def clock_for(self, partition: int, now: datetime, idle_s: float = 1.0) -> datetime:
-        """The time timers of a partition may act on. Live, that is the wall clock; while
-        a backlog is being read it is the backlog's event time, so a cart added an hour ago
-        is not declared abandoned before the order that followed it has been read."""
-        if not self._behind(partition, idle_s):
-            return now
-        seen = self.stream_time.get(partition)
-        return now if seen is None or seen >= now else seen
+    @property
+    def event_clock(self) -> EventClock | None:
+        """The partitions' event-time clocks and held events (agents/profile/event_time.py)."""
+        if self._event_clock is None and self.highwater is not None:
+            topics = tuple(self.app.settings.topic(name) for name in INPUT_TOPICS)
+            self._event_clock = EventClock(topics, self.highwater)
+        return self._event_clock
 
-    def _behind(self, partition: int, idle_s: float) -> bool:
-        if self.highwater is None:
-            return time.monotonic() - self.last_seen.get(partition, self.started) < idle_s
-        for name in INPUT_TOPICS:
-            topic = self.app.settings.topic(name)
-            read, end = self.read.get((topic, partition)), self.highwater(topic, partition)
-            if read is not None and end is not None and read + 1 < end:
-                return True
-        return False
+    def rebalanced(self) -> None:
+        """Partitions moved: the consumer re-reads from the committed offsets, so whatever
+        was held is read again, and each partition's clock starts over."""
+        if self._event_clock is not None:
+            self._event_clock.reset()
 
-    def _saw(self, partition: int, when: datetime) -> None:
-        self.last_seen[partition] = time.monotonic()
-        if when > self.stream_time.get(partition, when - timedelta(seconds=1)):
-            self.stream_time[partition] = when
+    def clock_for(self, partition: int, wall: datetime) -> tuple[datetime | None, bool]:
+        """(the time a partition's timers may act on, live). Live, the wall clock; while a
+        backlog is read, its event-time watermark (None: not known yet, nothing is due)."""
+        clock = self.event_clock
+        return (wall, True) if clock is None else clock.clock(partition, wall)
 
     @cached_property
     def policy(self) -> RfmPolicy:
         """Built once: the settings are frozen, and this is read for every event."""
         return rfm_policy(self.app.settings)
 
-    async def apply(self, items: Sequence[Incoming], now: datetime | None = None) -> None:
+    async def apply(self, items: Sequence[Incoming], now: datetime | None = None) -> list[Incoming]:
+        """Apply what the event-time clocks allow of `items` and of what was held before; the
+        events returned are applied (or dead-lettered, or were replays) and may be acked.
+        `now` (tests): the wall clock, and the clock every event is decided at."""
         async with self.lock:
-            for attempt in range(MAX_CONFLICT_RETRIES):
-                try:
-                    await self._apply_once(items, now or datetime.now(UTC))
-                    return
-                except UnitConflict:
-                    log.warning("batch conflicted with another writer; redoing (%d)", attempt + 1)
-                    await asyncio.sleep(0.05 * (attempt + 1))
-            raise UnitConflict("batch kept conflicting with another writer")
+            wall = now or datetime.now(UTC)
+            clock = self.event_clock
+            if clock is None or now is not None:
+                ready = list(items)
+            else:
+                await self._know_positions({i.partition for i in items})
+                clock.read(items, wall)
+                ready = self._release(clock, {i.partition for i in items}, wall)
+            if ready:
+                await self._apply_retrying(ready, wall)
+            return ready
+
+    async def release_held(self, now: datetime | None = None) -> list[Incoming]:
+        """Held events the clocks have reached since (an idle topic caught up), applied."""
+        async with self.lock:
+            clock = self.event_clock
+            if clock is None or not clock.held():
+                return []
+            wall = now or datetime.now(UTC)
+            ready = self._release(clock, clock.partitions(), wall)
+            if ready:
+                await self._apply_retrying(ready, wall)
+            return ready
+
+    def _release(
+        self, clock: EventClock, partitions: Iterable[int], wall: datetime
+    ) -> list[Incoming]:
+        ready: list[Incoming] = []
+        for partition in partitions:
+            ready.extend(clock.release(partition, wall))  # type: ignore[arg-type]
+        return ready
+
+    async def _know_positions(self, partitions: Iterable[int]) -> None:
+        """Where reading resumed for the sources of these partitions not read from yet:
+        Redis's watermark + 1 (the worker seeks there on assignment)."""
+        clock = self.event_clock
+        if clock is None:
+            return
+        missing = [
+            (topic, p) for p in partitions for topic in clock.topics if not clock.known(topic, p)
+        ]
+        if not missing:
+            return
+        store = self.app.store
+        names = [keyspace.offset(store.cluster_id, t, p) for t, p in missing]
+        values = await store.client.mget(names)
+        for (topic, p), raw in zip(missing, values, strict=True):
+            clock.start_at(topic, p, int(raw) + 1 if raw is not None else 0)
+
+    async def _apply_retrying(self, items: Sequence[Incoming], wall: datetime) -> None:
+        for attempt in range(MAX_CONFLICT_RETRIES):
+            try:
+                await self._apply_once(items, wall)
+                return
+            except UnitConflict:
+                log.warning("batch conflicted with another writer; redoing (%d)", attempt + 1)
+                await asyncio.sleep(0.05 * (attempt + 1))
+        raise UnitConflict("batch kept conflicting with another writer")
 
     async def _apply_once(self, items: Sequence[Incoming], now: datetime) -> None:
+        """`now` is the wall clock: no event is decided past it."""
         store = self.app.store
         by_customer: dict[str, list[Incoming]] = defaultdict(list)
         for item in items:
@@ -164,13 +216,8 @@ class ProfileKeeper:
             batch = _Batch(self, unit, MarketingStep.begin(rules, unit, now) if rules else None)
             fresh = [i for i in items if not unit.applied(i.topic, i.partition, i.offset)]
             batch.stats["batches"] = 1 if fresh else 0
-            for item in items:
-                key = (item.topic, item.partition)
-                self.read[key] = max(item.offset, self.read.get(key, -1))
             for item in fresh:
                 unit.advance(item.topic, item.partition, item.offset)
-                if item.event is not None:
-                    self._saw(item.partition, item.event.ts)
                 if item.error is not None:
                     batch.dead_letter(item, now)
             fresh_ids = {id(i) for i in fresh}
@@ -180,7 +227,8 @@ class ProfileKeeper:
                     continue
                 where = {id(i.event): i for i in mine}
                 customer = batch.customer(customer_id)
-                step = on_event(customer, [i.event for i in mine if i.event], now, batch.ctx)
+                events = [i.event for i in mine if i.event]
+                step = on_event(customer, events, batch.ctx, wall=now)
                 batch.took(step, mine[0].partition)
                 for event in step.applied:
                     item = where[id(event)]
@@ -196,24 +244,35 @@ class ProfileKeeper:
             batch.finish()
 
     async def sweep(self, partitions: Iterable[int], now: datetime | None = None) -> int:
-        """Re-rate due customers (time moved their segment, a rule's timer or a deferred
-        action is due); returns how many segment changes time caused."""
+        """Step the due customers (time moved their segment, a rule's timer or a deferred
+        action is due); returns how many segment changes time caused. `now` (tests): the
+        clock of every partition."""
         total = 0
         for partition in partitions:
             async with self.lock:
                 wall = now or datetime.now(UTC)
-                clock = now or self.clock_for(partition, wall)
-                total += await self._sweep_partition(partition, wall, clock)
+                if now is not None:
+                    clock: datetime | None = now
+                    live = True
+                else:
+                    await self._know_positions([partition])
+                    clock, live = self.clock_for(partition, wall)
+                if clock is not None:
+                    total += await self._sweep_partition(partition, clock, live)
         return total
 
     async def _sweep_partition(
-        self, partition: int, now: datetime, clock: datetime, limit: int = 1000
+        self, partition: int, clock: datetime, live: bool, limit: int = 1000
     ) -> int:
-        """`now` (wall) rates R, F and M; `clock` (held back while a backlog is read, see
-        `clock_for`) decides which customers are due and what the rules' timers see."""
+        """Each due customer steps through every moment it fell due up to the clock, at that
+        very moment (a worker back after downtime decides what it missed as a worker that
+        never stopped would have, and as the backtest does). Live, the clock is the wall
+        clock; while a backlog is read, its event-time watermark, and then only moments
+        strictly before it are due (an unread event at that very instant may still cancel)."""
         store = self.app.store
+        upto = str(_ms(clock)) if live else f"({_ms(clock)}"
         due = await store.client.zrangebyscore(
-            keyspace.due(partition), "-inf", _ms(clock), start=0, num=limit
+            keyspace.due(partition), "-inf", upto, start=0, num=limit
         )
         if not due:
             return 0
@@ -222,11 +281,10 @@ class ProfileKeeper:
         raw_keys = MarketingStep.keys(rules, customers, clock) if rules else []
         try:
             async with store.unit(due, (), raw_keys) as unit:
-                batch = _Batch(
-                    self, unit, MarketingStep.begin(rules, unit, clock) if rules else None
-                )
+                marketing = MarketingStep.begin(rules, unit, clock) if rules else None
+                batch = _Batch(self, unit, marketing)
                 for customer_id in customers:
-                    step = on_clock(batch.customer(customer_id), clock, batch.ctx, rated_at=now)
+                    step = advance(batch.customer(customer_id), clock, batch.ctx, inclusive=live)
                     batch.took(step, partition)
                 batch.finish()
         except UnitConflict:
@@ -246,6 +304,8 @@ class _Batch:
     keeper: ProfileKeeper
     unit: Unit
     marketing: MarketingStep | None
+    #: orders this unit's snapshots after earlier ones as of the same event time
+    written_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     stats: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     event_rows: list[dict[str, Any]] = field(default_factory=list)
     snapshots: list[dict[str, Any]] = field(default_factory=list)
@@ -272,7 +332,7 @@ class _Batch:
         if self.marketing is not None:
             self.marketing.took(step.customer.rules, step.rules_changed, step.decisions)
         self.keeper.app.profiles[profile.customer_id.encode()] = profile.model_dump_json().encode()
-        self.snapshots.append(profile_row(profile))
+        self.snapshots.append(profile_row(profile, self.written_at))
         due = keyspace.due(partition)
         if step.wake is None:
             self.unit.zrem(due, profile.customer_id)

@@ -79,8 +79,9 @@ def segment_change_row(change: SegmentChange) -> dict[str, Any]:
     }
 
 
-def profile_row(profile: Profile) -> dict[str, Any]:
-    """One `profile_snapshots` row: what an analyst selects audiences by."""
+def profile_row(profile: Profile, written_at: datetime) -> dict[str, Any]:
+    """One `profile_snapshots` row: what an analyst selects audiences by (`written_at`, the
+    wall clock, orders two snapshots as of the same event time)."""
     return {
         "customer_id": profile.customer_id,
         "shop_id": profile.shop_id,
@@ -96,4 +97,5 @@ def profile_row(profile: Profile) -> dict[str, Any]:
         "cart_items": sum(line.qty for line in profile.cart.values()),
         "cart_value": sum((line.price * line.qty for line in profile.cart.values()), ZERO),
         "as_of": profile.as_of,
+        "written_at": written_at,
     }
