@@ -90,30 +90,57 @@ class Customer:
         self.profile = empty_profile(self.customer_id)
         self.state = CustomerRuleState(customer_id=self.customer_id)
 
-    def does(self, event: Event, now: datetime | None = None) -> list[Decision]:
+    def does(
+        self, event: Event, now: datetime | None = None, wall: datetime | None = None
+    ) -> list[Decision]:
+        """`wall` None: nothing is judged history (as in a backtest)."""
         before = self.profile
         self.profile = refresh(fold(before, event), now or event.ts, RfmPolicy())
         self.state, out = on_event(
-            self.rules, self.state, before, self.profile, event, now or event.ts, budget=self.ledger
+            self.rules,
+            self.state,
+            before,
+            self.profile,
+            event,
+            now or event.ts,
+            budget=self.ledger,
+            wall=wall,
         )
         return self._keep(out)
 
-    def clock(self, now: datetime) -> list[Decision]:
-        self.state, out = on_clock(self.rules, self.state, self.profile, now, budget=self.ledger)
+    def clock(self, now: datetime, wall: datetime | None = None) -> list[Decision]:
+        self.state, out = on_clock(
+            self.rules, self.state, self.profile, now, budget=self.ledger, wall=wall
+        )
         return self._keep(out)
 
-    def moves(self, before: str, after: str, at: datetime) -> list[Decision]:
+    def moves(
+        self,
+        before: str,
+        after: str,
+        at: datetime,
+        wall: datetime | None = None,
+        event: Event | None = None,
+    ) -> list[Decision]:
         change = SegmentChange.model_validate(
             {
                 "customer_id": self.customer_id,
                 "from": before,
                 "to": after,
                 "at": at,
-                "cause": "time",
+                "cause": "time" if event is None else "event",
+                "event_id": None if event is None else event.event_id,
             }
         )
         self.state, out = on_segment_change(
-            self.rules, self.state, self.profile, change, at, budget=self.ledger
+            self.rules,
+            self.state,
+            self.profile,
+            change,
+            at,
+            budget=self.ledger,
+            wall=wall,
+            event=event,
         )
         return self._keep(out)
 
