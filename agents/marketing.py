@@ -81,12 +81,14 @@ class RulesBook:
 
 @dataclass
 class MarketingStep:
-    """Rules applied within one Redis unit (one batch or one sweep)."""
+    """Rules applied within one Redis unit (one batch or one sweep). `now` is the rule clock,
+    `wall` the wall clock that history is judged by (None: nothing is history)."""
 
     rules: RuleSet
     unit: Unit
     now: datetime
     budget: BudgetBook
+    wall: datetime | None = None
     decisions: list[Decision] = field(default_factory=list)
     _states: dict[str, CustomerRuleState] = field(default_factory=dict)
     _changed: set[str] = field(default_factory=set)
@@ -101,7 +103,9 @@ class MarketingStep:
         return keys
 
     @classmethod
-    def begin(cls, rules: RuleSet, unit: Unit, now: datetime) -> MarketingStep:
+    def begin(
+        cls, rules: RuleSet, unit: Unit, now: datetime, wall: datetime | None = None
+    ) -> MarketingStep:
         spent: dict[tuple[str, date], Spend] = {}
         for day in _budget_days(rules, now):
             for rule in rules.rules:
@@ -109,7 +113,7 @@ class MarketingStep:
                 if raw:
                     data = orjson.loads(raw)
                     spent[(rule.id, day)] = Spend(int(data["count"]), Decimal(data["value"]))
-        return cls(rules, unit, now, BudgetBook(spent))
+        return cls(rules, unit, now, BudgetBook(spent), wall)
 
     def state(self, customer_id: str) -> CustomerRuleState:
         if customer_id not in self._states:
@@ -132,20 +136,38 @@ class MarketingStep:
     def event(self, before: Profile, after: Profile, event: Event) -> None:
         cid = after.customer_id
         state, found = on_event(
-            self.rules, self.state(cid), before, after, event, self.now, budget=self.budget
+            self.rules,
+            self.state(cid),
+            before,
+            after,
+            event,
+            self.now,
+            budget=self.budget,
+            wall=self.wall,
         )
         self._take(cid, state, found)
 
-    def segment_changed(self, profile: Profile, change: SegmentChange) -> None:
+    def segment_changed(
+        self, profile: Profile, change: SegmentChange, event: Event | None = None
+    ) -> None:
         cid = profile.customer_id
         state, found = on_segment_change(
-            self.rules, self.state(cid), profile, change, self.now, budget=self.budget
+            self.rules,
+            self.state(cid),
+            profile,
+            change,
+            self.now,
+            budget=self.budget,
+            wall=self.wall,
+            event=event,
         )
         self._take(cid, state, found)
 
     def clock(self, profile: Profile) -> None:
         cid = profile.customer_id
-        state, found = on_clock(self.rules, self.state(cid), profile, self.now, budget=self.budget)
+        state, found = on_clock(
+            self.rules, self.state(cid), profile, self.now, budget=self.budget, wall=self.wall
+        )
         self._take(cid, state, found)
 
     def wakeup(self, customer_id: str) -> datetime | None:

@@ -167,7 +167,7 @@ class ProfileKeeper:
         rules = self.rules.rules if self.rules is not None else None
         raw_keys = MarketingStep.keys(rules, list(by_customer), now) if rules else []
         async with store.unit([c.encode() for c in by_customer], sources, raw_keys) as unit:
-            step = MarketingStep.begin(rules, unit, now) if rules else None
+            step = MarketingStep.begin(rules, unit, now, wall=now) if rules else None
             fresh = [i for i in items if not unit.applied(i.topic, i.partition, i.offset)]
             stats: dict[str, int] = defaultdict(int)
             stats["batches"] = 1 if fresh else 0
@@ -216,7 +216,7 @@ class ProfileKeeper:
                         change = _change(was, profile, now, "event", item.event.event_id)
                         changes.append(change)
                         if step is not None:
-                            step.segment_changed(profile, change)
+                            step.segment_changed(profile, change, item.event)
                 self._save(unit, profile, mine[0].partition, step)
             self._finish(unit, step, event_rows, changes, stats)
 
@@ -248,7 +248,7 @@ class ProfileKeeper:
         raw_keys = MarketingStep.keys(rules, customers, clock) if rules else []
         try:
             async with store.unit(due, (), raw_keys) as unit:
-                step = MarketingStep.begin(rules, unit, clock) if rules else None
+                step = MarketingStep.begin(rules, unit, clock, wall=now) if rules else None
                 changes: list[SegmentChange] = []
                 for customer_id in customers:
                     after = self._load(customer_id)
