@@ -177,7 +177,12 @@ class MarketingStep:
         """Queue the states, budgets, actions, decision rows and counters for the commit."""
         for cid in self._changed:
             self.unit.write_raw(rule_state_key(cid), self._states[cid].model_dump_json().encode())
+        readable = set(_budget_days(self.rules, self.now))
         for rule_id, day in budget_spend(self.decisions):
+            if day not in readable:
+                # a withdrawal giving back a day long over (a delivery overdue for days): the
+                # counter was not read, so a total here would be wrong, and no one books it now
+                continue
             total = self.budget.spent(rule_id, day)
             self.unit.write_raw(
                 budget_key(rule_id, day),

@@ -27,7 +27,7 @@ import pytest
 import redis
 from kafka import KafkaConsumer
 
-from agents.marketing import RULE_STATS_KEY, RulesBook, rule_state_key
+from agents.marketing import RULE_STATS_KEY, RulesBook, budget_key, rule_state_key
 from agents.profiles import Incoming, ProfileKeeper, decode, due_key
 from ecrm.profile_cmd import read_profile
 from streams.app import create_app
@@ -302,6 +302,34 @@ def test_a_coupon_held_back_for_the_night_is_withdrawn_when_the_customer_buys_be
         ("deferred", "quiet_hours"),
         ("suppressed", "cancelled"),
     ]
+
+
+def test_a_coupon_held_back_for_the_night_is_not_sent_when_the_worker_returns_days_later(
+    settings, open_shop, rds
+):
+    """The 08:00 delivery is more than a day (max_event_age) overdue by the time the clock
+    gets to it: it is history, withdrawn, and the day whose budget it booked is left alone."""
+    budgeted = ABANDONED_CART_3S.replace("    action:", "    budget: {per_day: 5}\n    action:")
+    shop = open_shop(QUIET_NIGHTS + budgeted)
+    added = datetime(2024, 5, 1, 23, 0, tzinfo=SHANGHAI).astimezone(UTC)
+    morning = datetime(2024, 5, 2, 8, 0, tzinfo=SHANGHAI).astimezone(UTC)
+    shop.apply("cart", cart_add("night-cart", "owl", added))
+    shop.sweep(added + timedelta(seconds=3))
+    booked = budget_key("abandoned-cart", morning.astimezone(SHANGHAI).date())
+    assert orjson.loads(rds.get(booked))["count"] == 1
+
+    shop.sweep(morning + timedelta(days=2))
+    assert rule_stats(rds) == {
+        "abandoned-cart|deferred": 1,
+        "abandoned-cart|suppressed:historical": 1,
+    }
+    assert queued_actions(rds, settings) == []
+    assert orjson.loads(rds.get(booked))["count"] == 1  # a day long over: nobody books it now
+    assert [(r["outcome"], r["reason"]) for r in recorded_decisions(settings)] == [
+        ("deferred", "quiet_hours"),
+        ("suppressed", "historical"),
+    ]
+    assert orjson.loads(rds.get(rule_state_key("owl")))["deferred"] == []
 
 
 def test_a_coupon_held_back_for_the_night_is_withdrawn_when_its_rule_is_switched_off(
