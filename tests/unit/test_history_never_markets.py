@@ -14,12 +14,14 @@ from hypothesis import strategies as st
 from agents.backtest import replay
 from agents.profile_fold import RfmPolicy
 from agents.rules_engine import action_id_for, historical, next_wakeup
+from ecrm.demo import HISTORY, _demo_rules
 from schemas.events import Event, FavoriteEvent
-from schemas.rules import RuleSet
+from schemas.rules import RuleSet, load_rules
 from tests.unit.rule_driver import (
     ABANDONED_CART,
     BROWSED,
     DAY,
+    EXAMPLE,
     HOUR,
     MIN,
     NOON,
@@ -312,3 +314,14 @@ def test_a_backtest_replays_imported_history_as_if_it_were_live() -> None:
         ("thanks", "fired", None),
         ("welcome", "fired", None),
     ]
+
+
+# --- the demo ----------------------------------------------------------------------------------
+
+
+def test_the_demo_markets_the_history_it_replays_as_if_live(tmp_path) -> None:
+    rules = load_rules(_demo_rules(EXAMPLE, tmp_path))
+    assert rules.policy.quiet_hours is None and rules.policy.max_event_age > HISTORY
+    c = Customer(rules)
+    oldest = c.does(paid("o1", NOON - HISTORY, "600"), wall=NOON + HOUR)
+    assert outcomes(oldest) == [("welcome", "fired", None), ("big-order-thanks", "fired", None)]
