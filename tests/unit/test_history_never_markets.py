@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from agents.backtest import replay
 from agents.profile_fold import RfmPolicy
 from agents.rules_engine import action_id_for, historical, next_wakeup
+from ecrm.bench import HISTORY as BENCH_HISTORY
+from ecrm.bench import history_as_live
 from ecrm.demo import HISTORY, _demo_rules
 from schemas.events import Event, FavoriteEvent
 from schemas.rules import RuleSet, load_rules
@@ -325,3 +327,14 @@ def test_the_demo_markets_the_history_it_replays_as_if_live(tmp_path) -> None:
     c = Customer(rules)
     oldest = c.does(paid("o1", NOON - HISTORY, "600"), wall=NOON + HOUR)
     assert outcomes(oldest) == [("welcome", "fired", None), ("big-order-thanks", "fired", None)]
+
+
+def test_the_bench_measures_a_pipeline_that_markets_the_history_it_replays(tmp_path) -> None:
+    rules = load_rules(history_as_live(EXAMPLE, tmp_path))
+    assert rules.policy.max_event_age > BENCH_HISTORY
+    assert rules.policy.quiet_hours == example().policy.quiet_hours  # only the age changes
+    c = Customer(rules)
+    assert verdicts(c.does(paid("o1", NOON - BENCH_HISTORY, "600"), wall=NOON)) == [
+        ("fired", None),
+        ("fired", None),
+    ]
