@@ -55,11 +55,14 @@ class Customer:
 
 @dataclass(frozen=True)
 class StepContext:
-    """What stays the same across customers: the RFM policy, the rules, the budget ledger."""
+    """What stays the same across customers: the RFM policy, the rules, the budget ledger,
+    and the wall clock that history is judged by (None: nothing is history — the backtest
+    replays history as if it were live)."""
 
     policy: RfmPolicy
     rules: RuleSet | None
     budget: BudgetBook
+    wall: datetime | None = None
 
 
 @dataclass
@@ -135,7 +138,14 @@ def _event(step: Step, event: Event, now: datetime, ctx: StepContext) -> None:
     rerate(profile, now, ctx.policy)
     if ctx.rules is not None:
         state, found = rules_on_event(
-            ctx.rules, customer.rules, applied.first_order, profile, event, now, budget=ctx.budget
+            ctx.rules,
+            customer.rules,
+            applied.first_order,
+            profile,
+            event,
+            now,
+            budget=ctx.budget,
+            wall=ctx.wall,
         )
         _take(step, state, found, ctx)
     if profile.segment != applied.segment_before:
@@ -147,7 +157,7 @@ def _event(step: Step, event: Event, now: datetime, ctx: StepContext) -> None:
             "event",
             event.event_id,
         )
-        _segment_changed(step, change, now, ctx)
+        _segment_changed(step, change, now, ctx, event)
 
 
 def _clock(step: Step, now: datetime, ctx: StepContext) -> None:
@@ -159,7 +169,9 @@ def _clock(step: Step, now: datetime, ctx: StepContext) -> None:
         change = SegmentChange.of(profile.customer_id, was, profile.segment, now, "time", None)
         _segment_changed(step, change, now, ctx)
     if ctx.rules is not None:
-        state, found = rules_on_clock(ctx.rules, customer.rules, profile, now, budget=ctx.budget)
+        state, found = rules_on_clock(
+            ctx.rules, customer.rules, profile, now, budget=ctx.budget, wall=ctx.wall
+        )
         _take(step, state, found, ctx)
 
 
@@ -171,13 +183,26 @@ def wake_of(customer: Customer, ctx: StepContext) -> datetime | None:
     return min((m for m in moments if m is not None), default=None)
 
 
-def _segment_changed(step: Step, change: SegmentChange, now: datetime, ctx: StepContext) -> None:
+def _segment_changed(
+    step: Step,
+    change: SegmentChange,
+    now: datetime,
+    ctx: StepContext,
+    event: Event | None = None,
+) -> None:
     step.changes.append(change)
     if ctx.rules is None:
         return
     customer = step.customer
     state, found = on_segment_change(
-        ctx.rules, customer.rules, customer.profile, change, now, budget=ctx.budget
+        ctx.rules,
+        customer.rules,
+        customer.profile,
+        change,
+        now,
+        budget=ctx.budget,
+        wall=ctx.wall,
+        event=event,
     )
     _take(step, state, found, ctx)
 

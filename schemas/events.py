@@ -77,6 +77,9 @@ EventTime = Annotated[
 Money = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=2)]
 NonEmpty = Annotated[str, Field(min_length=1, max_length=256)]
 
+#: `origin` of the events `ecrm import` writes: history, which updates state but never markets
+IMPORT_ORIGIN = "import"
+
 
 class Event(BaseModel):
     """Fields every event carries."""
@@ -88,6 +91,19 @@ class Event(BaseModel):
     customer_id: NonEmpty
     ts: EventTime
     shop_id: NonEmpty = "default"
+    origin: Annotated[
+        str | None,
+        Field(
+            max_length=64,
+            description="`import` for history written by `ecrm import` (it updates profiles "
+            "and rule state but never fires an action); absent or anything else: live",
+        ),
+    ] = None
+
+    @property
+    def imported(self) -> bool:
+        """Written by `ecrm import`: history, however recent its `ts`."""
+        return self.origin == IMPORT_ORIGIN
 
     @property
     def extra(self) -> dict[str, Any]:

@@ -32,6 +32,7 @@ CONTRACT_FIELDS = frozenset(
         "amount",
         "currency",
         "items",
+        "origin",
     }
 )
 #: extra fields the importer itself writes

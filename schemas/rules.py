@@ -209,6 +209,8 @@ class Policy(Strict):
     contact_cap: ContactCap | None = None
     quiet_hours: QuietHours | None = None
     attribution_window: Duration = timedelta(hours=72)
+    #: a trigger older than this (by the wall clock) is history: it updates state, never markets
+    max_event_age: Duration = timedelta(hours=24)
 
     @property
     def zone(self) -> ZoneInfo:

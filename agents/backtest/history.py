@@ -55,6 +55,8 @@ def event_from_row(row: Mapping[str, Any]) -> Event:
         "shop_id": row["shop_id"],
         "ts": row["ts"],
     }
+    if row.get("origin"):  # not in EVENT_COLUMNS: a backtest replays history as if live
+        fields["origin"] = row["origin"]
     if kind == "order":
         items = orjson.loads(row["items"]) if row.get("items") else []
         fields.update(

@@ -3,7 +3,8 @@
 A line is produced as written once it validates as an `OrderEvent`, so its unknown fields
 reach ClickHouse as the storefront wrote them. The one personal field understood is
 `buyer` (instead of `customer_id`): it is replaced by its keyed hash. Phones and e-mail
-addresses in any other text field are masked on the way.
+addresses in any other text field are masked on the way. Every line goes out with
+`origin: import`, so it builds profiles but never markets.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import orjson
 from pydantic import ValidationError
 
 from agents.order_import.rows import Imported, ImportPolicy, Rejected, RowOutcome, Skipped
-from schemas.events import OrderEvent
+from schemas.events import IMPORT_ORIGIN, OrderEvent
 from schemas.order_mapping import CONTRACT_FIELDS
 from schemas.pii import customer_id_for, mask_text, scrub
 
@@ -47,6 +48,7 @@ def jsonl_outcome(line: bytes, policy: ImportPolicy) -> RowOutcome:
     value = {k: v if k in CONTRACT_FIELDS else _scrubbed(v) for k, v in value.items()}
     if policy.shop_id is not None:
         value["shop_id"] = policy.shop_id
+    value["origin"] = IMPORT_ORIGIN  # whatever the line said: imported history never markets
     try:
         event = OrderEvent.model_validate(value)
     except ValidationError as exc:

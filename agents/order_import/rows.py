@@ -3,8 +3,9 @@
 Pure: the clock and the secret come in through `ImportPolicy`. A paid row gives a `paid`
 event whose id derives from the order number (`taobao:{order}:paid`), and a refund gives a
 `refunded` event (`taobao:{order}:refund`), so importing a file twice changes nothing
-downstream. Personal data never reaches an event: the buyer becomes a keyed hash, the
-phone and buyer only appear masked, the address only as its province.
+downstream. Every event says `origin: import`: history updates profiles but never markets.
+Personal data never reaches an event: the buyer becomes a keyed hash, the phone and buyer
+only appear masked, the address only as its province.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from agents.order_import.values import (
     order_number,
     zone_named,
 )
+from schemas.events import IMPORT_ORIGIN
 from schemas.order_mapping import OrderFileError, OrderMapping, StatusAction, status_key
 from schemas.pii import customer_id_for, mask_phone, mask_text, scrub
 
@@ -217,6 +219,7 @@ class RowReader:
             "order_id": order_id,
             "currency": currency,
             **self._extra(fields),
+            "origin": IMPORT_ORIGIN,  # history: it builds profiles, it never markets
         }
         source = self.mapping.source
         paid = {"event_id": f"{source}:{order_id}:paid", **base, "status": "paid"}

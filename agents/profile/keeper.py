@@ -211,9 +211,12 @@ class ProfileKeeper:
                 by_customer[item.event.customer_id].append(item)
         sources = {(i.topic, i.partition) for i in items}
         rules = self.rules.rules if self.rules is not None else None
-        raw_keys = MarketingStep.keys(rules, list(by_customer), now) if rules else []
+        times = [i.event.ts for i in items if i.event is not None]
+        span = (min([*times, now]), now)  # events are decided at their own times, up to now
+        raw_keys = MarketingStep.keys(rules, list(by_customer), span) if rules else []
         async with store.unit([c.encode() for c in by_customer], sources, raw_keys) as unit:
-            batch = _Batch(self, unit, MarketingStep.begin(rules, unit, now) if rules else None)
+            marketing = MarketingStep.begin(rules, unit, span) if rules else None
+            batch = _Batch(self, unit, marketing, wall=now)
             fresh = [i for i in items if not unit.applied(i.topic, i.partition, i.offset)]
             batch.stats["batches"] = 1 if fresh else 0
             for item in fresh:
@@ -258,11 +261,11 @@ class ProfileKeeper:
                     await self._know_positions([partition])
                     clock, live = self.clock_for(partition, wall)
                 if clock is not None:
-                    total += await self._sweep_partition(partition, clock, live)
+                    total += await self._sweep_partition(partition, clock, live, wall)
         return total
 
     async def _sweep_partition(
-        self, partition: int, clock: datetime, live: bool, limit: int = 1000
+        self, partition: int, clock: datetime, live: bool, wall: datetime, limit: int = 1000
     ) -> int:
         """Each due customer steps through every moment it fell due up to the clock, at that
         very moment (a worker back after downtime decides what it missed as a worker that
@@ -271,18 +274,21 @@ class ProfileKeeper:
         strictly before it are due (an unread event at that very instant may still cancel)."""
         store = self.app.store
         upto = str(_ms(clock)) if live else f"({_ms(clock)}"
-        due = await store.client.zrangebyscore(
-            keyspace.due(partition), "-inf", upto, start=0, num=limit
+        due_at = await store.client.zrangebyscore(
+            keyspace.due(partition), "-inf", upto, start=0, num=limit, withscores=True
         )
-        if not due:
+        if not due_at:
             return 0
+        due = [raw for raw, _ in due_at]
         customers = [raw.decode() for raw in due]
         rules = self.rules.rules if self.rules is not None else None
-        raw_keys = MarketingStep.keys(rules, customers, clock) if rules else []
+        earliest = datetime.fromtimestamp(float(due_at[0][1]) / 1000, UTC)
+        span = (min(earliest, clock), clock)
+        raw_keys = MarketingStep.keys(rules, customers, span) if rules else []
         try:
             async with store.unit(due, (), raw_keys) as unit:
-                marketing = MarketingStep.begin(rules, unit, clock) if rules else None
-                batch = _Batch(self, unit, marketing)
+                marketing = MarketingStep.begin(rules, unit, span) if rules else None
+                batch = _Batch(self, unit, marketing, wall=wall)
                 for customer_id in customers:
                     step = advance(batch.customer(customer_id), clock, batch.ctx, inclusive=live)
                     batch.took(step, partition)
@@ -304,6 +310,8 @@ class _Batch:
     keeper: ProfileKeeper
     unit: Unit
     marketing: MarketingStep | None
+    #: the wall clock, against which history is judged (agents/rules/engine.py)
+    wall: datetime
     #: orders this unit's snapshots after earlier ones as of the same event time
     written_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     stats: dict[str, int] = field(default_factory=lambda: defaultdict(int))
@@ -315,7 +323,7 @@ class _Batch:
     def ctx(self) -> StepContext:
         m = self.marketing
         return StepContext(
-            self.keeper.policy, m.rules if m else None, m.budget if m else BudgetBook()
+            self.keeper.policy, m.rules if m else None, m.budget if m else BudgetBook(), self.wall
         )
 
     def customer(self, customer_id: str) -> Customer:

@@ -42,6 +42,7 @@ def event_row(
         "category": "",
         "url": "",
         "campaign": "",
+        "origin": event.origin or "",
         "items": "[]",
         "extra": orjson.dumps(event.extra, default=str).decode(),
         "source_topic": topic,

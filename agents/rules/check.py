@@ -46,6 +46,7 @@ def describe_policy(policy: Policy) -> str:
         q = policy.quiet_hours
         parts.append(f"quiet {q.start:%H:%M}-{q.end:%H:%M}")
     parts.append(f"attribution {format_duration(policy.attribution_window)}")
+    parts.append(f"events older than {format_duration(policy.max_event_age)} never market")
     return "policy: " + "; ".join(parts)
 
 

@@ -3,6 +3,9 @@
 When rules want to act at the same trigger they are taken highest `priority` first (file order
 breaks ties), each through, in order:
 
+0. history — the trigger is history (`historical`: imported, or older than the policy's
+   `max_event_age` by the wall clock) → suppressed; it touches no cooldown, contact or budget,
+   since the customer hears nothing (and a held-out verdict would skew the measured uplift);
 1. cooldown — the rule fired (or held the customer out) less than `cooldown` ago → suppressed;
 2. holdout — the customer is in the rule's control group → held_out (starts the cooldown, so
    both groups are exposed alike; uses no contact and no budget);
@@ -27,7 +30,18 @@ from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from agents.rules.state import CustomerRuleState, Decision, Deferred, Outcome, action_id_for
+from schemas.events import IMPORT_ORIGIN
 from schemas.rules import Policy, Rule, RuleSet
+
+
+def historical(at: datetime, origin: str | None, wall: datetime | None, policy: Policy) -> bool:
+    """Whether a trigger is history, which updates state but never markets: it was imported
+    (`origin: import`), or `at` (when it happened or fell due) is more than `max_event_age`
+    before the wall clock (exactly that old is still live). `wall` None judges nothing
+    historical: a backtest replays history as if it were live."""
+    if wall is None:
+        return False
+    return origin == IMPORT_ORIGIN or wall - at > policy.max_event_age
 
 
 def holdout(rule_id: str, customer_id: str, pct: float) -> bool:
@@ -113,6 +127,7 @@ class Candidate:
     trigger_event_id: str | None
     trigger_at: datetime | None = None
     key: str | None = None  # the timer key whose B may still cancel a deferred delivery
+    historical: bool = False  # the trigger is history: recorded, never acted on
 
 
 def decide(
@@ -137,6 +152,8 @@ def _decide_one(
     booked: dict[tuple[str, date], Spend],
 ) -> Decision:
     rule, action = c.rule, c.rule.action
+    if c.historical:
+        return _verdict(c, state, now, "suppressed", "historical")
     last = state.last_fired.get(rule.id)
     if rule.cooldown is not None and last is not None and now - last < rule.cooldown:
         return _verdict(c, state, now, "suppressed", "cooldown")

@@ -2,9 +2,16 @@
 happened, the clock) to (new state, decisions). No I/O and no hidden clock — the worker
 supplies `now`, stores the state beside the profile, books budgets and delivers the actions.
 
-    state, decisions = on_event(rules, state, first_order, after, event, now)  # every event
-    state, decisions = on_segment_change(rules, state, profile, change, now)   # segment moved
-    state, decisions = on_clock(rules, state, profile, now)                    # at next_wakeup
+    state, decisions = on_event(rules, state, first_order, after, event, now, wall=wall)
+    state, decisions = on_segment_change(rules, state, profile, change, now, wall=wall)
+    state, decisions = on_clock(rules, state, profile, now, wall=wall)         # at next_wakeup
+
+`now` is the decision time (the rule clock: it lags while a backlog is read); `wall` is the
+wall clock, against which history is judged: a trigger that was imported (`origin: import`) or
+is older than the policy's `max_event_age` updates the state like any other — waits armed,
+counts counted, waits cancelled — but every decision it yields is `suppressed`, reason
+`historical` (see agents/contact_policy.py). `wall=None` judges nothing historical (the
+backtest, agents/backtest.py, replays history as if it were live).
 
 Timers ("A not followed by B within T") are deadlines in the state; `next_wakeup(state)` is
 when `on_clock` must next run for this customer. A trigger decided once is not decided again
@@ -23,6 +30,7 @@ from agents.rules.contact_policy import (
     Spend,
     budget_spend,
     decide,
+    historical,
     holdout,
     quiet_until,
     release,
@@ -30,7 +38,7 @@ from agents.rules.contact_policy import (
     withdraw,
 )
 from agents.rules.state import CustomerRuleState, Decision, Deferred, Timer, action_id_for
-from schemas.events import Event
+from schemas.events import IMPORT_ORIGIN, Event
 from schemas.outputs import SegmentChange
 from schemas.profile import Profile
 from schemas.rules import Rule, RuleSet
@@ -46,6 +54,7 @@ __all__ = [
     "Spend",
     "action_id_for",
     "budget_spend",
+    "historical",
     "holdout",
     "next_wakeup",
     "on_clock",
@@ -64,16 +73,18 @@ def on_event(
     now: datetime,
     *,
     budget: BudgetLedger | None = None,
+    wall: datetime | None = None,
 ) -> tuple[CustomerRuleState, list[Decision]]:
     """One event: it cancels the waits it is the B of, resets the counts it is the `unless` of,
     arms waits and counts it is the A of, and fires the rules it triggers outright (their
     `if:` read on `after`, the profile with this event folded in; `first_order` is what the
-    fold said of it, agents/profile/fold.py `Applied`)."""
+    fold said of it, agents/profile/fold.py `Applied`) — unless it is history."""
     trigger = f"event:{event.event_id}"
     if trigger in state.seen_triggers:
         return state, []
     st = _tidied(state, rules, now)
     st.saw(trigger)
+    past = historical(event.ts, event.origin, wall, rules.policy)
     decisions: list[Decision] = []
     candidates: list[Candidate] = []
     for order, rule in enumerate(rules.rules):
@@ -93,7 +104,9 @@ def on_event(
                 _arm(st, rule, key, event)
             elif profile_matches(rule.if_, after):
                 identity = f"{trigger}:{key}" if key else trigger
-                candidates.append(Candidate(rule, order, identity, event.event_id, event.ts))
+                candidates.append(
+                    Candidate(rule, order, identity, event.event_id, event.ts, historical=past)
+                )
     decisions += decide(candidates, st, rules, now, budget or BudgetBook())
     return st, decisions
 
@@ -106,15 +119,22 @@ def on_segment_change(
     now: datetime,
     *,
     budget: BudgetLedger | None = None,
+    wall: datetime | None = None,
+    event: Event | None = None,
 ) -> tuple[CustomerRuleState, list[Decision]]:
-    """A segment change (by an event or by time passing) fires the rules whose from/to match."""
+    """A segment change (by an event or by time passing) fires the rules whose from/to match.
+    One that `event` caused is history when that event is (an imported first order moves a
+    prospect, and no rule may market on it)."""
     trigger = f"segment:{change.from_}>{change.to}@{change.at.astimezone(UTC).isoformat()}"
     if trigger in state.seen_triggers:
         return state, []
     st = _tidied(state, rules, now)
     st.saw(trigger)
+    past = historical(change.at, None, wall, rules.policy) or (
+        event is not None and historical(event.ts, event.origin, wall, rules.policy)
+    )
     candidates = [
-        Candidate(rule, order, trigger, change.event_id, change.at)
+        Candidate(rule, order, trigger, change.event_id, change.at, historical=past)
         for order, rule in enumerate(rules.rules)
         if rule.enabled
         and (move := rule.when.segment_change) is not None
@@ -132,16 +152,22 @@ def on_clock(
     now: datetime,
     *,
     budget: BudgetLedger | None = None,
+    wall: datetime | None = None,
 ) -> tuple[CustomerRuleState, list[Decision]]:
     """The clock reached `now`: deferred actions whose quiet hours ended are delivered (same
-    action_id), and waits whose deadline passed fire if the rule's `if:` holds on `profile`."""
+    action_id), and waits whose deadline passed fire if the rule's `if:` holds on `profile`.
+    Either is history when it fell due more than `max_event_age` before `wall` (a worker that
+    was down for days sends no stale coupon), and so is a wait an imported A armed."""
     st = _tidied(state, rules, now)
+    policy = rules.policy
     decisions: list[Decision] = []
     for deferred in sorted(st.deferred, key=lambda d: (d.deliver_at, d.action_id)):
         if deferred.deliver_at > now:
             continue
         if rules.get(deferred.rule_id) is None:
-            decisions.append(withdraw(deferred, st, now, "rule_disabled", rules.policy.zone))
+            decisions.append(withdraw(deferred, st, now, "rule_disabled", policy.zone))
+        elif historical(deferred.deliver_at, None, wall, policy):
+            decisions.append(withdraw(deferred, st, now, "historical", policy.zone))
         else:
             decisions.append(release(deferred, st, now))
     due = sorted(
@@ -163,6 +189,7 @@ def on_clock(
                 timer.trigger_event_id,
                 timer.armed_at,
                 key=timer.key,
+                historical=historical(timer.deadline, timer.origin, wall, policy),
             )
         )
     decisions += decide(candidates, st, rules, now, budget or BudgetBook())
@@ -188,7 +215,14 @@ def _arm(st: CustomerRuleState, rule: Rule, key: str, event: Event) -> None:
         None,
     )
     if running is not None:
-        if rule.when.rearm == "keep" or event.ts < running.armed_at:
+        if event.ts < running.armed_at:
+            return
+        if rule.when.rearm == "keep":
+            if running.origin == IMPORT_ORIGIN and not event.imported:
+                # a live A during a wait that imported history armed: the wait (kept, as the
+                # rule says) is live now, and may end in marketing
+                live = running.model_copy(update={"origin": event.origin})
+                st.timers[st.timers.index(running)] = live
             return
         st.timers.remove(running)
     st.timers.append(
@@ -198,6 +232,7 @@ def _arm(st: CustomerRuleState, rule: Rule, key: str, event: Event) -> None:
             armed_at=event.ts,
             deadline=deadline,
             trigger_event_id=event.event_id,
+            origin=event.origin,
         )
     )
     mine = sorted((t for t in st.timers if t.rule_id == rule.id), key=lambda t: t.armed_at)

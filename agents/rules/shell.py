@@ -32,30 +32,32 @@ class MarketingStep:
 
     rules: RuleSet
     unit: Unit
-    now: datetime
+    #: the span of times decisions in this unit are made at (a backlog's batch spans days)
+    span: tuple[datetime, datetime]
     budget: BudgetBook
     decisions: list[Decision] = field(default_factory=list)
     _changed: dict[str, CustomerRuleState] = field(default_factory=dict)
 
     @staticmethod
-    def keys(rules: RuleSet, customers: list[str], now: datetime) -> list[str]:
+    def keys(rules: RuleSet, customers: list[str], span: tuple[datetime, datetime]) -> list[str]:
         """Redis keys the unit must read: each customer's rule state, the budgets of the days
-        a decision now can book (yesterday, today, tomorrow)."""
+        a decision in the span can book (from the day before its start to the day after its
+        end)."""
         keys = [keyspace.rule_state(c) for c in customers]
-        for day in _budget_days(rules, now):
+        for day in _budget_days(rules, span):
             keys += [keyspace.budget(r.id, day) for r in rules.rules if r.budget is not None]
         return keys
 
     @classmethod
-    def begin(cls, rules: RuleSet, unit: Unit, now: datetime) -> MarketingStep:
+    def begin(cls, rules: RuleSet, unit: Unit, span: tuple[datetime, datetime]) -> MarketingStep:
         spent: dict[tuple[str, date], Spend] = {}
-        for day in _budget_days(rules, now):
+        for day in _budget_days(rules, span):
             for rule in rules.rules:
                 raw = unit.values.get(keyspace.budget(rule.id, day))
                 if raw:
                     data = orjson.loads(raw)
                     spent[(rule.id, day)] = Spend(int(data["count"]), Decimal(data["value"]))
-        return cls(rules, unit, now, BudgetBook(spent))
+        return cls(rules, unit, span, BudgetBook(spent))
 
     def state(self, customer_id: str) -> CustomerRuleState:
         """The customer's rule state as the unit read it."""
@@ -74,7 +76,12 @@ class MarketingStep:
         """Queue the states, budgets, actions, decision rows and counters for the commit."""
         for cid, state in self._changed.items():
             self.unit.put(keyspace.rule_state(cid), state.model_dump_json().encode())
+        readable = set(_budget_days(self.rules, self.span))
         for rule_id, day in budget_spend(self.decisions):
+            if day not in readable:
+                # a withdrawal giving back a day long over (a delivery overdue for days): the
+                # counter was not read, so a total here would be wrong, and no one books it now
+                continue
             total = self.budget.spent(rule_id, day)
             self.unit.put(
                 keyspace.budget(rule_id, day),
@@ -115,10 +122,16 @@ def decision_row(d: Decision) -> dict[str, Any]:
     }
 
 
-def _budget_days(rules: RuleSet, now: datetime) -> list[date]:
+#: Budget days one unit reads at most (a unit spanning more books only the latest ones).
+MAX_BUDGET_DAYS = 62
+
+
+def _budget_days(rules: RuleSet, span: tuple[datetime, datetime]) -> list[date]:
     if not any(r.budget is not None for r in rules.rules):
         return []
     # a deferred action books the day it will be delivered (tomorrow, after the night's
     # quiet hours), and a withdrawn one gives back the day it had booked (up to yesterday's)
-    today = shop_day(now, rules.policy.zone)
-    return [today - timedelta(days=1), today, today + timedelta(days=1)]
+    first = shop_day(span[0], rules.policy.zone) - timedelta(days=1)
+    last = shop_day(span[1], rules.policy.zone) + timedelta(days=1)
+    first = max(first, last - timedelta(days=MAX_BUDGET_DAYS - 1))
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]

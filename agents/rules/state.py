@@ -31,6 +31,8 @@ class Timer(BaseModel):
     armed_at: AwareDatetime  # the A event's time
     deadline: AwareDatetime
     trigger_event_id: str
+    #: the A event's origin: a wait armed by imported history never fires an action
+    origin: str | None = None
 
 
 class Deferred(BaseModel):
@@ -98,7 +100,7 @@ class Decision:
     customer_id: str
     action_id: str
     outcome: Outcome
-    reason: str | None  # holdout, cooldown, contact_cap, budget, quiet_hours, cancelled, ...
+    reason: str | None  # holdout, cooldown, contact_cap, budget, quiet_hours, historical, ...
     kind: str
     channel: str | None
     params: dict[str, Any]

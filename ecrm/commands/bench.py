@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 import redis
+import yaml
 from kafka import KafkaConsumer, KafkaProducer
 
 from agents.profile.keeper import messages_handled
@@ -47,6 +48,8 @@ rules:
       within: 2s
     action: {kind: coupon, channel: sms, params: {value: 10, threshold: 99, valid_for: 48h}}
 """
+#: the span of synthetic history the phases replay as if it were happening now
+HISTORY = timedelta(days=60)
 
 
 @dataclass
@@ -85,9 +88,7 @@ def say(text: str) -> None:
 
 def traffic(customers: int, sessions: int) -> list[StoreEvent]:
     now = datetime.now(UTC)
-    events = synthetic_traffic(
-        customers, sessions, start=now - timedelta(days=60), span=timedelta(days=60)
-    )
+    events = synthetic_traffic(customers, sessions, start=now - HISTORY, span=HISTORY)
     return [e for e in events if e.raw is None and e.defect is None]
 
 
@@ -421,7 +422,8 @@ def run_bench(
     work = Path(tempfile.mkdtemp(prefix="ecrm-bench-"))
     say(f"ecrm bench{' --quick' if quick else ''}: results in {out}, logs in {work}")
     with embedded_stack(work / "stack", partitions=settings.partitions) as stack:
-        b = Bench(stack.settings(settings), work, quick, load, only)
+        live = {"rules_file": history_as_live(settings.rules_file, work)}
+        b = Bench(stack.settings(settings).model_copy(update=live), work, quick, load, only)
         b.results["machine"] = _machine()
         if only in (None, "throughput"):
             s, _ = throughput(b)
@@ -435,6 +437,18 @@ def run_bench(
     out.write_text(json.dumps(b.results, indent=2, default=str))
     say(f"\nwrote {out}")
     return 0
+
+
+def history_as_live(path: Path, work: Path) -> Path:
+    """The rules file with a `max_event_age` wider than the synthetic history, which the bench
+    replays as if live: otherwise the rules would hold all of it back as history, and the
+    pipeline measured would queue no action at all."""
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    policy = data["policy"] = data.get("policy") or {}
+    policy["max_event_age"] = f"{(HISTORY + timedelta(days=30)).days}d"
+    out = work / "bench-rules-history-as-live.yaml"
+    out.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return out
 
 
 def _machine() -> dict[str, Any]:

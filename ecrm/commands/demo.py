@@ -36,6 +36,10 @@ from streams.sink import ClickHouseSink
 from streams.topics import contract_topics, ensure_topics
 
 SEGMENT_ORDER = [*SEGMENTS[1:], SEGMENTS[0]]  # the eight of PRODUCT.md, then prospects
+#: the span of generated history the demo replays as if live
+HISTORY = timedelta(days=120)
+#: the rules' max_event_age in the demo: the whole history, and a month for the run itself
+DEMO_MAX_EVENT_AGE = HISTORY + timedelta(days=30)
 
 
 def say(text: str = "", end: str = "\n") -> None:
@@ -92,13 +96,9 @@ def _drive(
     now = datetime.now(UTC)
     say(
         f"[2/5] started {len(procs)} worker process(es); generating traffic for {customers:,} "
-        f"customers, {sessions:,} sessions over the last 120 days ..."
+        f"customers, {sessions:,} sessions over the last {HISTORY.days} days ..."
     )
-    events = list(
-        synthetic_traffic(
-            customers, sessions, start=now - timedelta(days=120), span=timedelta(days=120)
-        )
-    )
+    events = list(synthetic_traffic(customers, sessions, start=now - HISTORY, span=HISTORY))
     producer = KafkaProducer(
         bootstrap_servers=s.kafka_bootstrap, linger_ms=20, batch_size=256 * 1024
     )
@@ -186,10 +186,17 @@ def _summary(
 
 def _demo_rules(path: Path, data_dir: Path) -> Path:
     """The rules file without quiet hours, so the demo shows actions at any time of day
-    (with them, a demo run at night would show every action deferred to the morning)."""
+    (with them, a demo run at night would show every action deferred to the morning), and
+    with a `max_event_age` wider than the generated history: the demo plays months of history
+    as if they were happening now, and the rules would otherwise hold all of it back."""
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    if (data.get("policy") or {}).pop("quiet_hours", None) is not None:
-        say(f"      rules: {path} (quiet hours switched off for the demo)")
+    policy = data["policy"] = data.get("policy") or {}
+    quiet = policy.pop("quiet_hours", None) is not None
+    policy["max_event_age"] = f"{DEMO_MAX_EVENT_AGE.days}d"
+    say(
+        f"      rules: {path} ({'quiet hours switched off, ' if quiet else ''}"
+        f"events up to {DEMO_MAX_EVENT_AGE.days} days old marketed as live, for the demo)"
+    )
     out = data_dir / "demo-rules.yaml"
     out.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
     return out

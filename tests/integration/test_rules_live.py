@@ -306,6 +306,34 @@ def test_a_coupon_held_back_for_the_night_is_withdrawn_when_the_customer_buys_be
     ]
 
 
+def test_a_coupon_held_back_for_the_night_is_not_sent_when_the_worker_returns_days_later(
+    settings, open_shop, rds
+):
+    """The 08:00 delivery is more than a day (max_event_age) overdue by the time the clock
+    gets to it: it is history, withdrawn, and the day whose budget it booked is left alone."""
+    budgeted = ABANDONED_CART_3S.replace("    action:", "    budget: {per_day: 5}\n    action:")
+    shop = open_shop(QUIET_NIGHTS + budgeted)
+    added = datetime(2024, 5, 1, 23, 0, tzinfo=SHANGHAI).astimezone(UTC)
+    morning = datetime(2024, 5, 2, 8, 0, tzinfo=SHANGHAI).astimezone(UTC)
+    shop.apply("cart", cart_add("night-cart", "owl", added))
+    shop.sweep(added + timedelta(seconds=3))
+    booked = keyspace.budget("abandoned-cart", morning.astimezone(SHANGHAI).date())
+    assert orjson.loads(rds.get(booked))["count"] == 1
+
+    shop.sweep(morning + timedelta(days=2))
+    assert rule_stats(rds) == {
+        "abandoned-cart|deferred": 1,
+        "abandoned-cart|suppressed:historical": 1,
+    }
+    assert queued_actions(rds, settings) == []
+    assert orjson.loads(rds.get(booked))["count"] == 1  # a day long over: nobody books it now
+    assert [(r["outcome"], r["reason"]) for r in recorded_decisions(settings)] == [
+        ("deferred", "quiet_hours"),
+        ("suppressed", "historical"),
+    ]
+    assert orjson.loads(rds.get(keyspace.rule_state("owl")))["deferred"] == []
+
+
 def test_a_coupon_held_back_for_the_night_is_withdrawn_when_its_rule_is_switched_off(
     settings, open_shop, rds
 ):

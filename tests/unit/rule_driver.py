@@ -90,7 +90,10 @@ class Customer:
         self.profile = empty_profile(self.customer_id)
         self.state = CustomerRuleState(customer_id=self.customer_id)
 
-    def does(self, event: Event, now: datetime | None = None) -> list[Decision]:
+    def does(
+        self, event: Event, now: datetime | None = None, wall: datetime | None = None
+    ) -> list[Decision]:
+        """`wall` None: nothing is judged history (as in a backtest)."""
         profile = self.profile.model_copy(deep=True)
         applied = apply_event(profile, event)
         self.profile = refresh(profile, now or event.ts, RfmPolicy())
@@ -103,25 +106,43 @@ class Customer:
             event,
             now or event.ts,
             budget=self.ledger,
+            wall=wall,
         )
         return self._keep(out)
 
-    def clock(self, now: datetime) -> list[Decision]:
-        self.state, out = on_clock(self.rules, self.state, self.profile, now, budget=self.ledger)
+    def clock(self, now: datetime, wall: datetime | None = None) -> list[Decision]:
+        self.state, out = on_clock(
+            self.rules, self.state, self.profile, now, budget=self.ledger, wall=wall
+        )
         return self._keep(out)
 
-    def moves(self, before: str, after: str, at: datetime) -> list[Decision]:
+    def moves(
+        self,
+        before: str,
+        after: str,
+        at: datetime,
+        wall: datetime | None = None,
+        event: Event | None = None,
+    ) -> list[Decision]:
         change = SegmentChange.model_validate(
             {
                 "customer_id": self.customer_id,
                 "from": before,
                 "to": after,
                 "at": at,
-                "cause": "time",
+                "cause": "time" if event is None else "event",
+                "event_id": None if event is None else event.event_id,
             }
         )
         self.state, out = on_segment_change(
-            self.rules, self.state, self.profile, change, at, budget=self.ledger
+            self.rules,
+            self.state,
+            self.profile,
+            change,
+            at,
+            budget=self.ledger,
+            wall=wall,
+            event=event,
         )
         return self._keep(out)
 

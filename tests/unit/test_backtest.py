@@ -227,6 +227,7 @@ def test_a_duplicate_event_is_applied_once() -> None:
             }
         ),
         paid("o2", NOON).model_copy(update={"status": "refunded"}),
+        paid("o3", NOON).model_copy(update={"origin": "import"}),
         cart("c1", NOON, sku="bag"),
         FavoriteEvent(event_id="f1", customer_id="c1", ts=NOON, sku="bag", shop_id="s2"),
         BrowseEvent(event_id="b1", customer_id="c1", ts=NOON, url="/promo"),

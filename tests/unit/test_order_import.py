@@ -14,6 +14,7 @@ from agents.order_import.rows import Imported, ImportPolicy, Rejected, RowReader
 from ecrm.cli import main
 from ecrm.commands.imports import import_orders
 from schemas.errors import ConfigError
+from schemas.events import OrderEvent
 from schemas.order_mapping import OrderFileError, load_mapping
 from schemas.pii import customer_id_for
 from streams.settings import Settings
@@ -124,6 +125,7 @@ def test_a_generic_csv_imports_through_its_yaml_mapping(settings: Settings, tmp_
     assert event["event_id"] == "myshop:A-1:paid" and event["customer_id"] == "cust-7"
     assert event["ts"] == "2026-03-01T12:00:00+01:00" and event["currency"] == "EUR"
     assert event["channel"] == "web" and "1234567" not in orjson.dumps(event).decode()
+    assert event["origin"] == "import"
     closed = reader.read(CSV.splitlines()[2].split(";"))
     assert isinstance(closed, Imported) and closed.events[1]["amount"] == "10.00"
     assert reader.read(CSV.splitlines()[4].split(";")) == Skipped("draft")
@@ -142,6 +144,7 @@ def test_a_generic_csv_imports_through_its_yaml_mapping(settings: Settings, tmp_
         ("columns: {order_id: a, buyer: x, amount: b}", "paid_at or columns.created_at"),
         (MAPPING.replace("skip:awaiting_payment", "later"), "'later' is not paid, closed or skip"),
         (MAPPING.replace("channel:", "amount:"), "not a free lowercase field name"),
+        (MAPPING.replace("channel:", "origin:"), "not a free lowercase field name"),
         (MAPPING.replace("source: myshop", "source: My Shop"), "short lowercase slug"),
         (MAPPING + "extra: 1\n", "extra: Extra inputs are not permitted"),
         ("- a list", "a YAML mapping with `columns:`"),
@@ -175,7 +178,14 @@ def line(**changes: object) -> bytes:
 
 def test_a_json_line_in_the_contract_format_is_produced_as_written_less_phones() -> None:
     outcome = jsonl_outcome(line(), POLICY)
-    assert outcome == Imported(({**EVENT, "note": "call 138****5678"},))
+    assert outcome == Imported(({**EVENT, "note": "call 138****5678", "origin": "import"},))
+
+
+def test_a_json_line_is_history_whatever_origin_it_claimed() -> None:
+    outcome = jsonl_outcome(line(origin="pos"), POLICY)
+    assert isinstance(outcome, Imported)
+    [event] = outcome.events
+    assert OrderEvent.model_validate(event).imported
 
 
 def test_a_json_line_may_name_the_buyer_who_is_then_hashed() -> None:

@@ -104,6 +104,7 @@ def test_a_paid_order_is_one_paid_event_of_the_hashed_buyer_at_its_payment_time(
     assert event["region"] == "浙江"
     assert event["title"] == "西湖龙井 明前特级 250g, 礼盒装"
     assert event["goods_amount"] == "230.00" and event["item_kinds"] == "2"
+    assert OrderEvent.model_validate(event).imported  # history: builds profiles, never markets
 
 
 def test_the_same_row_read_twice_gives_the_same_events(reader) -> None:
@@ -134,6 +135,7 @@ def test_a_refund_on_a_finished_order_is_a_second_event_for_the_refunded_amount(
         "3100000000000007919",
     )
     assert refund["customer_id"] == paid["customer_id"]
+    assert paid["origin"] == refund["origin"] == "import"
 
 
 def test_an_order_closed_after_payment_is_paid_then_refunded_in_full(reader) -> None:

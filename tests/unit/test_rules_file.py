@@ -158,6 +158,29 @@ def test_unquoted_quiet_hours_still_mean_what_they_say() -> None:
     )
 
 
+def test_history_is_judged_by_a_day_unless_the_policy_says_otherwise() -> None:
+    assert parse_rules("rules: []").policy.max_event_age == timedelta(hours=24)
+    wide = parse_rules("policy: {max_event_age: 400d}\nrules: []")
+    assert wide.policy.max_event_age == timedelta(days=400)
+
+
+@pytest.mark.parametrize(
+    ("age", "words"),
+    [
+        ("a while", "is not a duration"),
+        ("0", "must be longer than zero"),
+        ("-2h", "is not a duration"),
+        ("5000d", "too long"),
+    ],
+)
+def test_a_bad_max_event_age_is_refused_naming_the_field(age: str, words: str) -> None:
+    message = problems(
+        one_rule("when: {event: cart}\n" + ACTION, f"policy:\n  max_event_age: {age}")
+    )
+    assert message.startswith('policy: field "max_event_age": ')
+    assert words in message
+
+
 def test_a_test_that_does_not_fit_the_field() -> None:
     message = problems(one_rule("when: {event: orders, where: {status: {gte: 3}}}\n" + ACTION))
     assert 'field "when.where.status.gte": "gte" does not apply to status' in message

@@ -1,9 +1,6 @@
--- A profile's snapshots are ordered by the event time they are as of, and then by when they
--- were written: a late or replayed event is decided at the customer's last time (as_of does
--- not move back), so two snapshots can share as_of, and the later write is the current one.
-ALTER TABLE profile_snapshots ADD COLUMN IF NOT EXISTS written_at DateTime64(3, 'UTC') DEFAULT now64(3);
-
-CREATE OR REPLACE VIEW profiles_latest AS
+-- The latest snapshot of every customer: by the event time it is as of, then by when it
+-- was written (two snapshots can be as of the same instant, 013).
+CREATE VIEW IF NOT EXISTS profiles_latest AS
 SELECT
     customer_id,
     argMax(shop_id, (s.as_of, s.written_at))        AS shop_id,
