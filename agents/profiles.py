@@ -24,7 +24,7 @@ from agents.event_rows import event_row, profile_row, segment_change_row
 from agents.marketing import MarketingStep, RulesBook
 from agents.profile_fold import RfmPolicy, apply_event, next_time_change, rerate
 from schemas.events import EVENT_BY_TOPIC, Event
-from schemas.outputs import DeadLetter, SegmentChange
+from schemas.outputs import DeadLetter, SegmentChange, bounded_key
 from schemas.profile import Profile, empty_profile
 from streams.app import INPUT_TOPICS, EcrmApp
 from streams.outbox import clickhouse_entry
@@ -299,7 +299,9 @@ class ProfileKeeper:
             at=now,
         )
         entry = kafka_entry(
-            self.app.settings.topic("dead-letter"), item.key, letter.model_dump_json().encode()
+            self.app.settings.topic("dead-letter"),
+            bounded_key(item.key),
+            letter.model_dump_json().encode(),
         )
         unit.later(lambda pipe: pipe.xadd(KAFKA_OUTBOX, entry))
 
