@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from agents.contact_policy import BudgetBook, Spend, budget_spend, shop_day
+from agents.event_rows import json_text
 from agents.rule_state import CustomerRuleState, Decision
 from agents.rules_engine import next_wakeup, on_clock, on_event, on_segment_change
 from schemas.errors import RulesError
@@ -190,7 +191,7 @@ def decision_row(d: Decision) -> dict[str, Any]:
         "reason": d.reason or "",
         "kind": d.kind,
         "channel": d.channel or "",
-        "params": orjson.dumps(d.params, default=str).decode(),
+        "params": json_text(d.params),
         "trigger_event_id": d.trigger_event_id or "",
         "decided_at": d.decided_at,
         "deliver_at": d.deliver_at,
