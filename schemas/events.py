@@ -1,8 +1,15 @@
 """The four storefront events of the contract, validated at the door (unknown fields are kept),
-and the campaign event `ecrm campaign send` emits onto ecrm's own `campaigns` input topic."""
+and the campaign event `ecrm campaign send` emits onto ecrm's own `campaigns` input topic.
+
+What is refused here is what could not be stored or evaluated faithfully further on: a qty
+or amount its ClickHouse column cannot hold, a NaN or infinite number among the unknown
+fields (JSON has neither). An integer beyond 64 bits in an unknown field is data,
+and is kept.
+"""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal
@@ -17,6 +24,16 @@ from pydantic import (
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: The largest qty the `events.qty` column (UInt32) holds; a larger one would wrap silently.
+MAX_QTY = 2**32 - 1
+#: The largest amount a `Decimal(18, 2)` column holds (events.amount, profile cart_value).
+MAX_AMOUNT = Decimal("9999999999999999.99")
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """A value as it may appear in an error: a huge one must not make a huge dead letter."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
 def _from_epoch_ms(millis: int) -> datetime:
@@ -43,15 +60,15 @@ def _to_utc(value: Any) -> datetime:
         try:
             parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError as exc:
-            raise ValueError(f"ts {value!r} is not ISO-8601") from exc
+            raise ValueError(f"ts {_shown(value)} is not ISO-8601") from exc
     else:
         raise ValueError("ts must be ISO-8601 with an offset or epoch milliseconds")
     if parsed.tzinfo is None:
-        raise ValueError(f"ts {value!r} has no UTC offset; say +08:00 or Z")
+        raise ValueError(f"ts {_shown(value)} has no UTC offset; say +08:00 or Z")
     try:
         return parsed.astimezone(UTC)
     except OverflowError as exc:  # e.g. 0001-01-01T00:00+08:00 is before year 1 in UTC
-        raise ValueError(f"ts {value!r} is out of range") from exc
+        raise ValueError(f"ts {_shown(value)} is out of range") from exc
 
 
 #: what the JSON Schema tells producers (fromisoformat accepts a little more)
@@ -75,7 +92,33 @@ EventTime = Annotated[
     ),
 ]
 Money = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=2)]
+Qty = Annotated[int, Field(ge=1, le=MAX_QTY)]
 NonEmpty = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+def _non_finite_in(extra: dict[str, Any]) -> tuple[str, float] | None:
+    """The path and value of the first NaN or infinite number among unknown fields. The JSON
+    reader accepts NaN, Infinity and 1e400 (as inf); no JSON writer can give them back."""
+    stack: list[tuple[str, Any]] = list(extra.items())
+    while stack:  # not recursive: nesting as deep as the reader allows is fine here
+        path, value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return path, value
+        if isinstance(value, dict):
+            stack.extend((f"{path}.{k}", v) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(value))
+    return None
+
+
+def _finite_extra(model: BaseModel) -> None:
+    found = _non_finite_in(model.__pydantic_extra__ or {})
+    if found is not None:
+        path, value = found
+        raise ValueError(
+            f"unknown field {path} is {value}, not a finite number (NaN, Infinity, or beyond "
+            "±1.8e308): JSON has no such numbers; send null or a string"
+        )
 
 
 class Event(BaseModel):
@@ -89,6 +132,11 @@ class Event(BaseModel):
     ts: EventTime
     shop_id: NonEmpty = "default"
 
+    @model_validator(mode="after")
+    def _unknown_fields_are_json(self) -> Event:
+        _finite_extra(self)
+        return self
+
     @property
     def extra(self) -> dict[str, Any]:
         """Fields the contract does not name, kept as the storefront sent them."""
@@ -99,9 +147,14 @@ class OrderItem(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     sku: NonEmpty
-    qty: int = Field(ge=1)
+    qty: Qty
     price: Money
     category: str | None = None
+
+    @model_validator(mode="after")
+    def _unknown_fields_are_json(self) -> OrderItem:
+        _finite_extra(self)
+        return self
 
 
 class OrderEvent(Event):
@@ -122,8 +175,18 @@ class CartEvent(Event):
     kind: ClassVar[str] = "cart"
 
     sku: NonEmpty
-    qty: int = Field(ge=1)
+    qty: Qty
     price: Money
+
+    @model_validator(mode="after")
+    def _amount_fits(self) -> CartEvent:
+        # rules test a cart add's `amount` and profiles sum it into cart_value: Decimal(18, 2)
+        if self.price * self.qty > MAX_AMOUNT:
+            raise ValueError(
+                f"price × qty = {self.price * self.qty} is above {MAX_AMOUNT}, the largest "
+                "amount ecrm stores"
+            )
+        return self
 
 
 class FavoriteEvent(Event):
