@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from agents.event_rows import event_row, profile_row, segment_change_row
 from agents.marketing import MarketingStep, RulesBook
 from agents.profile_fold import RfmPolicy, apply_event, next_time_change, rerate
-from schemas.events import EVENT_BY_TOPIC, Event
+from schemas.events import EVENT_BY_TOPIC, TIME_WINDOW, Event, TimeWindow
 from schemas.outputs import DeadLetter, SegmentChange, bounded_key
 from schemas.profile import Profile, empty_profile
 from streams.app import INPUT_TOPICS, EcrmApp
@@ -75,7 +75,17 @@ class Incoming:
     error: str | None = None
 
 
-def decode(topic: str, kind: str, partition: int, offset: int, key: Any, value: Any) -> Incoming:
+def decode(
+    topic: str,
+    kind: str,
+    partition: int,
+    offset: int,
+    key: Any,
+    value: Any,
+    window: TimeWindow | None = None,
+) -> Incoming:
+    """One message read and validated; `window` (from the caller's clock, see
+    `Settings.time_window`) refuses event times that make no sense."""
     raw = value if isinstance(value, bytes) else (b"" if value is None else str(value).encode())
     item = Incoming(topic, partition, offset, key if isinstance(key, bytes) else None, raw)
     model = EVENT_BY_TOPIC.get(kind)
@@ -83,7 +93,7 @@ def decode(topic: str, kind: str, partition: int, offset: int, key: Any, value: 
         item.error = f"no event is defined for topic {topic!r}"
         return item
     try:
-        item.event = model.model_validate_json(raw)
+        item.event = model.model_validate_json(raw, context={TIME_WINDOW: window})
     except ValidationError as exc:
         item.error = _reason(exc)
     return item

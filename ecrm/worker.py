@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -42,8 +43,9 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
     @app.agent(ctx.inputs, name="ecrm.profiles", supervisor_strategy=CrashingSupervisor)
     async def profiles(stream: Any) -> None:
         async for events in stream.noack_take(settings.batch_max, within=settings.batch_within_s):
+            window = settings.time_window(datetime.now(UTC))
             items = [
-                decode(m.topic, m.topic[prefix:], m.partition, m.offset, m.key, m.value)
+                decode(m.topic, m.topic[prefix:], m.partition, m.offset, m.key, m.value, window)
                 for m in (e.message for e in events)
             ]
             await keeper.apply(items)

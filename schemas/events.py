@@ -3,13 +3,15 @@ and the campaign event `ecrm campaign send` emits onto ecrm's own `campaigns` in
 
 What is refused here is what could not be stored or evaluated faithfully further on: a qty
 or amount its ClickHouse column cannot hold, a NaN or infinite number among the unknown
-fields (JSON has neither). An integer beyond 64 bits in an unknown field is data,
+fields (JSON has neither), and, when the caller passes a `TimeWindow` in the validation
+context, an event time outside it. An integer beyond 64 bits in an unknown field is data,
 and is kept.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal
@@ -19,7 +21,10 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 
@@ -28,12 +33,77 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_QTY = 2**32 - 1
 #: The largest amount a `Decimal(18, 2)` column holds (events.amount, profile cart_value).
 MAX_AMOUNT = Decimal("9999999999999999.99")
+#: The key of the `TimeWindow` in a validation context: `model_validate_json(raw,
+#: context={TIME_WINDOW: window})`.
+TIME_WINDOW = "time_window"
 
 
 def _shown(value: Any, limit: int = 60) -> str:
     """A value as it may appear in an error: a huge one must not make a huge dead letter."""
     text = repr(value)
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
+def _moment(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _span(span: timedelta) -> str:
+    seconds = int(span.total_seconds())
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """When an event can have happened, as the worker receiving it sees things: not before
+    `earliest` (no shop sold online before it; an epoch 0 is a default, not a date), nor more
+    than `max_future` after the worker's clock `now` (device clocks drift, not by years).
+
+    The caller owns the clock: build one per batch and pass it as the validation context."""
+
+    earliest: datetime
+    now: datetime
+    max_future: timedelta
+
+    @property
+    def latest(self) -> datetime:
+        return self.now + self.max_future
+
+    def problem(self, raw: Any, ts: datetime) -> str | None:
+        """Why `ts` (read from `raw`) is outside the window, or None when it is inside."""
+        if ts < self.earliest:
+            seconds = _as_epoch_seconds(raw)
+            if seconds is not None and self.earliest <= seconds <= self.latest:
+                return (
+                    f"ts {raw} read as epoch milliseconds is {_moment(ts)}; it looks like epoch "
+                    f"seconds ({_moment(seconds)}): send milliseconds (seconds × 1000)"
+                )
+            return (
+                f"ts {_moment(ts)} is before {_moment(self.earliest)}, the earliest event "
+                "time accepted (ECRM_TS_MIN)"
+            )
+        if ts > self.latest:
+            return (
+                f"ts {_moment(ts)} is more than {_span(self.max_future)} after this worker's "
+                f"clock ({_moment(self.now)}), the latest event time accepted "
+                "(ECRM_TS_MAX_FUTURE_S)"
+            )
+        return None
+
+
+def _as_epoch_seconds(raw: Any) -> datetime | None:
+    """The moment an integer `ts` would be if it were epoch seconds."""
+    if isinstance(raw, str) and raw.strip().isdigit():
+        raw = int(raw.strip())
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        return None
+    try:
+        return _EPOCH + timedelta(seconds=raw)
+    except OverflowError:
+        return None
 
 
 def _from_epoch_ms(millis: int) -> datetime:
@@ -87,7 +157,9 @@ EventTime = Annotated[
                     "maximum": 253402300799999,  # 9999-12-31T23:59:59.999Z
                 },
             ],
-            "description": "ISO-8601 with an offset, or integer epoch milliseconds",
+            "description": "ISO-8601 with an offset, or integer epoch milliseconds; the "
+            "worker accepts times from ECRM_TS_MIN (default 2000-01-01) to ECRM_TS_MAX_FUTURE_S "
+            "(default 24 h) after its clock",
         }
     ),
 ]
@@ -131,6 +203,17 @@ class Event(BaseModel):
     customer_id: NonEmpty
     ts: EventTime
     shop_id: NonEmpty = "default"
+
+    @field_validator("ts", mode="wrap")
+    @classmethod
+    def _inside_the_time_window(
+        cls, value: Any, read: ValidatorFunctionWrapHandler, info: ValidationInfo
+    ) -> datetime:
+        ts: datetime = read(value)
+        window = (info.context or {}).get(TIME_WINDOW)
+        if isinstance(window, TimeWindow) and (problem := window.problem(value, ts)):
+            raise ValueError(problem)
+        return ts
 
     @model_validator(mode="after")
     def _unknown_fields_are_json(self) -> Event:
