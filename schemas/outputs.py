@@ -94,7 +94,7 @@ def bounded_key(key: bytes | None) -> bytes | None:
 
 class DeadLetter(BaseModel):
     """An input that could not be used, with the reason: the message whole when it is small,
-    else its first DEAD_LETTER_PREFIX_BYTES with its full size and SHA-256."""
+    else its first 4 KiB (DEAD_LETTER_PREFIX_BYTES) with its full size and SHA-256."""
 
     model_config = ConfigDict(frozen=True)
 
