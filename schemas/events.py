@@ -22,9 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationInfo,
-    ValidatorFunctionWrapHandler,
     WithJsonSchema,
-    field_validator,
     model_validator,
 )
 
@@ -115,6 +113,15 @@ def _from_epoch_ms(millis: int) -> datetime:
         raise ValueError(f"ts {millis} epoch milliseconds is out of range") from exc
 
 
+def _event_time(value: Any, info: ValidationInfo) -> datetime:
+    """`_to_utc`, then inside the caller's TimeWindow when the validation context has one."""
+    ts = _to_utc(value)
+    window = info.context.get(TIME_WINDOW) if info.context else None
+    if window is not None and (problem := window.problem(value, ts)):
+        raise ValueError(problem)
+    return ts
+
+
 def _to_utc(value: Any) -> datetime:
     """ISO-8601 with an offset, or integer epoch milliseconds; never a naive time."""
     if isinstance(value, bool):
@@ -145,7 +152,7 @@ def _to_utc(value: Any) -> datetime:
 _ISO_WITH_OFFSET = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$"
 EventTime = Annotated[
     datetime,
-    BeforeValidator(_to_utc),
+    BeforeValidator(_event_time),
     WithJsonSchema(
         {
             "anyOf": [
@@ -171,8 +178,10 @@ NonEmpty = Annotated[str, Field(min_length=1, max_length=256)]
 def _non_finite_in(extra: dict[str, Any]) -> tuple[str, float] | None:
     """The path and value of the first NaN or infinite number among unknown fields. The JSON
     reader accepts NaN, Infinity and 1e400 (as inf); no JSON writer can give them back."""
+    if not extra or not _holds_non_finite(extra):
+        return None
     stack: list[tuple[str, Any]] = list(extra.items())
-    while stack:  # not recursive: nesting as deep as the reader allows is fine here
+    while stack:  # the slow search, only to name the one found
         path, value = stack.pop()
         if isinstance(value, float) and not math.isfinite(value):
             return path, value
@@ -181,6 +190,21 @@ def _non_finite_in(extra: dict[str, Any]) -> tuple[str, float] | None:
         elif isinstance(value, list):
             stack.extend((f"{path}[{i}]", v) for i, v in enumerate(value))
     return None
+
+
+def _holds_non_finite(extra: dict[str, Any]) -> bool:
+    # on every event: no paths, no recursion (nesting as deep as the JSON reader allows)
+    stack: list[dict[str, Any] | list[Any]] = [extra]
+    while stack:
+        node = stack.pop()
+        for value in node.values() if isinstance(node, dict) else node:
+            kind = type(value)
+            if kind is float:
+                if not math.isfinite(value):
+                    return True
+            elif kind is dict or kind is list:
+                stack.append(value)
+    return False
 
 
 def _finite_extra(model: BaseModel) -> None:
@@ -203,17 +227,6 @@ class Event(BaseModel):
     customer_id: NonEmpty
     ts: EventTime
     shop_id: NonEmpty = "default"
-
-    @field_validator("ts", mode="wrap")
-    @classmethod
-    def _inside_the_time_window(
-        cls, value: Any, read: ValidatorFunctionWrapHandler, info: ValidationInfo
-    ) -> datetime:
-        ts: datetime = read(value)
-        window = (info.context or {}).get(TIME_WINDOW)
-        if isinstance(window, TimeWindow) and (problem := window.problem(value, ts)):
-            raise ValueError(problem)
-        return ts
 
     @model_validator(mode="after")
     def _unknown_fields_are_json(self) -> Event:
