@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -56,10 +57,13 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
     async def profiles(stream: Any) -> None:
         held_stream[:] = [stream]
         async for events in stream.noack_take(settings.batch_max, within=settings.batch_within_s):
+            window = settings.time_window(datetime.now(UTC))
             items = []
             for event in events:
                 m = event.message
-                item = decode(m.topic, m.topic[prefix:], m.partition, m.offset, m.key, m.value)
+                item = decode(
+                    m.topic, m.topic[prefix:], m.partition, m.offset, m.key, m.value, window
+                )
                 item.source = event
                 items.append(item)
             # events the partition's event-time clock has not reached are held, unacked

@@ -1,8 +1,17 @@
 """The four storefront events of the contract, validated at the door (unknown fields are kept),
-and the campaign event `ecrm campaign send` emits onto ecrm's own `campaigns` input topic."""
+and the campaign event `ecrm campaign send` emits onto ecrm's own `campaigns` input topic.
+
+What is refused here is what could not be stored or evaluated faithfully further on: a qty
+or amount its ClickHouse column cannot hold, a NaN or infinite number among the unknown
+fields (JSON has neither), and, when the caller passes a `TimeWindow` in the validation
+context, an event time outside it. An integer beyond 64 bits in an unknown field is data,
+and is kept.
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal
@@ -12,11 +21,87 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationInfo,
     WithJsonSchema,
     model_validator,
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: The largest qty the `events.qty` column (UInt32) holds; a larger one would wrap silently.
+MAX_QTY = 2**32 - 1
+#: The largest amount a `Decimal(18, 2)` column holds (events.amount, profile cart_value).
+MAX_AMOUNT = Decimal("9999999999999999.99")
+#: The key of the `TimeWindow` in a validation context: `model_validate_json(raw,
+#: context={TIME_WINDOW: window})`.
+TIME_WINDOW = "time_window"
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """A value as it may appear in an error: a huge one must not make a huge dead letter."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
+def _moment(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _span(span: timedelta) -> str:
+    seconds = int(span.total_seconds())
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """When an event can have happened, as the worker receiving it sees things: not before
+    `earliest` (no shop sold online before it; an epoch 0 is a default, not a date), nor more
+    than `max_future` after the worker's clock `now` (device clocks drift, not by years).
+
+    The caller owns the clock: build one per batch and pass it as the validation context."""
+
+    earliest: datetime
+    now: datetime
+    max_future: timedelta
+
+    @property
+    def latest(self) -> datetime:
+        return self.now + self.max_future
+
+    def problem(self, raw: Any, ts: datetime) -> str | None:
+        """Why `ts` (read from `raw`) is outside the window, or None when it is inside."""
+        if ts < self.earliest:
+            seconds = _as_epoch_seconds(raw)
+            if seconds is not None and self.earliest <= seconds <= self.latest:
+                return (
+                    f"ts {raw} read as epoch milliseconds is {_moment(ts)}; it looks like epoch "
+                    f"seconds ({_moment(seconds)}): send milliseconds (seconds × 1000)"
+                )
+            return (
+                f"ts {_moment(ts)} is before {_moment(self.earliest)}, the earliest event "
+                "time accepted (ECRM_TS_MIN)"
+            )
+        if ts > self.latest:
+            return (
+                f"ts {_moment(ts)} is more than {_span(self.max_future)} after this worker's "
+                f"clock ({_moment(self.now)}), the latest event time accepted "
+                "(ECRM_TS_MAX_FUTURE_S)"
+            )
+        return None
+
+
+def _as_epoch_seconds(raw: Any) -> datetime | None:
+    """The moment an integer `ts` would be if it were epoch seconds."""
+    if isinstance(raw, str) and raw.strip().isdigit():
+        raw = int(raw.strip())
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        return None
+    try:
+        return _EPOCH + timedelta(seconds=raw)
+    except OverflowError:
+        return None
 
 
 def _from_epoch_ms(millis: int) -> datetime:
@@ -26,6 +111,15 @@ def _from_epoch_ms(millis: int) -> datetime:
         return _EPOCH + timedelta(milliseconds=millis)
     except OverflowError as exc:
         raise ValueError(f"ts {millis} epoch milliseconds is out of range") from exc
+
+
+def _event_time(value: Any, info: ValidationInfo) -> datetime:
+    """`_to_utc`, then inside the caller's TimeWindow when the validation context has one."""
+    ts = _to_utc(value)
+    window = info.context.get(TIME_WINDOW) if info.context else None
+    if window is not None and (problem := window.problem(value, ts)):
+        raise ValueError(problem)
+    return ts
 
 
 def _to_utc(value: Any) -> datetime:
@@ -43,22 +137,22 @@ def _to_utc(value: Any) -> datetime:
         try:
             parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError as exc:
-            raise ValueError(f"ts {value!r} is not ISO-8601") from exc
+            raise ValueError(f"ts {_shown(value)} is not ISO-8601") from exc
     else:
         raise ValueError("ts must be ISO-8601 with an offset or epoch milliseconds")
     if parsed.tzinfo is None:
-        raise ValueError(f"ts {value!r} has no UTC offset; say +08:00 or Z")
+        raise ValueError(f"ts {_shown(value)} has no UTC offset; say +08:00 or Z")
     try:
         return parsed.astimezone(UTC)
     except OverflowError as exc:  # e.g. 0001-01-01T00:00+08:00 is before year 1 in UTC
-        raise ValueError(f"ts {value!r} is out of range") from exc
+        raise ValueError(f"ts {_shown(value)} is out of range") from exc
 
 
 #: what the JSON Schema tells producers (fromisoformat accepts a little more)
 _ISO_WITH_OFFSET = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$"
 EventTime = Annotated[
     datetime,
-    BeforeValidator(_to_utc),
+    BeforeValidator(_event_time),
     WithJsonSchema(
         {
             "anyOf": [
@@ -70,15 +164,60 @@ EventTime = Annotated[
                     "maximum": 253402300799999,  # 9999-12-31T23:59:59.999Z
                 },
             ],
-            "description": "ISO-8601 with an offset, or integer epoch milliseconds",
+            "description": "ISO-8601 with an offset, or integer epoch milliseconds; the "
+            "worker accepts times from ECRM_TS_MIN (default 2000-01-01) to ECRM_TS_MAX_FUTURE_S "
+            "(default 24 h) after its clock",
         }
     ),
 ]
 Money = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=2)]
+Qty = Annotated[int, Field(ge=1, le=MAX_QTY)]
 NonEmpty = Annotated[str, Field(min_length=1, max_length=256)]
 
 #: `origin` of the events `ecrm import` writes: history, which updates state but never markets
 IMPORT_ORIGIN = "import"
+
+
+def _non_finite_in(extra: dict[str, Any]) -> tuple[str, float] | None:
+    """The path and value of the first NaN or infinite number among unknown fields. The JSON
+    reader accepts NaN, Infinity and 1e400 (as inf); no JSON writer can give them back."""
+    if not extra or not _holds_non_finite(extra):
+        return None
+    stack: list[tuple[str, Any]] = list(extra.items())
+    while stack:  # the slow search, only to name the one found
+        path, value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return path, value
+        if isinstance(value, dict):
+            stack.extend((f"{path}.{k}", v) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(value))
+    return None
+
+
+def _holds_non_finite(extra: dict[str, Any]) -> bool:
+    # on every event: no paths, no recursion (nesting as deep as the JSON reader allows)
+    stack: list[dict[str, Any] | list[Any]] = [extra]
+    while stack:
+        node = stack.pop()
+        for value in node.values() if isinstance(node, dict) else node:
+            kind = type(value)
+            if kind is float:
+                if not math.isfinite(value):
+                    return True
+            elif kind is dict or kind is list:
+                stack.append(value)
+    return False
+
+
+def _finite_extra(model: BaseModel) -> None:
+    found = _non_finite_in(model.__pydantic_extra__ or {})
+    if found is not None:
+        path, value = found
+        raise ValueError(
+            f"unknown field {path} is {value}, not a finite number (NaN, Infinity, or beyond "
+            "±1.8e308): JSON has no such numbers; send null or a string"
+        )
 
 
 class Event(BaseModel):
@@ -105,6 +244,11 @@ class Event(BaseModel):
         """Written by `ecrm import`: history, however recent its `ts`."""
         return self.origin == IMPORT_ORIGIN
 
+    @model_validator(mode="after")
+    def _unknown_fields_are_json(self) -> Event:
+        _finite_extra(self)
+        return self
+
     @property
     def extra(self) -> dict[str, Any]:
         """Fields the contract does not name, kept as the storefront sent them."""
@@ -115,9 +259,14 @@ class OrderItem(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     sku: NonEmpty
-    qty: int = Field(ge=1)
+    qty: Qty
     price: Money
     category: str | None = None
+
+    @model_validator(mode="after")
+    def _unknown_fields_are_json(self) -> OrderItem:
+        _finite_extra(self)
+        return self
 
 
 class OrderEvent(Event):
@@ -138,8 +287,18 @@ class CartEvent(Event):
     kind: ClassVar[str] = "cart"
 
     sku: NonEmpty
-    qty: int = Field(ge=1)
+    qty: Qty
     price: Money
+
+    @model_validator(mode="after")
+    def _amount_fits(self) -> CartEvent:
+        # rules test a cart add's `amount` and profiles sum it into cart_value: Decimal(18, 2)
+        if self.price * self.qty > MAX_AMOUNT:
+            raise ValueError(
+                f"price × qty = {self.price * self.qty} is above {MAX_AMOUNT}, the largest "
+                "amount ecrm stores"
+            )
+        return self
 
 
 class FavoriteEvent(Event):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 from datetime import datetime
 from typing import Any, Literal, get_args
 
@@ -76,8 +77,24 @@ class Action(BaseModel):
     fired_at: AwareDatetime
 
 
+#: How much of a refused message a dead letter keeps: with base64 and text copies a letter
+#: stays around 12 KB, far below the 1 MB a Kafka broker accepts by default, however big the
+#: message was (its size and SHA-256 say what the rest was).
+DEAD_LETTER_PREFIX_BYTES = 4096
+#: Message keys are customer ids; a longer one is cut to this many bytes.
+DEAD_LETTER_KEY_BYTES = 1024
+#: Reasons are a few lines; a longer one is cut to this many characters.
+DEAD_LETTER_ERROR_CHARS = 2000
+
+
+def bounded_key(key: bytes | None) -> bytes | None:
+    """The key a dead letter is sent with: the message's, cut to DEAD_LETTER_KEY_BYTES."""
+    return None if key is None else key[:DEAD_LETTER_KEY_BYTES]
+
+
 class DeadLetter(BaseModel):
-    """An input that could not be used, kept whole with the reason."""
+    """An input that could not be used, with the reason: the message whole when it is small,
+    else its first 4 KiB (DEAD_LETTER_PREFIX_BYTES) with its full size and SHA-256."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -86,9 +103,19 @@ class DeadLetter(BaseModel):
     offset: int
     key: str | None = None
     error: str
-    value_b64: str = Field(description="the original bytes, base64")
+    value_b64: str = Field(
+        description="the original bytes, base64; only the first "
+        f"{DEAD_LETTER_PREFIX_BYTES} when value_truncated"
+    )
     value_text: str | None = Field(
-        default=None, description="the original bytes as UTF-8, when they are"
+        default=None,
+        description="the same bytes as UTF-8, when the message is UTF-8 (a character cut by "
+        "the prefix is left out)",
+    )
+    value_size: int | None = Field(default=None, description="size of the original bytes")
+    value_sha256: str | None = Field(default=None, description="SHA-256 of the original bytes, hex")
+    value_truncated: bool = Field(
+        default=False, description="true when value_b64 and value_text hold only a prefix"
     )
     at: datetime
 
@@ -104,17 +131,27 @@ class DeadLetter(BaseModel):
         error: str,
         at: datetime,
     ) -> DeadLetter:
+        kept = value[:DEAD_LETTER_PREFIX_BYTES]
+        truncated = len(kept) < len(value)
         try:
-            text: str | None = value.decode("utf-8")
+            value.decode("utf-8")
         except UnicodeDecodeError:
-            text = None
+            text: str | None = None
+        else:  # the whole is UTF-8, so only a character cut at the end can be undecodable
+            text = kept.decode("utf-8", "ignore") if truncated else kept.decode("utf-8")
+        if len(error) > DEAD_LETTER_ERROR_CHARS:
+            error = f"{error[: DEAD_LETTER_ERROR_CHARS - 1]}…"
+        short_key = bounded_key(key)
         return cls(
             topic=topic,
             partition=partition,
             offset=offset,
-            key=key.decode("utf-8", "replace") if key is not None else None,
+            key=short_key.decode("utf-8", "replace") if short_key is not None else None,
             error=error,
-            value_b64=base64.b64encode(value).decode(),
+            value_b64=base64.b64encode(kept).decode(),
             value_text=text,
+            value_size=len(value),
+            value_sha256=hashlib.sha256(value).hexdigest(),
+            value_truncated=truncated,
             at=at,
         )

@@ -14,6 +14,7 @@ from schemas.rule_values import (
     FieldProblem,
     Money,
     Strict,
+    non_finite_in,
     non_negative_money,
     one_of,
     parse_duration,
@@ -70,6 +71,13 @@ class ActionSpec(Strict):
         for name in _REQUIRED_PARAMS[self.kind]:
             if name not in self.params:
                 raise FieldProblem(("params", name), f"a {self.kind} action needs params.{name}")
+        for name, value in self.params.items():
+            if found := non_finite_in(value):
+                where, number = found
+                raise FieldProblem(
+                    ("params", name, *([where] if where else [])),
+                    f'"{number}" is not a finite number (NaN and infinity cannot be sent as JSON)',
+                )
         for (kind, name), check in _PARAM_CHECKS.items():
             if kind == self.kind and name in self.params:
                 try:

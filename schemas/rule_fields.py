@@ -18,6 +18,7 @@ from schemas.rule_values import (
     Strict,
     as_list,
     did_you_mean,
+    is_non_finite,
     one_of,
     parse_number,
 )
@@ -28,6 +29,8 @@ SEGMENTS: tuple[str, ...] = get_args(Segment)
 def _scalar(value: Any) -> str | int | float | Decimal:
     if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
         raise ValueError("should be a single value (a word or a number)")
+    if is_non_finite(value):
+        raise ValueError(f'"{value}" is not a finite number (NaN and infinity are not)')
     return value
 
 

@@ -4,6 +4,7 @@ each read from what a marketer types and explained in their words when it is wro
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Callable, Iterable
 from datetime import time, timedelta
@@ -155,12 +156,40 @@ ZoneName = Annotated[str, PlainValidator(parse_zone)]
 
 
 def parse_number(value: Any) -> Decimal:
+    """A finite number: NaN compares false with everything and infinity is no amount, so a
+    rule holding either (YAML `.nan`, `.inf`) would never do what its author meant."""
     if not isinstance(value, bool) and isinstance(value, int | float | str | Decimal):
         try:
-            return Decimal(str(value).strip())
-        except InvalidOperation:
+            number = Decimal(str(value).strip())
+        except (InvalidOperation, ValueError):  # ValueError: an int too long to write as text
             pass
+        else:
+            if not number.is_finite():
+                raise ValueError(f'"{value}" is not a finite number (NaN and infinity are not)')
+            return number
     raise ValueError(f'"{value}" is not a number')
+
+
+def is_non_finite(value: Any) -> bool:
+    """A float or Decimal NaN or infinity (YAML `.nan`, `.inf`)."""
+    if isinstance(value, Decimal):
+        return not value.is_finite()
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+def non_finite_in(value: Any) -> tuple[str, Any] | None:
+    """Where a NaN or infinite number hides in free-form YAML (path such as `a.b[1]`, "" for
+    `value` itself) and what it is, or None."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, item = stack.pop()
+        if is_non_finite(item):
+            return path, item
+        if isinstance(item, dict):
+            stack.extend((f"{path}.{k}" if path else str(k), v) for k, v in item.items())
+        elif isinstance(item, list | tuple):
+            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(item))
+    return None
 
 
 Number = Annotated[Decimal, PlainValidator(parse_number)]

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AwareDatetime, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.errors import ConfigError
+from schemas.events import TimeWindow
 
 #: Where the embedded stack listens unless told otherwise; `ecrm up` prints the real values.
 EMBEDDED_KAFKA = "127.0.0.1:19092"
@@ -51,6 +53,19 @@ class Settings(BaseSettings):
     )
     m_high_amount: Decimal = Field(
         default=Decimal("500"), ge=0, description="M is high at this net spend in the window"
+    )
+
+    # Event-time sanity window: an event whose `ts` is before ts_min, or more than
+    # ts_max_future_s after the receiving worker's clock, is dead-lettered with the reason.
+    ts_min: AwareDatetime = Field(
+        default=datetime(2000, 1, 1, tzinfo=UTC),
+        description="the earliest event time accepted (ISO-8601 with an offset)",
+    )
+    ts_max_future_s: float = Field(
+        default=86400.0,
+        gt=0,
+        le=3650 * 86400,
+        description="how far ahead of the worker's clock an event time may be, in seconds",
     )
 
     #: How often the worker looks for customers whose segment changed by time passing.
@@ -105,6 +120,10 @@ class Settings(BaseSettings):
         if not url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(f"ECRM_REDIS_URL={url!r}: use redis://[:password@]host:port/db")
         return url
+
+    def time_window(self, now: datetime) -> TimeWindow:
+        """The event times a worker whose clock says `now` accepts."""
+        return TimeWindow(self.ts_min, now, timedelta(seconds=self.ts_max_future_s))
 
     def topic(self, name: str) -> str:
         """Full topic name for a contract name such as 'orders' or 'dead-letter'."""

@@ -8,10 +8,9 @@ milliseconds (ClickHouse keeps DateTime64(3)), and whether an order without item
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
-
-import orjson
 
 from schemas.events import (
     BrowseEvent,
@@ -47,7 +46,8 @@ EVENT_COLUMNS = (
 def event_from_row(row: Mapping[str, Any]) -> Event:
     """The event model of one `events` row; ValueError for a kind no event has."""
     kind = row["kind"]
-    extra = orjson.loads(row["extra"]) if row.get("extra") else {}
+    # the standard library reads integers beyond 64 bits exactly (orjson makes them floats)
+    extra = json.loads(row["extra"]) if row.get("extra") else {}
     fields: dict[str, Any] = {
         **(extra if isinstance(extra, dict) else {}),
         "event_id": row["event_id"],
@@ -58,7 +58,7 @@ def event_from_row(row: Mapping[str, Any]) -> Event:
     if row.get("origin"):  # not in EVENT_COLUMNS: a backtest replays history as if live
         fields["origin"] = row["origin"]
     if kind == "order":
-        items = orjson.loads(row["items"]) if row.get("items") else []
+        items = json.loads(row["items"]) if row.get("items") else []
         fields.update(
             order_id=row["order_id"],
             status=row["status"],

@@ -27,8 +27,8 @@ from agents.rules.book import RulesBook
 from agents.rules.contact_policy import BudgetBook
 from agents.rules.shell import MarketingStep
 from agents.rules.state import CustomerRuleState
-from schemas.events import EVENT_BY_TOPIC, Event
-from schemas.outputs import DeadLetter, SegmentChange
+from schemas.events import EVENT_BY_TOPIC, TIME_WINDOW, Event, TimeWindow
+from schemas.outputs import DeadLetter, SegmentChange, bounded_key
 from schemas.profile import Profile, empty_profile
 from streams import keyspace
 from streams.app import INPUT_TOPICS, EcrmApp
@@ -78,7 +78,17 @@ class Incoming:
         return self.event.ts if self.event is not None else None
 
 
-def decode(topic: str, kind: str, partition: int, offset: int, key: Any, value: Any) -> Incoming:
+def decode(
+    topic: str,
+    kind: str,
+    partition: int,
+    offset: int,
+    key: Any,
+    value: Any,
+    window: TimeWindow | None = None,
+) -> Incoming:
+    """One message read and validated; `window` (from the caller's clock, see
+    `Settings.time_window`) refuses event times that make no sense."""
     raw = value if isinstance(value, bytes) else (b"" if value is None else str(value).encode())
     item = Incoming(topic, partition, offset, key if isinstance(key, bytes) else None, raw)
     model = EVENT_BY_TOPIC.get(kind)
@@ -86,7 +96,7 @@ def decode(topic: str, kind: str, partition: int, offset: int, key: Any, value: 
         item.error = f"no event is defined for topic {topic!r}"
         return item
     try:
-        item.event = model.model_validate_json(raw)
+        item.event = model.model_validate_json(raw, context={TIME_WINDOW: window})
     except ValidationError as exc:
         item.error = _reason(exc)
     return item
@@ -96,7 +106,7 @@ def _reason(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors(include_url=False)[:5]:
         where = ".".join(str(p) for p in err["loc"]) or "message"
-        parts.append(f"{where}: {err['msg']}")
+        parts.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
     return "; ".join(parts)
 
 
@@ -358,7 +368,9 @@ class _Batch:
             at=now,
         )
         topic = self.keeper.app.settings.topic("dead-letter")
-        self.unit.add(kafka_message(topic, item.key, letter.model_dump_json().encode()))
+        self.unit.add(
+            kafka_message(topic, bounded_key(item.key), letter.model_dump_json().encode())
+        )
         self.stats["dead_letters"] += 1
 
     def finish(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -20,6 +21,18 @@ from schemas.outputs import SegmentChange
 from schemas.profile import Profile
 
 ZERO = Decimal("0")
+
+
+def json_text(value: Any) -> str:
+    """JSON text of values a storefront or a marketer chose (unknown event fields, action
+    params), kept exactly: orjson stops at integers beyond 64 bits, the standard library
+    writes any integer. (NaN and infinities are refused before they get here.)"""
+    try:
+        return orjson.dumps(value, default=str).decode()
+    except TypeError:
+        return json.dumps(
+            value, default=str, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        )
 
 
 def event_row(
@@ -44,7 +57,7 @@ def event_row(
         "campaign": "",
         "origin": event.origin or "",
         "items": "[]",
-        "extra": orjson.dumps(event.extra, default=str).decode(),
+        "extra": json_text(event.extra),
         "source_topic": topic,
         "source_partition": partition,
         "source_offset": offset,
@@ -56,7 +69,7 @@ def event_row(
             status=event.status,
             amount=event.amount,
             currency=event.currency,
-            items=orjson.dumps([i.model_dump(mode="json") for i in event.items or []]).decode(),
+            items=json_text([i.model_dump(mode="json") for i in event.items or []]),
         )
     elif isinstance(event, CartEvent):
         row.update(sku=event.sku, qty=event.qty, price=event.price)

@@ -59,10 +59,15 @@ def profile_values(profile: Profile, name: str) -> list[Any]:
 
 
 def _number(value: Any) -> Decimal | None:
-    try:
-        return Decimal(str(value))
-    except InvalidOperation:
+    """The value as a finite number, else None: "NaN", "Infinity", true or a list compare as
+    nothing (an ordering test on them is false), never as an error that stops the worker."""
+    if isinstance(value, bool):
         return None
+    try:
+        number = Decimal(str(value))
+    except (InvalidOperation, ValueError):  # ValueError: an int too long to write as text
+        return None
+    return number if number.is_finite() else None
 
 
 def _equal(actual: Any, expected: Any, kind: FieldType) -> bool:

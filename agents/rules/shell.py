@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from agents.profile.rows import json_text
 from agents.rules.contact_policy import BudgetBook, Spend, budget_spend, shop_day
 from agents.rules.state import CustomerRuleState, Decision
 from schemas.rules import RuleSet
@@ -112,7 +113,7 @@ def decision_row(d: Decision) -> dict[str, Any]:
         "reason": d.reason or "",
         "kind": d.kind,
         "channel": d.channel or "",
-        "params": orjson.dumps(d.params, default=str).decode(),
+        "params": json_text(d.params),
         "trigger_event_id": d.trigger_event_id or "",
         "decided_at": d.decided_at,
         "deliver_at": d.deliver_at,

@@ -284,3 +284,88 @@ def test_check_exits_two_for_a_missing_file_or_broken_yaml(tmp_path: Path) -> No
     broken.write_text("rules:\n  - id: a\n    when: {event: cart\n")
     code, message = check_rules(broken)
     assert code == 2 and "line 4" in message
+
+
+# --- numbers that are not numbers ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "said"),
+    [
+        ("when: {event: orders, where: {amount: {gte: .nan}}}", "when.where.amount.gte", "nan"),
+        ("when: {event: orders, where: {amount: {lt: .inf}}}", "when.where.amount.lt", "inf"),
+        ("when: {event: orders, where: {amount: {gt: -.inf}}}", "when.where.amount.gt", "-inf"),
+        ("when: {event: orders, where: {amount: {gte: NaN}}}", "when.where.amount.gte", "NaN"),
+        ("when: {event: orders, where: {amount: [1, .nan]}}", "when.where.amount.in[1]", "nan"),
+        (
+            "when: {event: cart, where: {extra.score: {eq: .nan}}}",
+            "when.where.extra.score.eq",
+            "nan",
+        ),
+        (
+            "when: {event: cart, where: {extra.score: {gte: .inf}}}",
+            "when.where.extra.score.gte",
+            "inf",
+        ),
+        ("when: {event: cart}\nif: {monetary: {gte: .nan}}", "if.monetary.gte", "nan"),
+    ],
+)
+def test_a_condition_on_nan_or_infinity_is_refused(body: str, field: str, said: str) -> None:
+    message = problems(one_rule(body + "\n" + ACTION))
+    assert f'rule "r1": field "{field}": "{said}" is not a finite number' in message
+
+
+@pytest.mark.parametrize(
+    ("params", "budget", "field", "said"),
+    [
+        ("{value: .nan, valid_for: 48h}", "", "action.params.value", "nan"),
+        ("{value: .inf, valid_for: 48h}", "", "action.params.value", "inf"),
+        ("{value: 10, threshold: .nan, valid_for: 48h}", "", "action.params.threshold", "nan"),
+        ("{value: 10, valid_for: 48h, note: {a: [1, .nan]}}", "", "action.params.note.a[1]", "nan"),
+        ("{value: 10, valid_for: 48h}", "{value_per_day: .inf}", "budget.value_per_day", "inf"),
+    ],
+)
+def test_a_coupon_value_threshold_param_or_budget_of_nan_or_infinity_is_refused(
+    params: str, budget: str, field: str, said: str
+) -> None:
+    body = "when: {event: cart}\n" + (f"budget: {budget}\n" if budget else "")
+    message = problems(one_rule(body + f"action: {{kind: coupon, params: {params}}}"))
+    assert f'rule "r1": field "{field}": "{said}" is not a finite number' in message
+
+
+def test_a_budget_of_infinitely_many_actions_is_refused() -> None:
+    message = problems(one_rule("when: {event: cart}\nbudget: {per_day: .inf}\n" + ACTION))
+    assert 'rule "r1": field "budget.per_day"' in message and "finite" in message
+
+
+def test_a_big_finite_number_is_still_a_number() -> None:
+    rules = parse_rules(
+        one_rule(
+            "when: {event: cart, where: {extra.batch: {gte: 100000000000000000000000}}}\n"
+            "action: {kind: tag, params: {tag: t, batch: 100000000000000000000000}}"
+        )
+    )
+    assert rules.rules[0].when.where["extra.batch"].gte == Decimal(10**23)
+
+
+def test_check_refuses_nan_naming_rule_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(one_rule("when: {event: orders, where: {amount: {gte: .nan}}}\n" + ACTION))
+    code, message = check_rules(path)
+    assert code == 1
+    assert 'rule "r1": field "when.where.amount.gte"' in message and "finite" in message
+
+
+def test_a_hot_reload_to_a_nan_threshold_keeps_the_rules_in_force(tmp_path: Path) -> None:
+    from agents.rules.book import RulesBook
+
+    path = tmp_path / "rules.yaml"
+    path.write_text(one_rule("when: {event: orders, where: {amount: {gte: 100}}}\n" + ACTION))
+    book = RulesBook(path)
+    for bad in ("{amount: {gte: .nan}}", "{amount: {gte: .inf}}"):
+        path.write_text(one_rule(f"when: {{event: orders, where: {bad}}}\n" + ACTION))
+        assert book.reload_if_changed() is False
+        assert book.rules.rules[0].when.where["amount"].gte == Decimal(100)
+    path.write_text(one_rule("when: {event: orders, where: {amount: {gte: 200}}}\n" + ACTION))
+    assert book.reload_if_changed() is True
+    assert book.rules.rules[0].when.where["amount"].gte == Decimal(200)
