@@ -11,6 +11,7 @@ same events in time order: same actions, outcomes, trigger events, action ids an
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -35,6 +36,7 @@ from streams.app import INPUT_TOPICS, create_app
 from streams.clickhouse import rows_json
 from streams.outbox import parse_entry
 from streams.settings import Settings
+from tests.integration.conftest import consumed, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -213,5 +215,72 @@ def test_a_backlog_read_at_any_pace_decides_what_the_backtest_decides(
     rules_seen = Counter(k[1] for k in backtest)
     assert rules_seen["abandoned-cart"] > 0 and rules_seen["welcome"] > 0, rules_seen
     assert held > 0  # the topics really were read at different paces
+    assert live - backtest == set(), sorted(live - backtest)[:5]
+    assert backtest - live == set(), sorted(backtest - live)[:5]
+
+
+def backlog_through_the_worker(
+    settings: Settings,
+    start_worker: Any,
+    produce: Any,
+    rds: redis.Redis,
+    tmp_path: Path,
+    *,
+    customers: int,
+    sessions: int,
+    seed: int,
+) -> tuple[set[Key], set[Key], int]:
+    """Topics already holding days of traffic, then a worker started on them: (the worker's
+    decisions, the backtest's, events) up to the moment everything due had been decided."""
+    rules_path = tmp_path / "rules.yaml"
+    rules_path.write_text(RULES.replace("policy:\n", "policy:\n  max_event_age: 3650d\n", 1))
+    s = settings.model_copy(update={"r_high_days": 1, "rules_file": rules_path})
+    last = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+    by_topic = history(seed, customers=customers, sessions=sessions, end=last)
+    # the storefront wrote each topic in its own order; Kafka holds them all before the start
+    for name, events in by_topic.items():
+        for e in events:
+            produce(name, e.payload(), key=e.key)
+    produce.flush()
+    total = sum(len(v) for v in by_topic.values())
+    start_worker(s)
+    wait_for(lambda: consumed(rds) >= total, timeout=600, what=f"{total} events")
+    end = datetime.now(UTC)
+    end_ms = int(end.timestamp() * 1000)
+    due_keys = [keyspace.due(p) for p in range(s.partitions)]
+    wait_for(
+        lambda: not any(rds.zrangebyscore(k, "-inf", end_ms, 0, 1) for k in due_keys),
+        timeout=120,
+        what="every moment due by the end decided",
+    )
+    live = {k for k in live_decisions(rds) if k[6] <= _text(end)}
+    everything = [e for events in by_topic.values() for e in events]
+    return live, backtest_decisions(rules_path, s, everything, end), total
+
+
+def _text(moment: datetime) -> str:
+    """A time as the decision rows hold it."""
+    return orjson.loads(rows_json([{"t": moment}]))[0]["t"]
+
+
+def test_a_worker_started_on_topics_holding_days_of_traffic_sends_what_live_traffic_would(
+    settings, start_worker, produce, rds, tmp_path: Path
+) -> None:
+    # ECRM_TEST_BACKLOG_SESSIONS=6000 makes it a backlog of about 45k events
+    sessions = int(os.environ.get("ECRM_TEST_BACKLOG_SESSIONS", "700"))
+    live, backtest, total = backlog_through_the_worker(
+        settings,
+        start_worker,
+        produce,
+        rds,
+        tmp_path,
+        customers=max(150, sessions // 5),
+        sessions=sessions,
+        seed=5,
+    )
+    fired = Counter(k[1] for k in backtest if k[3] == "fired")
+    print(f"backlog of {total} events: live {len(live)} decisions, backtest {len(backtest)};")
+    print(f"fired: live {Counter(k[1] for k in live if k[3] == 'fired')}, backtest {fired}")
+    assert total > 3000 and fired["abandoned-cart"] > 20, (total, fired)
     assert live - backtest == set(), sorted(live - backtest)[:5]
     assert backtest - live == set(), sorted(backtest - live)[:5]
