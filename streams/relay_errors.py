@@ -88,9 +88,9 @@ class UnsentEntries(KafkaError):
         error = str(first)
         if not error.startswith(type(first).__name__):
             error = f"{type(first).__name__}: {error}"
+        first_id = entry_id.decode()
         super().__init__(
-            f"{len(failed)} of {of} entries not sent; first {entry_id.decode()} to {topic}: "
-            f"{error}"
+            f"{len(failed)} of {of} entries not sent; first {first_id} to {topic}: {error}"
         )
         self.failed = failed
         self.first = first
