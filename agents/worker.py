@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from datetime import UTC, datetime
@@ -15,7 +14,8 @@ from mode.supervisors import CrashingSupervisor
 from agents.profile.keeper import Incoming, ProfileKeeper, decode
 from agents.rules.book import RulesBook
 from streams.app import EcrmApp, create_app
-from streams.relay import KafkaRelay, tail_reader
+from streams.relay import KafkaRelay
+from streams.relay_tail import TopicTail
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -86,16 +86,19 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
     async def send(topic: str, key: bytes | None, value: bytes) -> Any:
         return await app.producer.send(topic, key, value, None, None, None)
 
-    relay = KafkaRelay(ctx.store.client, send, already_sent=tail_reader(settings.kafka_bootstrap))
+    relay = KafkaRelay(
+        ctx.store.client,
+        send,
+        tail=TopicTail(settings.kafka_bootstrap),
+        max_message_bytes=settings.relay_max_message_bytes,
+        heartbeat_ttl_s=settings.relay_heartbeat_ttl_s,
+        retry_max_s=settings.relay_retry_max_s,
+    )
 
     @app.task
     async def kafka_relay() -> None:
-        while not app.should_stop:
-            try:
-                await relay.relay_once(block_ms=100)
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                log.warning("relay paused, Redis unavailable: %s", exc)
-                await asyncio.sleep(1.0)
+        # logs and retries every error itself: only cancellation (the worker stopping) ends it
+        await relay.run(lambda: bool(app.should_stop), block_ms=100)
 
     return ctx, keeper
 

@@ -14,10 +14,12 @@ from ecrm.commands import command_modules
 from schemas.errors import EcrmError
 from streams.settings import Settings
 
+PROG = "ecrm"
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="ecrm", description="Real-time CRM engine for online shops"
+        prog=PROG, description="Real-time CRM engine for online shops"
     )
     sub = parser.add_subparsers(dest="command", required=True)
     for module in command_modules():
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         code: int = args.run(args, Settings())
         return code
     except EcrmError as exc:
-        print(f"ecrm: {exc}", file=sys.stderr)
+        print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

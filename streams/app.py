@@ -14,6 +14,8 @@ from streams.settings import Settings
 #: the contract's storefront topics, and `campaigns` (written by `ecrm campaign send`)
 INPUT_TOPICS = ("orders", "cart", "favorites", "browse", "campaigns")
 OUTPUT_TOPICS = ("actions", "segment-changes", "dead-letter")
+#: What a record adds to its key and value on the wire (batch and record headers), with room.
+RECORD_OVERHEAD_BYTES = 1024
 
 
 class DurableTable(faust.Table):
@@ -70,6 +72,9 @@ def create_app(settings: Settings) -> EcrmApp:
         stream_buffer_maxsize=max(4096, settings.batch_max * 2),
         broker_max_poll_records=max(500, settings.batch_max),
         producer_linger_ms=5,
+        # the relay decides which messages are too large (ECRM_RELAY_MAX_MESSAGE_BYTES); the
+        # producer's own limit (Faust's default is 1,000,000) must not undercut it
+        producer_max_request_size=settings.relay_max_message_bytes + RECORD_OVERHEAD_BYTES,
         # a killed worker's partitions move on within seconds, not Faust's default minute
         broker_session_timeout=10.0,
         broker_heartbeat_interval=1.0,

@@ -84,3 +84,21 @@ KAFKA_OUTBOX = f"{PREFIX}outbox:kafka"
 def rejects(stream: str) -> str:
     """Where a drainer moves the entries of `stream` it cannot deliver, with the reason."""
     return f"{stream}:rejects"
+
+
+# -- the Kafka relay (streams/relay*.py) ------------------------------------------------------
+
+#: Messages the relay could not send (too large, malformed), whole, with the reason.
+RELAY_REJECTS = f"{PREFIX}relay:rejects"
+#: The relay's counters: sent, skipped, rejected, retries, taken_over.
+RELAY_STATS = f"{PREFIX}relay:stats"
+
+
+def relay_heartbeat(consumer: str) -> str:
+    """A relay's heartbeat (with a TTL): only a relay whose heartbeat stopped is taken over."""
+    return f"{PREFIX}relay:heartbeat:{consumer}"
+
+
+def relay_marks(consumer: str) -> str:
+    """Per-partition topic offsets from which a relay's unacknowledged sends are looked for."""
+    return f"{PREFIX}relay:mark:{consumer}"

@@ -2,61 +2,341 @@
 
 Agents never send to Kafka directly: a message is written to the `ecrm:outbox:kafka`
 stream in the same MULTI as the state that caused it, so it can neither be lost nor sent
-for a change that was never committed. The relay sends and then acknowledges; entries a
-crashed relay had read are claimed again after `claim_idle_ms`.
+for a change that was never committed. The relay sends and then acknowledges.
 
-A relay killed after the broker took a message but before acknowledging the entry would
-send it twice. So entries taken over from another relay are first looked for in the tail
-of their topic (`already_sent`), and only those not found are sent: each message reaches
-its topic once, with no idempotent or transactional producer needed.
+Each message reaches its topic once, with no idempotent or transactional producer: whenever
+the relay holds entries that may already be on the topic — taken over from a relay that is
+gone, or left unacknowledged by a send that failed (a timeout may hide a success) — it first
+looks for them on the topic from its marks (`streams/relay_takeover.py`) and sends only the
+ones not found. Entries are taken over only from a relay whose heartbeat stopped, never from
+one that is merely slow.
+
+The relay survives every error (`run`): a message too large for Kafka is moved to the
+rejects stream with its reason (`streams/relay_rejects.py`), and anything else is logged
+with the entry it concerns and tried again after a growing pause (`streams/relay_errors.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
+import time
+import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 import redis
 import redis.asyncio as aioredis
 
 from streams.outbox import KAFKA_OUTBOX
+from streams.relay_errors import (
+    Entry,
+    UnsentEntries,
+    log_failure,
+    next_delay,
+    raise_if_cancelled,
+    refusal,
+)
+from streams.relay_rejects import RELAY_REJECTS, RELAY_STATS, reject_fields
+from streams.relay_tail import Message
+from streams.relay_takeover import (
+    Heartbeat,
+    Marks,
+    advance_marks,
+    encode_marks,
+    load_marks,
+    mark_key,
+    take_over_gone,
+)
 
 RELAY_GROUP = "kafka-relay"
+#: Kafka's default largest message (`max.message.bytes`, the producer's `max.request.size`).
+DEFAULT_MAX_MESSAGE_BYTES = 1_048_576
 
 log = logging.getLogger(__name__)
 
 Send = Callable[[str, bytes | None, bytes], Awaitable[Any]]
-Message = tuple[str, bytes | None, bytes]
-AlreadySent = Callable[[list[Message]], Awaitable[set[Message]]]
+
+
+class Tail(Protocol):
+    """What the relay needs to read of a topic (streams/relay_tail.py's TopicTail)."""
+
+    async def end_offsets(self, topic: str) -> dict[int, int]: ...
+
+    async def already_sent(self, messages: list[Message], since: Marks) -> set[Message]: ...
+
+    async def close(self) -> None: ...
 
 
 class KafkaRelay:
-    """Drains the Kafka outbox through `send` (which returns once the broker has the message)."""
+    """Drains the Kafka outbox through `send` (which returns once the broker has the message,
+    or returns an awaitable that does). Without a `tail` it cannot look for messages already
+    sent, and a message whose send failed may reach its topic twice."""
 
     def __init__(
         self,
         client: aioredis.Redis,
         send: Send,
         *,
-        already_sent: AlreadySent | None = None,
+        tail: Tail | None = None,
         stream: str = KAFKA_OUTBOX,
         consumer: str | None = None,
         batch: int = 500,
-        claim_idle_ms: int = 5_000,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        heartbeat_ttl_s: float = 10.0,
+        retry_max_s: float = 30.0,
+        rejects: str = RELAY_REJECTS,
+        stats: str = RELAY_STATS,
     ) -> None:
         self.client = client
         self.send = send
-        self.already_sent = already_sent
-        self.skipped = 0
+        self.tail = tail
         self.stream = stream
-        self.consumer = consumer or f"{socket.gethostname()}-{id(self):x}"
+        # unique per process and relay: a restarted relay must not inherit a dead one's entries
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.batch = batch
-        self.claim_idle_ms = claim_idle_ms
-        self.sent = 0
+        self.max_message_bytes = max_message_bytes
+        self.heartbeat = Heartbeat(client, self.consumer, heartbeat_ttl_s)
+        self.retry_max_s = retry_max_s
+        self.rejects = rejects
+        self.stats = stats
+        self.sent = self.skipped = self.rejected = self.taken_over = 0
         self._group_ready = False
+        self._marks: Marks | None = None
+        self._recheck_own = True  # entries of ours left pending (a failure, a takeover)
+        self._next_scan = 0.0
+
+    async def run(
+        self, should_stop: Callable[[], bool] = lambda: False, block_ms: int = 100
+    ) -> None:
+        """Relays until `should_stop()`. Only cancellation ends it early: every error is
+        logged, with the entry it concerns, and the work is tried again after a pause."""
+        beating = asyncio.create_task(self.heartbeat.keep(), name=f"heartbeat {self.consumer}")
+        delay = 0.0
+        try:
+            while not should_stop():
+                raise_if_cancelled()
+                try:
+                    await self.relay_once(block_ms)
+                except Exception as exc:  # noqa: BLE001 - the relay outlives every error
+                    delay = next_delay(delay, self.retry_max_s)
+                    log_failure(self.consumer, exc, delay)
+                    await self._count(retries=1)
+                    await asyncio.sleep(delay)
+                else:
+                    delay = 0.0
+        finally:
+            beating.cancel()
+            await asyncio.wait([beating])  # no beat may land after the key is removed
+            await asyncio.shield(self._leave())
+
+    async def relay_once(self, block_ms: int = 100) -> int:
+        """Takes over gone relays' entries when due, then relays one batch; returns how many
+        entries were acknowledged (sent, found already sent, or rejected)."""
+        await self._ensure_group()
+        await self.heartbeat.beat(due_only=True)  # before the first read creates this consumer
+        if self.heartbeat.lapsed:
+            await self._after_lapse()
+        await self._take_over_gone()
+        entries: list[Entry] = []
+        if self._recheck_own:
+            reply = await self.client.xreadgroup(
+                RELAY_GROUP, self.consumer, {self.stream: "0"}, count=self.batch
+            )
+            entries = _entries(reply)
+            self._recheck_own = bool(entries)
+            uncertain = True
+        if not entries:
+            reply = await self.client.xreadgroup(
+                RELAY_GROUP, self.consumer, {self.stream: ">"}, count=self.batch, block=block_ms
+            )
+            entries = _entries(reply)
+            uncertain = False
+        if not entries:
+            return 0
+        try:
+            return await self._deliver(entries, uncertain)
+        except BaseException as exc:
+            self._recheck_own = True  # they stay pending: read them again, look before sending
+            if isinstance(exc, Exception) and not isinstance(exc, UnsentEntries):
+                raise UnsentEntries([(e, exc) for e in entries], of=len(entries)) from exc
+            raise
+
+    async def pending(self) -> int:
+        return int(await self.client.xlen(self.stream))
+
+    async def _deliver(self, entries: list[Entry], uncertain: bool) -> int:
+        deleted = [e for e in entries if not e[1]]  # gone from the stream, still pending
+        rejects: list[tuple[Entry, str]] = []
+        to_send: list[tuple[Entry, Message]] = []
+        for entry in entries:
+            if not entry[1]:
+                continue
+            if b"topic" not in entry[1] or b"value" not in entry[1]:
+                rejects.append((entry, "malformed outbox entry: no topic or no value"))
+                continue
+            message = _message(entry[1])
+            size = len(message[2]) + len(message[1] or b"")
+            if size > self.max_message_bytes:
+                reason = (
+                    f"message of {size} bytes is larger than the relay's limit of "
+                    f"{self.max_message_bytes} bytes (ECRM_RELAY_MAX_MESSAGE_BYTES)"
+                )
+                rejects.append((entry, reason))
+            else:
+                to_send.append((entry, message))
+        skipped: list[Entry] = []
+        if uncertain and to_send and self.tail is not None:
+            marks = await self._own_marks()
+            found = await self.tail.already_sent([m for _, m in to_send], marks)
+            skipped = [e for e, m in to_send if m in found]
+            to_send = [(e, m) for e, m in to_send if m not in found]
+        await self._mark_topics({m[0] for _, m in to_send})
+        sent, refused, failed = await self._send_all(to_send)
+        rejects.extend(refused)
+        produced: dict[tuple[str, int], int] = {}
+        for _, meta in sent:
+            where = _where(meta)
+            if where is not None:
+                produced[where[0]] = max(produced.get(where[0], -1), where[1])
+        await self._acknowledge(
+            done=deleted + [e for e, _ in sent] + skipped,
+            rejects=rejects,
+            # marks move only when nothing of ours can be left pending below them
+            produced=None if failed or uncertain else produced,
+            counts={"sent": len(sent), "skipped": len(skipped), "rejected": len(rejects)},
+        )
+        if failed:
+            raise UnsentEntries(failed, of=len(entries))
+        return len(entries)
+
+    async def _send_all(
+        self, to_send: list[tuple[Entry, Message]]
+    ) -> tuple[list[tuple[Entry, Any]], list[tuple[Entry, str]], list[tuple[Entry, BaseException]]]:
+        """Sends, then waits for the broker; stops handing over at the first failure."""
+        handed: list[tuple[Entry, Any]] = []
+        refused: list[tuple[Entry, str]] = []
+        failed: list[tuple[Entry, BaseException]] = []
+        for i, (entry, message) in enumerate(to_send):
+            raise_if_cancelled()
+            try:
+                handed.append((entry, await self.send(*message)))
+            except Exception as exc:  # noqa: BLE001 - classified: refused, or kept and retried
+                reason = refusal(exc)
+                if reason is not None:
+                    refused.append((entry, reason))
+                    continue
+                failed.append((entry, exc))
+                failed.extend((e, exc) for e, _ in to_send[i + 1 :])
+                break
+        waiting = [r for _, r in handed if asyncio.isfuture(r) or asyncio.iscoroutine(r)]
+        outcomes = iter(await asyncio.gather(*waiting, return_exceptions=True))
+        sent: list[tuple[Entry, Any]] = []
+        for entry, result in handed:
+            if asyncio.isfuture(result) or asyncio.iscoroutine(result):
+                result = next(outcomes)
+            if not isinstance(result, BaseException):
+                sent.append((entry, result))
+            elif (reason := refusal(result)) is not None:
+                refused.append((entry, reason))
+            else:
+                failed.append((entry, result))
+        return sent, refused, failed
+
+    async def _acknowledge(
+        self,
+        done: list[Entry],
+        rejects: list[tuple[Entry, str]],
+        produced: dict[tuple[str, int], int] | None,
+        counts: dict[str, int],
+    ) -> None:
+        """One MULTI: rejects moved aside, entries acknowledged, marks raised, counters."""
+        ids = [eid for eid, _ in done] + [eid for (eid, _), _ in rejects]
+        if not ids:
+            return
+        now = datetime.now(UTC)
+        marks = None
+        if produced:
+            marks = advance_marks(await self._own_marks(), produced)
+        async with self.client.pipeline(transaction=True) as pipe:
+            for (eid, fields), reason in rejects:
+                pipe.xadd(self.rejects, reject_fields(eid, fields, reason, self.consumer, now))
+            pipe.xack(self.stream, RELAY_GROUP, *ids)
+            pipe.xdel(self.stream, *ids)
+            if marks is not None:
+                pipe.hset(mark_key(self.consumer), mapping=encode_marks(marks))
+            for name, n in counts.items():
+                if n:
+                    pipe.hincrby(self.stats, name, n)
+            await pipe.execute()
+        if marks is not None:
+            self._marks = marks
+        self.sent += counts["sent"]
+        self.skipped += counts["skipped"]
+        self.rejected += counts["rejected"]
+        for (eid, fields), reason in rejects:
+            topic = fields.get(b"topic", b"?").decode(errors="replace")
+            log.error("relay rejected entry %s for %s: %s", eid.decode(), topic, reason)
+
+    async def _after_lapse(self) -> None:
+        """Our heartbeat expired: others may have taken our entries, and our marks too if
+        we had nothing pending. Write the marks again and look at what is still ours."""
+        self.heartbeat.lapsed = False
+        self._recheck_own = True
+        if self._marks:
+            await self.client.hset(mark_key(self.consumer), mapping=encode_marks(self._marks))
+
+    async def _mark_topics(self, topics: set[str]) -> None:
+        """Before the first send to a topic: its end offsets, the floor of what we will send."""
+        marks = await self._own_marks()
+        new = sorted(t for t in topics if t not in marks)
+        if not new or self.tail is None:
+            return
+        marked = {topic: dict(marks[topic]) for topic in marks}
+        for topic in new:
+            marked[topic] = await self.tail.end_offsets(topic)
+        await self.client.hset(mark_key(self.consumer), mapping=encode_marks(marked))
+        self._marks = marked
+
+    async def _own_marks(self) -> Marks:
+        if self._marks is None:
+            self._marks = await load_marks(self.client, self.consumer)
+        return self._marks
+
+    async def _take_over_gone(self) -> None:
+        now = time.monotonic()
+        if now < self._next_scan:
+            return
+        self._next_scan = now + self.heartbeat.every_s
+        mine = await self._own_marks() if self.tail is not None else None
+        moved, self._marks = await take_over_gone(
+            self.client, self.stream, RELAY_GROUP, self.consumer, mine
+        )
+        if moved:
+            self._recheck_own = True
+            self.taken_over += moved
+            await self._count(taken_over=moved)
+
+    async def _leave(self) -> None:
+        """On a clean stop: our heartbeat goes, so what we leave pending is taken over at once."""
+        await self.heartbeat.stop()
+        if self.tail is not None:
+            try:
+                await self.tail.close()
+            except Exception as exc:  # noqa: BLE001 - closing only
+                log.warning("relay %s: topic reader not closed cleanly: %s", self.consumer, exc)
+
+    async def _count(self, **counts: int) -> None:
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for name, n in counts.items():
+                    pipe.hincrby(self.stats, name, n)
+                await pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("relay %s: stats not counted: %s", self.consumer, exc)
 
     async def _ensure_group(self) -> None:
         if self._group_ready:
@@ -68,82 +348,18 @@ class KafkaRelay:
                 raise
         self._group_ready = True
 
-    async def relay_once(self, block_ms: int = 100) -> int:
-        """Send one batch; returns how many messages went out."""
-        await self._ensure_group()
-        claimed = await self.client.xautoclaim(
-            self.stream, RELAY_GROUP, self.consumer, self.claim_idle_ms, "0-0", count=self.batch
-        )
-        entries: list[tuple[bytes, dict[bytes, bytes]]] = [(e, f) for e, f in claimed[1] if f]
-        messages = [_message(f) for _, f in entries]
-        if entries and self.already_sent is not None:
-            # another relay read these and died: some may be on the topic already
-            sent = await self.already_sent(messages)
-            self.skipped += sum(1 for m in messages if m in sent)
-            messages = [m for m in messages if m not in sent]
-        if not entries:
-            reply = await self.client.xreadgroup(
-                RELAY_GROUP, self.consumer, {self.stream: ">"}, count=self.batch, block=block_ms
-            )
-            for _stream, items in reply or []:
-                entries.extend((e, f) for e, f in items if f)
-            messages = [_message(f) for _, f in entries]
-        if not entries:
-            return 0
-        pending = [await self.send(*m) for m in messages]
-        await asyncio.gather(*[p for p in pending if asyncio.isfuture(p) or asyncio.iscoroutine(p)])
-        ids = [eid for eid, _ in entries]
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.xack(self.stream, RELAY_GROUP, *ids)
-            pipe.xdel(self.stream, *ids)
-            await pipe.execute()
-        self.sent += len(ids)
-        return len(ids)
 
-    async def pending(self) -> int:
-        return int(await self.client.xlen(self.stream))
+def _entries(reply: Any) -> list[Entry]:
+    return [(eid, fields) for _stream, items in reply or [] for eid, fields in items]
 
 
 def _message(fields: dict[bytes, bytes]) -> Message:
     return fields[b"topic"].decode(), fields.get(b"key"), fields[b"value"]
 
 
-def tail_reader(bootstrap: str, depth: int = 10_000) -> AlreadySent:
-    """`already_sent` that reads the last `depth` messages of each partition of the topics
-    concerned and reports which of the given messages are there, byte for byte."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    async def already_sent(messages: list[Message]) -> set[Message]:
-        wanted = set(messages)
-        found: set[Message] = set()
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            await consumer.topics()  # loads the partition metadata
-            for topic in {m[0] for m in messages}:
-                parts = consumer.partitions_for_topic(topic) or set()
-                tps = [TopicPartition(topic, p) for p in parts]
-                if not tps:
-                    continue
-                consumer.assign(tps)
-                ends = await consumer.end_offsets(tps)
-                starts = await consumer.beginning_offsets(tps)
-                for tp in tps:
-                    consumer.seek(tp, max(starts[tp], ends[tp] - depth))
-                remaining = {tp for tp in tps if ends[tp] > starts[tp]}
-                while remaining:
-                    batch = await consumer.getmany(*remaining, timeout_ms=1000)
-                    if not batch:
-                        break
-                    for tp, records in batch.items():
-                        for r in records:
-                            message = (topic, r.key, r.value)
-                            if message in wanted:
-                                found.add(message)
-                            if r.offset + 1 >= ends[tp]:
-                                remaining.discard(tp)
-        finally:
-            await consumer.stop()
-        return found
-
-    return already_sent
+def _where(meta: Any) -> tuple[tuple[str, int], int] | None:
+    """(topic, partition), offset of a send's RecordMetadata, when the producer gives one."""
+    topic, partition, offset = (getattr(meta, a, None) for a in ("topic", "partition", "offset"))
+    if isinstance(topic, str) and isinstance(partition, int) and isinstance(offset, int):
+        return (topic, partition), offset
+    return None

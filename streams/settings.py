@@ -75,6 +75,13 @@ class Settings(BaseSettings):
     #: Batch size and wait of the stream agent.
     batch_max: int = Field(default=2000, ge=1)
     batch_within_s: float = Field(default=0.05, gt=0)
+    #: The Kafka relay (streams/relay.py): the largest message (key + value bytes) it sends —
+    #: larger ones go to the `ecrm:relay:rejects` stream — keep it at or below the topics'
+    #: `max.message.bytes`; how long a relay's heartbeat lasts before others take over its
+    #: entries; the longest pause between retries after a send error.
+    relay_max_message_bytes: int = Field(default=1_048_576, ge=1)
+    relay_heartbeat_ttl_s: float = Field(default=10.0, gt=0)
+    relay_retry_max_s: float = Field(default=30.0, gt=0)
     #: Who drains the ClickHouse outbox: "auto" = a worker drains unless ClickHouse is chdb
     #: (embedded, single process: the stack process drains); "yes"/"no" force it.
     sink: Literal["auto", "yes", "no"] = "auto"
