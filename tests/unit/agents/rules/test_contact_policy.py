@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from agents.rules.contact_policy import Spend, quiet_until
 from agents.rules.engine import BudgetBook, budget_spend, holdout, next_wakeup
 from schemas.rules import parse_rules
-from tests.unit.rule_driver import (
+from tests.unit.agents.rules.rule_driver import (
     ABANDONED_CART,
     DAY,
     HOUR,

@@ -22,7 +22,7 @@ from schemas.outputs import SegmentChange
 from schemas.profile import empty_profile
 from schemas.rules import RuleSet, load_rules, parse_rules
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "rules" / "example.yaml"
+EXAMPLE = Path(__file__).resolve().parents[4] / "rules" / "example.yaml"
 
 NOON = datetime(2024, 5, 1, 4, 0, tzinfo=UTC)  # 12:00 in Shanghai
 MIN, SEC, HOUR, DAY = (

@@ -19,7 +19,7 @@ from ecrm.commands.bench import history_as_live
 from ecrm.commands.demo import HISTORY, _demo_rules
 from schemas.events import Event, FavoriteEvent
 from schemas.rules import RuleSet, load_rules
-from tests.unit.rule_driver import (
+from tests.unit.agents.rules.rule_driver import (
     ABANDONED_CART,
     BROWSED,
     DAY,

@@ -21,7 +21,7 @@ from agents.rules.state import Decision
 from ecrm.commands.backtest import parse_moment
 from schemas.errors import ConfigError
 from schemas.events import BrowseEvent, Event, FavoriteEvent, OrderEvent
-from tests.unit.rule_driver import (
+from tests.unit.agents.rules.rule_driver import (
     ABANDONED_CART,
     BROWSED,
     DAY,

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from agents.rules.engine import CustomerRuleState, action_id_for, holdout, next_wakeup
 from schemas.events import FavoriteEvent
-from tests.unit.rule_driver import (
+from tests.unit.agents.rules.rule_driver import (
     ABANDONED_CART,
     BROWSED,
     DAY,

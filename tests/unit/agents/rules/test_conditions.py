@@ -15,7 +15,7 @@ from agents.rules.conditions import holds
 from agents.rules.shell import decision_row
 from schemas.events import CartEvent
 from schemas.rule_fields import ORDERING, Comparison
-from tests.unit.rule_driver import NOON, Customer, outcomes, ruleset
+from tests.unit.agents.rules.rule_driver import NOON, Customer, outcomes, ruleset
 
 HIGH_SCORE = """
   - id: high-score

@@ -14,7 +14,7 @@ from schemas.errors import RulesError
 from schemas.rule_values import format_duration, parse_duration, parse_share
 from schemas.rules import RulesSyntaxError, load_rules, parse_rules
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "rules" / "example.yaml"
+EXAMPLE = Path(__file__).resolve().parents[3] / "rules" / "example.yaml"
 
 ACTION = "action: {kind: message, channel: sms, params: {template: hello}}"
 

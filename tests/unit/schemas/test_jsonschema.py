@@ -16,7 +16,7 @@ from schemas.jsonschema import CONTRACT_MODELS, export_json_schemas
 from schemas.outputs import Action, DeadLetter, SegmentChange
 from schemas.profile import empty_profile
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "schemas"
+DOCS = Path(__file__).resolve().parents[3] / "docs" / "schemas"
 AT = datetime(2024, 6, 18, 12, tzinfo=UTC)
 EVENT = ["event_id", "customer_id", "ts"]
 

@@ -35,7 +35,16 @@ from schemas.events import EVENT_BY_TOPIC, CampaignEvent, campaign_event_id
 from schemas.profile import empty_profile
 from schemas.rules import parse_rules
 from streams.settings import Settings
-from tests.unit.rule_driver import EXAMPLE, NOON, Customer, cart, example, outcomes, paid, ruleset
+from tests.unit.agents.rules.rule_driver import (
+    EXAMPLE,
+    NOON,
+    Customer,
+    cart,
+    example,
+    outcomes,
+    paid,
+    ruleset,
+)
 
 CAMPAIGN_RULE = """
   - id: spring
