@@ -43,9 +43,10 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
 
     held_stream: list[Any] = []  # the agent's stream, to ack events released by the sweep
 
-    @app.on_partitions_assigned.connect
-    async def assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+    async def assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
         keeper.rebalanced()  # the consumer reads again from the committed offsets
+
+    app.on_partitions_assigned.connect(assigned)  # type: ignore[arg-type]  # mode's stub wants signal=
 
     # a batch that raises is a bug, not bad data (bad data is dead-lettered): stop the worker
     # so the batch is read again after a restart, instead of Faust restarting the agent

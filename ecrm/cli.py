@@ -18,9 +18,7 @@ PROG = "ecrm"
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG, description="Real-time CRM engine for online shops"
-    )
+    parser = argparse.ArgumentParser(prog=PROG, description="Real-time CRM engine for online shops")
     sub = parser.add_subparsers(dest="command", required=True)
     for module in command_modules():
         before = set(sub.choices)

@@ -262,7 +262,7 @@ def _start_valkey(valkey_dir: Path, port: int) -> _Child:
 def _spawn(name: str, argv: list[str], log_path: Path, cwd: Path, death: int) -> _Child:
     with log_path.open("wb") as log:
         try:
-            process = subprocess.Popen(
+            process = subprocess.Popen(  # noqa: S603 - our own binaries, argv built here
                 argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,

@@ -164,7 +164,7 @@ async def claim_from(client: aioredis.Redis, stream: str, group: str, gone: str,
         moved = int(
             await client.eval(
                 _CLAIM, 2, stream, heartbeat_key(gone), group, gone, heir, CLAIM_CHUNK
-            )  # type: ignore[misc]
+            )
         )
         total += moved
         if moved < CLAIM_CHUNK:
@@ -173,7 +173,7 @@ async def claim_from(client: aioredis.Redis, stream: str, group: str, gone: str,
 
 async def forget(client: aioredis.Redis, stream: str, group: str, gone: str) -> bool:
     """Removes a gone relay with nothing pending from the group, with its marks."""
-    done = await client.eval(_FORGET, 3, stream, heartbeat_key(gone), mark_key(gone), group, gone)  # type: ignore[misc]
+    done = await client.eval(_FORGET, 3, stream, heartbeat_key(gone), mark_key(gone), group, gone)
     return bool(done)
 
 

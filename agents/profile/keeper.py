@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
 
@@ -284,15 +284,18 @@ class ProfileKeeper:
         strictly before it are due (an unread event at that very instant may still cancel)."""
         store = self.app.store
         upto = str(_ms(clock)) if live else f"({_ms(clock)}"
-        due_at = await store.client.zrangebyscore(
-            keyspace.due(partition), "-inf", upto, start=0, num=limit, withscores=True
+        due_at = cast(
+            list[tuple[bytes, float]],
+            await store.client.zrangebyscore(
+                keyspace.due(partition), "-inf", upto, start=0, num=limit, withscores=True
+            ),
         )
         if not due_at:
             return 0
         due = [raw for raw, _ in due_at]
         customers = [raw.decode() for raw in due]
         rules = self.rules.rules if self.rules is not None else None
-        earliest = datetime.fromtimestamp(float(due_at[0][1]) / 1000, UTC)
+        earliest = datetime.fromtimestamp(due_at[0][1] / 1000, UTC)
         span = (min(earliest, clock), clock)
         raw_keys = MarketingStep.keys(rules, customers, span) if rules else []
         try:
