@@ -40,8 +40,10 @@ from tests.integration.conftest import consumed, wait_for
 
 pytestmark = pytest.mark.integration
 
+# history is replayed as if live: nothing is old enough to be suppressed as historical
 RULES = """
 policy:
+  max_event_age: 3650d
   timezone: Asia/Shanghai
   contact_cap: {per_day: 3}
   quiet_hours: {start: "22:00", end: "08:00"}
@@ -233,7 +235,7 @@ def backlog_through_the_worker(
     """Topics already holding days of traffic, then a worker started on them: (the worker's
     decisions, the backtest's, events) up to the moment everything due had been decided."""
     rules_path = tmp_path / "rules.yaml"
-    rules_path.write_text(RULES.replace("policy:\n", "policy:\n  max_event_age: 3650d\n", 1))
+    rules_path.write_text(RULES)
     s = settings.model_copy(update={"r_high_days": 1, "rules_file": rules_path})
     last = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
     by_topic = history(seed, customers=customers, sessions=sessions, end=last)
