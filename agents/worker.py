@@ -7,13 +7,13 @@ import logging
 import threading
 from typing import Any
 
-import redis
 from faust.types import TP
 from mode.supervisors import CrashingSupervisor
 
 from agents.profile.keeper import ProfileKeeper, decode
 from agents.rules.book import RulesBook
 from streams.app import EcrmApp, create_app
+from streams.outages import REDIS_AWAY, Backoff, outage_of
 from streams.relay import KafkaRelay, tail_reader
 from streams.settings import Settings
 
@@ -36,9 +36,10 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
     keeper.highwater = highwater
     prefix = len(settings.topic_prefix)
 
-    # a batch that raises is a bug, not bad data (bad data is dead-lettered): stop the worker
-    # so the batch is read again after a restart, instead of Faust restarting the agent
-    # and the next batch moving the partition's offset past the one that failed
+    # `keeper.apply` dead-letters an event that makes its batch raise and waits out outages,
+    # so what still escapes it is a bug in ecrm's own shell: stop the worker so the batch is
+    # read again after a restart, instead of Faust restarting the agent and the next batch
+    # moving the partition's offset past the one that failed
     @app.agent(ctx.inputs, name="ecrm.profiles", supervisor_strategy=CrashingSupervisor)
     async def profiles(stream: Any) -> None:
         async for events in stream.noack_take(settings.batch_max, within=settings.batch_within_s):
@@ -54,7 +55,7 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
     async def sweep() -> None:
         try:
             await keeper.sweep(sorted(ctx.owned_partitions()))
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except REDIS_AWAY as exc:
             log.warning("sweep skipped, Redis unavailable: %s", exc)  # the next tick retries
 
     @app.timer(settings.rules_reload_s, name="ecrm.rules-reload")
@@ -69,12 +70,18 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
 
     @app.task
     async def kafka_relay() -> None:
+        backoff = Backoff(first=0.5)
         while not app.should_stop:
             try:
                 await relay.relay_once(block_ms=100)
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                log.warning("relay paused, Redis unavailable: %s", exc)
-                await asyncio.sleep(1.0)
+                backoff.reset()
+            except Exception as exc:
+                service = outage_of(exc)
+                if service is None:
+                    raise
+                wait = backoff.next()
+                log.warning("relay paused, waiting %.1fs for %s: %s", wait, service, exc)
+                await asyncio.sleep(wait)
 
     return ctx, keeper
 
