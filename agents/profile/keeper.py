@@ -2,7 +2,9 @@
 
 A thin loop around the pure fold. Each batch is one atomic step in Redis (see
 streams/redis_store.py): profiles, the source offsets, the ClickHouse outbox and the Kafka
-outbox move together, so a killed worker neither loses nor double-applies an event.
+outbox move together, so a killed worker neither loses nor double-applies an event. A batch
+that raises is split until the event that makes it raise is alone, and that event is
+dead-lettered (agents/profile/poison.py); an outage is waited out (streams/outages.py).
 """
 
 from __future__ import annotations
