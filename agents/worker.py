@@ -7,13 +7,13 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
-import redis
 from faust.types import TP
 from mode.supervisors import CrashingSupervisor
 
 from agents.profile.keeper import Incoming, ProfileKeeper, decode
 from agents.rules.book import RulesBook
 from streams.app import EcrmApp, create_app
+from streams.outages import REDIS_AWAY
 from streams.relay import KafkaRelay
 from streams.relay_tail import TopicTail
 from streams.settings import Settings
@@ -48,12 +48,10 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
 
     app.on_partitions_assigned.connect(assigned)  # type: ignore[arg-type]  # mode's stub wants signal=
 
-    # a batch that raises is a bug, not bad data (bad data is dead-lettered): stop the worker
-    # so the batch is read again after a restart, instead of Faust restarting the agent
-    # and the next batch moving the partition's offset past the one that failed
-    # a batch that raises is a bug, not bad data (bad data is dead-lettered): stop the worker
-    # so the batch is read again after a restart, instead of Faust restarting the agent
-    # and the next batch moving the partition's offset past the one that failed
+    # `keeper.apply` dead-letters an event that makes its batch raise and waits out outages,
+    # so what still escapes it is a bug in ecrm's own shell: stop the worker so the batch is
+    # read again after a restart, instead of Faust restarting the agent and the next batch
+    # moving the partition's offset past the one that failed
     @app.agent(ctx.inputs, name="ecrm.profiles", supervisor_strategy=CrashingSupervisor)
     async def profiles(stream: Any) -> None:
         held_stream[:] = [stream]
@@ -76,7 +74,7 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
             if held_stream:
                 await acknowledge(held_stream[0], await keeper.release_held())
             await keeper.sweep(sorted(ctx.owned_partitions()))
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except REDIS_AWAY as exc:
             log.warning("sweep skipped, Redis unavailable: %s", exc)  # the next tick retries
 
     @app.timer(settings.rules_reload_s, name="ecrm.rules-reload")

@@ -9,6 +9,7 @@ import faust
 from faust.types import TP
 
 from streams.redis_store import RedisStore, register_redis_store
+from streams.resume import SCHEME, SourcePositions, register_resuming_transport
 from streams.settings import Settings
 
 #: the contract's storefront topics, and `campaigns` (written by `ecrm campaign send`)
@@ -31,6 +32,13 @@ class DurableTable(faust.Table):
 
     def on_key_del(self, key: Any) -> None:
         self._sensor_on_del(self, key)
+
+
+class StreamApp(faust.App):
+    """A faust.App whose consumer resumes each input partition where Redis says
+    (streams/resume.py reads `sources` after every assignment)."""
+
+    sources: SourcePositions | None = None
 
 
 @dataclass
@@ -58,10 +66,11 @@ class EcrmApp:
 
 def create_app(settings: Settings) -> EcrmApp:
     register_redis_store()
+    register_resuming_transport()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = StreamApp(
         settings.app_id,
-        broker=[f"kafka://{hostport}" for hostport in settings.kafka_bootstrap.split(",")],
+        broker=[f"{SCHEME}://{hostport}" for hostport in settings.kafka_bootstrap.split(",")],
         store="memory://",
         topic_partitions=settings.partitions,
         topic_replication_factor=1,
@@ -110,4 +119,6 @@ def create_app(settings: Settings) -> EcrmApp:
         store=settings.redis_url,
     )
     app.tables.add(profiles)
-    return EcrmApp(settings=settings, app=app, inputs=inputs, profiles=profiles, outputs=outputs)
+    ctx = EcrmApp(settings=settings, app=app, inputs=inputs, profiles=profiles, outputs=outputs)
+    app.sources = SourcePositions(lambda: ctx.store, inputs.topics, settings.kafka_bootstrap)
+    return ctx

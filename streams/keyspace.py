@@ -64,7 +64,8 @@ def budget(rule_id: str, day: date) -> str:
     return f"{PREFIX}budget:{rule_id}:{day.isoformat()}"
 
 
-#: Counters of input messages (events, duplicates, dead letters, batches, segment changes).
+#: Counters of input messages (events, duplicates, dead letters — `poison` of them raised when
+#: applied —, batches, segment changes) and of `watermark_resets` (streams/resume.py).
 STATS = f"{PREFIX}stats"
 #: Counters of rule decisions, `rule_id|outcome[:reason]`.
 RULE_STATS = f"{PREFIX}stats:rules"

@@ -2,7 +2,9 @@
 
 A thin loop around the pure fold. Each batch is one atomic step in Redis (see
 streams/redis_store.py): profiles, the source offsets, the ClickHouse outbox and the Kafka
-outbox move together, so a killed worker neither loses nor double-applies an event.
+outbox move together, so a killed worker neither loses nor double-applies an event. A batch
+that raises is split until the event that makes it raise is alone, and that event is
+dead-lettered (agents/profile/poison.py); an outage is waited out (streams/outages.py).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pydantic import ValidationError
 from agents.customer_step import Customer, Step, StepContext, advance, on_event
 from agents.profile.event_time import EventClock
 from agents.profile.fold import RfmPolicy
+from agents.profile.poison import apply_or_split, reason
 from agents.profile.rows import event_row, profile_row, segment_change_row
 from agents.rules.book import RulesBook
 from agents.rules.contact_policy import BudgetBook
@@ -32,13 +35,12 @@ from schemas.outputs import DeadLetter, SegmentChange, bounded_key
 from schemas.profile import Profile, empty_profile
 from streams import keyspace
 from streams.app import INPUT_TOPICS, EcrmApp
+from streams.outages import until_committed
 from streams.outbox import clickhouse_entry, kafka_message
 from streams.redis_store import Unit, UnitConflict
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
-
-MAX_CONFLICT_RETRIES = 20
 
 
 def messages_handled(client: Any) -> int:
@@ -203,14 +205,36 @@ class ProfileKeeper:
             clock.start_at(topic, p, int(raw) + 1 if raw is not None else 0)
 
     async def _apply_retrying(self, items: Sequence[Incoming], wall: datetime) -> None:
-        for attempt in range(MAX_CONFLICT_RETRIES):
-            try:
-                await self._apply_once(items, wall)
-                return
-            except UnitConflict:
-                log.warning("batch conflicted with another writer; redoing (%d)", attempt + 1)
-                await asyncio.sleep(0.05 * (attempt + 1))
-        raise UnitConflict("batch kept conflicting with another writer")
+        """Apply exactly once. An event that makes it raise is dead-lettered and the rest
+        applied (agents/profile/poison.py); an outage or a conflict is waited out and the same
+        work redone, so this returns only once every item is applied or refused."""
+
+        async def apply_part(part: Sequence[Incoming]) -> None:
+            await until_committed(lambda: self._apply_once(part, wall))
+
+        async def refuse(item: Incoming, exc: Exception) -> None:
+            log.error(
+                "dead-lettering %s[%d]@%d: applying it raised %s",
+                item.topic,
+                item.partition,
+                item.offset,
+                reason(exc),
+                exc_info=exc,
+            )
+            await until_committed(lambda: self._dead_letter_poison(item, reason(exc), wall))
+
+        await apply_or_split(items, apply_part, refuse)
+
+    async def _dead_letter_poison(self, item: Incoming, error: str, now: datetime) -> None:
+        """The event's dead letter and its partition's watermark, in one unit of their own."""
+        async with self.app.store.unit([], [(item.topic, item.partition)]) as unit:
+            if unit.applied(item.topic, item.partition, item.offset):
+                return  # committed before a crash or a conflict: once is enough
+            unit.advance(item.topic, item.partition, item.offset)
+            batch = _Batch(self, unit, None, wall=now)
+            batch.dead_letter(item, now, error=error)
+            batch.stats["poison"] += 1
+            batch.finish()
 
     async def _apply_once(self, items: Sequence[Incoming], now: datetime) -> None:
         """`now` is the wall clock: no event is decided past it."""
@@ -360,14 +384,14 @@ class _Batch:
         else:
             self.unit.zadd(due, profile.customer_id, _ms(step.wake))
 
-    def dead_letter(self, item: Incoming, now: datetime) -> None:
+    def dead_letter(self, item: Incoming, now: datetime, error: str | None = None) -> None:
         letter = DeadLetter.of(
             topic=item.topic,
             partition=item.partition,
             offset=item.offset,
             key=item.key,
             value=item.value,
-            error=item.error or "invalid",
+            error=error or item.error or "invalid",
             at=now,
         )
         topic = self.keeper.app.settings.topic("dead-letter")
