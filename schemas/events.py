@@ -68,7 +68,11 @@ class TimeWindow:
 
     @property
     def latest(self) -> datetime:
-        return self.now + self.max_future
+        """`now` + `max_future`; a window wider than the calendar ends where it ends."""
+        try:
+            return self.now + self.max_future
+        except OverflowError:
+            return datetime.max.replace(tzinfo=UTC)
 
     def problem(self, raw: Any, ts: datetime) -> str | None:
         """Why `ts` (read from `raw`) is outside the window, or None when it is inside."""

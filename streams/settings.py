@@ -64,8 +64,8 @@ class Settings(BaseSettings):
     ts_max_future_s: float = Field(
         default=86400.0,
         gt=0,
-        le=3650 * 86400,
-        description="how far ahead of the worker's clock an event time may be, in seconds",
+        description="how far ahead of the worker's clock an event time may be, in seconds "
+        "(a window past the end of the calendar ends there)",
     )
 
     #: How often the worker looks for customers whose segment changed by time passing.

@@ -120,7 +120,9 @@ class EventClock:
             held = source.held
             while held:
                 at = held[0].at
-                if not live and at is not None and (now is None or at > now):
+                # a future-dated event is decided at the wall clock whenever it comes, so it
+                # does not wait (and does not hold its topic back) until the backlog is read
+                if not live and at is not None and at <= wall and (now is None or at > now):
                     break
                 out.append(held.popleft())
         return out

@@ -24,10 +24,16 @@ from tests.integration.test_pipeline import assert_profiles_match, distinct_ids,
 pytestmark = pytest.mark.integration
 
 
+#: a time window wide enough to let a year-9999 event reach the keeper
+WIDE = {"ts_max_future_s": 1e12}  # past the end of the calendar
+
+
 def poison(event_id: str, customer: str) -> dict[str, Any]:
-    """A valid cart add whose abandoned-cart deadline (30 minutes later) is past year 9999:
-    today the rules' timer raises OverflowError on it. A genuine poison, not a test hook; if
-    the step learns to handle such a date, find another input that still raises."""
+    """A cart add whose abandoned-cart deadline (30 minutes later) is past year 9999: the rules'
+    timer raises OverflowError on it. The default time window refuses such a date at the door
+    (ECRM_TS_MAX_FUTURE_S, 24 h); a shop that widened the window lets it in (`WIDE`), and then
+    it is a genuine poison, not a test hook. If the step learns to handle such a date, find
+    another input that still raises."""
     return {
         "event_id": event_id,
         "customer_id": customer,
@@ -110,11 +116,12 @@ def test_poison_events_among_many_do_not_stop_a_worker_killed_while_it_splits(
             poisons += 1
             produce("cart", poison(f"bad{poisons}", value["customer_id"]))
     produce.flush()
-    first = start_worker()
+    wide = settings.model_copy(update=WIDE)
+    first = start_worker(wide)
     wait_for(lambda: stats(rds).get("poison", 0) >= 3, timeout=120, what="a few poisons found")
     first.kill()
     assert stats(rds).get("poison", 0) < poisons, "the kill came too late to prove anything"
-    worker = start_worker()
+    worker = start_worker(wide)
     total = len(events) + poisons
     wait_for(lambda: consumed(rds) >= total, timeout=240, what="all events after restart")
     counts = stats(rds)

@@ -230,3 +230,17 @@ def test_money_stays_decimal() -> None:
     assert isinstance(event.price, Decimal)
     row = event_row(event, topic="ecrm.cart", partition=0, offset=1, now=NOW)
     assert row["price"] == Decimal("0.10")
+
+
+def test_a_time_window_wider_than_the_calendar_ends_where_the_calendar_ends() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from schemas.events import TimeWindow
+
+    window = TimeWindow(
+        datetime(2000, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC), timedelta(days=10**8)
+    )
+    assert window.latest == datetime.max.replace(tzinfo=UTC)
+    assert (
+        window.problem("9999-12-31T23:59:00Z", datetime(9999, 12, 31, 23, 59, tzinfo=UTC)) is None
+    )

@@ -113,3 +113,10 @@ def test_released_events_come_in_time_order_across_topics(times, picks) -> None:
     out += [m.at for m in clock.release(0, WALL)]  # all read: live, everything goes
     assert clock.held() == 0
     assert sorted(out) == sorted(T0 + t * MIN for t in times)
+
+
+def test_a_future_dated_event_does_not_hold_its_topic_back() -> None:
+    clock = clock_over({"orders": 5, "cart": 5})
+    clock.read([Msg("cart", 0, 0, T0)], WALL)
+    clock.read([Msg("orders", 0, 0, WALL + timedelta(hours=3)), Msg("orders", 0, 1, T0)], WALL)
+    assert [m.offset for m in clock.release(0, WALL) if m.topic == "orders"] == [0, 1]
