@@ -29,6 +29,7 @@ from agents.profiles import STATS_KEY, messages_handled
 from ecrm.processes import rss_bytes, spawn_worker, stop_process
 from ecrm.traffic import StoreEvent, synthetic_traffic
 from schemas.events import EVENT_BY_TOPIC
+from streams.batches import MAX_PARTITION_FETCH_BYTES
 from streams.clickhouse import connect, migrate
 from streams.embedded import embedded_stack
 from streams.outbox import clickhouse_entry
@@ -132,13 +133,14 @@ def run_pipeline(
 
 
 async def raw_loop(s: Settings, n: int) -> float:
-    """The peer: a bare aiokafka getmany loop that decodes and validates, nothing else."""
+    """The peer: a bare aiokafka getmany loop that decodes and validates, nothing else,
+    fetching like the worker does (same records per fetch, same partition fetch size)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     consumer = AIOKafkaConsumer(
         bootstrap_servers=s.kafka_bootstrap,
         enable_auto_commit=False,
-        max_partition_fetch_bytes=4 * 1024 * 1024,
+        max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES,
     )
     await consumer.start()
     try:
@@ -148,7 +150,7 @@ async def raw_loop(s: Settings, n: int) -> float:
         await consumer.seek_to_beginning(*tps)
         seen, t0 = 0, time.monotonic()
         while seen < n:
-            batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            batch = await consumer.getmany(timeout_ms=500, max_records=s.batch_max)
             for tp, records in batch.items():
                 model = kinds[tp.topic]
                 for r in records:

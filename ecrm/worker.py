@@ -9,11 +9,11 @@ from typing import Any
 
 import redis
 from faust.types import TP
-from mode.supervisors import CrashingSupervisor
 
 from agents.marketing import RulesBook
 from agents.profiles import ProfileKeeper, decode
 from streams.app import EcrmApp, create_app
+from streams.batches import subscribe_batches
 from streams.relay import KafkaRelay, tail_reader
 from streams.settings import Settings
 
@@ -36,19 +36,20 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
     keeper.highwater = highwater
     prefix = len(settings.topic_prefix)
 
-    # a batch that raises is a bug, not bad data (bad data is dead-lettered): stop the worker
-    # so the batch is read again after a restart, instead of Faust restarting the agent
-    # and the next batch moving the partition's offset past the one that failed
-    @app.agent(ctx.inputs, name="ecrm.profiles", supervisor_strategy=CrashingSupervisor)
-    async def profiles(stream: Any) -> None:
-        async for events in stream.noack_take(settings.batch_max, within=settings.batch_within_s):
+    batches = subscribe_batches(app, ctx.inputs)
+
+    # a batch that raises is a bug, not bad data (bad data is dead-lettered): the task's
+    # exception crashes the app and stops the worker before the batch is acked, so it is
+    # read again after a restart instead of a later batch moving the offset past it
+    @app.task
+    async def profiles() -> None:
+        async for batch in batches:
             items = [
-                decode(m.topic, m.topic[prefix:], m.partition, m.offset, m.key, m.value)
-                for m in (e.message for e in events)
+                decode(r.topic, r.topic[prefix:], r.partition, r.offset, r.key, r.value)
+                for r in batch.records()
             ]
             await keeper.apply(items)
-            for event in events:
-                await stream.ack(event)
+            batches.ack(batch)
 
     @app.timer(settings.sweep_interval_s, name="ecrm.sweep")
     async def sweep() -> None:

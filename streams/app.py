@@ -8,6 +8,7 @@ from typing import Any
 import faust
 from faust.types import TP
 
+from streams.batches import MAX_PARTITION_FETCH_BYTES, SCHEME, register_batch_transport
 from streams.redis_store import RedisStore, register_redis_store
 from streams.settings import Settings
 
@@ -56,10 +57,12 @@ class EcrmApp:
 
 def create_app(settings: Settings) -> EcrmApp:
     register_redis_store()
+    register_batch_transport()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
-        broker=[f"kafka://{hostport}" for hostport in settings.kafka_bootstrap.split(",")],
+        # the input topics arrive a fetch at a time (streams/batches.py)
+        broker=[f"{SCHEME}://{hostport}" for hostport in settings.kafka_bootstrap.split(",")],
         store="memory://",
         topic_partitions=settings.partitions,
         topic_replication_factor=1,
@@ -67,8 +70,8 @@ def create_app(settings: Settings) -> EcrmApp:
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
         broker_commit_interval=1.0,
-        stream_buffer_maxsize=max(4096, settings.batch_max * 2),
-        broker_max_poll_records=max(500, settings.batch_max),
+        broker_max_poll_records=settings.batch_max,
+        consumer_max_fetch_size=MAX_PARTITION_FETCH_BYTES,
         producer_linger_ms=5,
         # a killed worker's partitions move on within seconds, not Faust's default minute
         broker_session_timeout=10.0,

@@ -57,9 +57,9 @@ class Settings(BaseSettings):
     sweep_interval_s: float = Field(default=0.25, gt=0)
     #: How often the worker looks at the rules file for changes (hot reload).
     rules_reload_s: float = Field(default=1.0, gt=0)
-    #: Batch size and wait of the stream agent.
+    #: Most input messages one fetch hands the worker as a batch (Kafka's max.poll.records);
+    #: a fetch returns at once with what has arrived, so this bounds size, never adds wait.
     batch_max: int = Field(default=2000, ge=1)
-    batch_within_s: float = Field(default=0.05, gt=0)
     #: Who drains the ClickHouse outbox: "auto" = a worker drains unless ClickHouse is chdb
     #: (embedded, single process: the stack process drains); "yes"/"no" force it.
     sink: Literal["auto", "yes", "no"] = "auto"
