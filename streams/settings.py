@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     rules_reload_s: float = Field(default=1.0, gt=0)
     #: Most input messages one fetch hands the worker as a batch (Kafka's max.poll.records);
     #: a fetch returns at once with what has arrived, so this bounds size, never adds wait.
+    #: 5,000 and 10,000 cost as much CPU per event as 2,000, hold more memory and make each
+    #: Redis step longer (docs/benchmarks.md).
     batch_max: int = Field(default=2000, ge=1)
     #: Who drains the ClickHouse outbox: "auto" = a worker drains unless ClickHouse is chdb
     #: (embedded, single process: the stack process drains); "yes"/"no" force it.
