@@ -77,6 +77,21 @@ class Part:
     #: skipped offsets since the previous batch
     ack_from: int
 
+    @classmethod
+    def of(cls, tp: TP, records: list[ConsumerRecord], expected: int | None) -> Part | None:
+        """The fetched records of `tp` not read yet, `expected` being the next offset the
+        consumer expects (None: unknown, e.g. a group's first read); None if all were."""
+        if expected is not None and records and records[0].offset < expected:
+            records = [r for r in records if r.offset >= expected]
+        if not records:
+            return None
+        return cls(tp, records, records[0].offset if expected is None else expected)
+
+    def offsets(self, committed: int | None) -> range:
+        """The offsets this part marks done: those it accounts for, less what is committed."""
+        start = self.ack_from if committed is None else max(self.ack_from, committed)
+        return range(start, self.records[-1].offset + 1)
+
 
 @dataclass(frozen=True, slots=True)
 class FetchedBatch:
@@ -210,7 +225,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
             if active is not None and tp not in active and tp not in self._buffered_partitions:
                 continue
             if tp.topic in channel.topics:
-                part = self._part(tp, recs)
+                part = Part.of(tp, recs, self._read_offset[tp])
                 if part is not None:
                     parts.append(part)
             else:
@@ -227,15 +242,6 @@ class BatchConsumer(faust_aiokafka.Consumer):
             # the next offset expected, as Faust's own seeks record it
             self._read_offset[part.tp] = part.records[-1].offset + 1
             self.app.monitor.track_tp_end_offset(part.tp, self.highwater(part.tp))
-
-    def _part(self, tp: TP, records: list[ConsumerRecord]) -> Part | None:
-        expected = self._read_offset[tp]
-        if expected is not None and records[0].offset < expected:
-            records = [r for r in records if r.offset >= expected]  # read already
-            if not records:
-                return None
-        ack_from = records[0].offset if expected is None else expected
-        return Part(tp, records, ack_from)
 
     async def _deliver_each(self, tp: TP, records: list[ConsumerRecord]) -> None:
         """Faust's own per-message path, for topics not subscribed to the channel."""
@@ -267,10 +273,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 tp = part.tp
                 if not acks_enabled_for(tp.topic):
                     continue
-                committed = self._committed_offset[tp]
-                start = part.ack_from if committed is None else max(part.ack_from, committed)
                 acked = self._acked_index[tp]
-                fresh = [o for o in range(start, part.records[-1].offset + 1) if o not in acked]
+                fresh = [o for o in part.offsets(self._committed_offset[tp]) if o not in acked]
                 acked.update(fresh)
                 self._acked[tp].extend(fresh)
                 self._n_acked += len(fresh)
