@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from faust.types import TP
-from mode.supervisors import CrashingSupervisor
 
 from agents.profile.keeper import Incoming, ProfileKeeper, decode
 from agents.rules.book import RulesBook
 from streams.app import EcrmApp, create_app
+from streams.batches import subscribe_batches
 from streams.outages import REDIS_AWAY
 from streams.relay import KafkaRelay
 from streams.relay_tail import TopicTail
@@ -37,11 +37,10 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
     keeper.highwater = highwater
     prefix = len(settings.topic_prefix)
 
-    async def acknowledge(stream: Any, items: list[Incoming]) -> None:
-        for item in items:
-            await stream.ack(item.source)
+    batches = subscribe_batches(app, ctx.inputs)
 
-    held_stream: list[Any] = []  # the agent's stream, to ack events released by the sweep
+    def acknowledge(items: list[Incoming]) -> None:
+        batches.ack_offsets(item.source for item in items)
 
     async def assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
         keeper.rebalanced()  # the consumer reads again from the committed offsets
@@ -49,30 +48,28 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
     app.on_partitions_assigned.connect(assigned)  # type: ignore[arg-type]  # mode's stub wants signal=
 
     # `keeper.apply` dead-letters an event that makes its batch raise and waits out outages,
-    # so what still escapes it is a bug in ecrm's own shell: stop the worker so the batch is
-    # read again after a restart, instead of Faust restarting the agent and the next batch
-    # moving the partition's offset past the one that failed
-    @app.agent(ctx.inputs, name="ecrm.profiles", supervisor_strategy=CrashingSupervisor)
-    async def profiles(stream: Any) -> None:
-        held_stream[:] = [stream]
-        async for events in stream.noack_take(settings.batch_max, within=settings.batch_within_s):
+    # so what still escapes it is a bug in ecrm's own shell: the task's exception crashes the
+    # app and stops the worker before the batch is acked, so it is read again after a restart
+    # instead of a later batch moving the offset past it
+    @app.task
+    async def profiles() -> None:
+        async for batch in batches:
             window = settings.time_window(datetime.now(UTC))
             items = []
-            for event in events:
-                m = event.message
+            for r, offsets in batch.offsets():
                 item = decode(
-                    m.topic, m.topic[prefix:], m.partition, m.offset, m.key, m.value, window
+                    r.topic, r.topic[prefix:], r.partition, r.offset, r.key, r.value, window
                 )
-                item.source = event
+                item.source = offsets
                 items.append(item)
             # events the partition's event-time clock has not reached are held, unacked
-            await acknowledge(stream, await keeper.apply(items))
+            acknowledge(await keeper.apply(items))
+            batches.finished(batch)
 
     @app.timer(settings.sweep_interval_s, name="ecrm.sweep")
     async def sweep() -> None:
         try:
-            if held_stream:
-                await acknowledge(held_stream[0], await keeper.release_held())
+            acknowledge(await keeper.release_held())
             await keeper.sweep(sorted(ctx.owned_partitions()))
         except REDIS_AWAY as exc:
             log.warning("sweep skipped, Redis unavailable: %s", exc)  # the next tick retries

@@ -8,8 +8,9 @@ from typing import Any
 import faust
 from faust.types import TP
 
+from streams.batches import MAX_PARTITION_FETCH_BYTES, SCHEME, register_batch_transport
 from streams.redis_store import RedisStore, register_redis_store
-from streams.resume import SCHEME, SourcePositions, register_resuming_transport
+from streams.resume import SourcePositions
 from streams.settings import Settings
 
 #: the contract's storefront topics, and `campaigns` (written by `ecrm campaign send`)
@@ -66,10 +67,11 @@ class EcrmApp:
 
 def create_app(settings: Settings) -> EcrmApp:
     register_redis_store()
-    register_resuming_transport()
+    register_batch_transport()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = StreamApp(
         settings.app_id,
+        # the input topics arrive a fetch at a time (streams/batches.py)
         broker=[f"{SCHEME}://{hostport}" for hostport in settings.kafka_bootstrap.split(",")],
         store="memory://",
         topic_partitions=settings.partitions,
@@ -78,8 +80,8 @@ def create_app(settings: Settings) -> EcrmApp:
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
         broker_commit_interval=1.0,
-        stream_buffer_maxsize=max(4096, settings.batch_max * 2),
-        broker_max_poll_records=max(500, settings.batch_max),
+        broker_max_poll_records=settings.batch_max,
+        consumer_max_fetch_size=MAX_PARTITION_FETCH_BYTES,
         producer_linger_ms=5,
         # the relay decides which messages are too large (ECRM_RELAY_MAX_MESSAGE_BYTES); the
         # producer's own limit (Faust's default is 1,000,000) must not undercut it

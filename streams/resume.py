@@ -4,7 +4,8 @@ Redis commits each source partition's watermark (the last offset applied) in the
 as the state it produced (streams/redis_store.py), so Redis, not Kafka's committed offset,
 knows what was applied. Faust seeks every assigned partition to its committed offset
 (`Consumer.perform_seek`, after every assignment, before any message flows); the
-`ResumingConsumer` below, plugged in as Faust's Kafka transport (`ecrm-kafka://`), then
+`ResumingConsumer` below (the base of streams/batches.py's consumer, so of the
+`ecrm+kafka://` transport), then
 moves each source partition to where Redis says (`plan`):
 
 - back, when Redis is behind Kafka — it lost its last writes (an AOF not fsynced, a failover
@@ -38,8 +39,6 @@ from streams.redis_store import RedisStore
 
 log = logging.getLogger(__name__)
 
-#: URL scheme of the broker setting that selects the `ResumingTransport`.
-SCHEME = "ecrm-kafka"
 #: How long placing the partitions may wait for Redis before the assignment fails (Faust
 #: gives the whole step `broker_request_timeout`, 90 s by default).
 PLACE_TIMEOUT_S = 60.0
@@ -196,14 +195,3 @@ class ResumingConsumer(faust_kafka.Consumer):
         if sources is None:
             raise RedisStoreError("the app has no `sources` to place its input partitions")
         await sources.place(self, dict(self._committed_offset))
-
-
-class ResumingTransport(faust_kafka.Transport):
-    Consumer = ResumingConsumer
-
-
-def register_resuming_transport() -> None:
-    """Teach Faust the `ecrm-kafka://` broker URL scheme; call before the app is created."""
-    from faust.transport.drivers import TRANSPORTS
-
-    TRANSPORTS.aliases[SCHEME] = "streams.resume:ResumingTransport"

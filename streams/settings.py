@@ -72,9 +72,11 @@ class Settings(BaseSettings):
     sweep_interval_s: float = Field(default=0.25, gt=0)
     #: How often the worker looks at the rules file for changes (hot reload).
     rules_reload_s: float = Field(default=1.0, gt=0)
-    #: Batch size and wait of the stream agent.
+    #: Most input messages one fetch hands the worker as a batch (Kafka's max.poll.records);
+    #: a fetch returns at once with what has arrived, so this bounds size, never adds wait.
+    #: 5,000 and 10,000 cost as much CPU per event as 2,000, hold more memory and make each
+    #: Redis step longer (docs/benchmarks.md).
     batch_max: int = Field(default=2000, ge=1)
-    batch_within_s: float = Field(default=0.05, gt=0)
     #: The Kafka relay (streams/relay.py): the largest message (key + value bytes) it sends —
     #: larger ones go to the `ecrm:relay:rejects` stream — keep it at or below the topics'
     #: `max.message.bytes`; how long a relay's heartbeat lasts before others take over its

@@ -28,10 +28,11 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from agents.profile.keeper import messages_handled
 from agents.profile.rows import event_row
-from ecrm.dev.processes import rss_bytes, spawn_worker, stop_process
+from ecrm.dev.processes import cpu_seconds, rss_bytes, spawn_worker, stop_process
 from ecrm.dev.traffic import StoreEvent, synthetic_traffic
 from schemas.events import EVENT_BY_TOPIC
 from streams import keyspace
+from streams.batches import MAX_PARTITION_FETCH_BYTES
 from streams.clickhouse import connect, migrate
 from streams.embedded import embedded_stack
 from streams.outbox import clickhouse_entry
@@ -112,36 +113,41 @@ def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:
 
 def run_pipeline(
     s: Settings, n: int, workers: int, log_dir: Path, second_after: float | None = None
-) -> tuple[float, list[int]]:
-    """Events/s of the whole pipeline over a pre-filled topic; optionally a second worker
-    joins (a rebalance) after `second_after` of the events are done."""
+) -> tuple[float, list[int], float]:
+    """Events/s of the whole pipeline over a pre-filled topic, the workers' RSS and the CPU
+    seconds they used meanwhile; optionally a second worker joins (a rebalance) after
+    `second_after` of the events are done."""
     client = redis.Redis.from_url(s.redis_url)
     procs = [spawn_worker(s, log_dir / f"{s.app_id}-{i}.log") for i in range(workers)]
     try:
         wait_until(lambda: messages_handled(client) > 0, 120, "the worker to start")
         t0 = time.monotonic()
         start_count = messages_handled(client)
+        cpu = -sum(cpu_seconds(p.pid) for p in procs)
         if second_after is not None:
             wait_until(lambda: messages_handled(client) >= n * second_after, 300, "the first part")
             procs.append(spawn_worker(s, log_dir / f"{s.app_id}-late.log"))
         wait_until(lambda: messages_handled(client) >= n, 600, "all events")
         elapsed = time.monotonic() - t0
+        cpu += sum(cpu_seconds(p.pid) for p in procs)
         rss = [rss_bytes(p.pid) for p in procs]
-        return (n - start_count) / elapsed, rss
+        return (n - start_count) / elapsed, rss, cpu / (n - start_count)
     finally:
         for p in procs:
             stop_process(p)
         client.close()
 
 
-async def raw_loop(s: Settings, n: int) -> float:
-    """The peer: a bare aiokafka getmany loop that decodes and validates, nothing else."""
+async def raw_loop(s: Settings, n: int) -> tuple[float, float]:
+    """The peer: a bare aiokafka getmany loop that decodes and validates, nothing else,
+    fetching like the worker does (same records per fetch, same partition fetch size).
+    Returns events/s and CPU seconds per event."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     consumer = AIOKafkaConsumer(
         bootstrap_servers=s.kafka_bootstrap,
         enable_auto_commit=False,
-        max_partition_fetch_bytes=4 * 1024 * 1024,
+        max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES,
     )
     await consumer.start()
     try:
@@ -149,15 +155,15 @@ async def raw_loop(s: Settings, n: int) -> float:
         tps = [TopicPartition(t, p) for t in kinds for p in range(s.partitions)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        seen, t0 = 0, time.monotonic()
+        seen, t0, cpu0 = 0, time.monotonic(), time.process_time()
         while seen < n:
-            batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            batch = await consumer.getmany(timeout_ms=500, max_records=s.batch_max)
             for tp, records in batch.items():
                 model = kinds[tp.topic]
                 for r in records:
                     model.model_validate_json(r.value)
                 seen += len(records)
-        return n / (time.monotonic() - t0)
+        return n / (time.monotonic() - t0), (time.process_time() - cpu0) / n
     finally:
         await consumer.stop()
 
@@ -167,17 +173,26 @@ def throughput(b: Bench) -> tuple[Settings, int]:
     s = b.phase(f"throughput: full pipeline vs raw aiokafka loop ({customers:,} customers)")
     events = traffic(customers, sessions)
     produce_all(s, events)
-    raw = asyncio.run(raw_loop(s, len(events)))
-    ecrm, rss = run_pipeline(s, len(events), 1, b.work)
+    raw, raw_cpu = asyncio.run(raw_loop(s, len(events)))
+    ecrm, rss, ecrm_cpu = run_pipeline(s, len(events), 1, b.work)
     b.results["throughput"] = {
         "events": len(events),
         "raw_events_per_s": round(raw),
         "ecrm_events_per_s": round(ecrm),
         "ratio": round(ecrm / raw, 4),
+        # CPU per event moves far less than events/s when other jobs share the machine;
+        # the worker process's own CPU (Redis's is not counted)
+        "raw_cpu_us_per_event": round(raw_cpu * 1e6, 2),
+        "ecrm_cpu_us_per_event": round(ecrm_cpu * 1e6, 2),
+        "cpu_ratio": round(raw_cpu / ecrm_cpu, 5),
         "worker_rss_bytes": rss[0],
     }
     say(f"  raw aiokafka decode+validate  {raw:>10,.0f} events/s")
     say(f"  ecrm full pipeline            {ecrm:>10,.0f} events/s   ratio {ecrm / raw:.1%}")
+    say(
+        f"  CPU per event: raw {raw_cpu * 1e6:,.1f} µs, ecrm worker {ecrm_cpu * 1e6:,.1f} µs"
+        f"   ratio {raw_cpu / ecrm_cpu:.1%}"
+    )
     say(f"  worker RSS                    {rss[0] / 2**20:>10,.0f} MiB")
     return s, len(events)
 
@@ -393,7 +408,7 @@ def scale_out(b: Bench) -> None:
     ):
         s = b.phase(f"scale-out: {label} on {b.base.partitions} partitions")
         produce_all(s, events)
-        rate, _ = run_pipeline(s, len(events), workers, b.work, second_after=late)
+        rate, _, _ = run_pipeline(s, len(events), workers, b.work, second_after=late)
         client = redis.Redis.from_url(s.redis_url)
         keys = list(client.scan_iter(match=keyspace.PROFILES_PATTERN, count=5000))
         snapshot = {}

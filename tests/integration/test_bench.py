@@ -31,6 +31,10 @@ def test_bench_quick_measures_every_figure_against_its_peer(tmp_path):
     assert t["raw_events_per_s"] > 0 and t["ecrm_events_per_s"] > 0
     assert t["ratio"] == pytest.approx(t["ecrm_events_per_s"] / t["raw_events_per_s"], rel=0.01)
     assert t["worker_rss_bytes"] > 0
+    assert t["raw_cpu_us_per_event"] > 0 and t["ecrm_cpu_us_per_event"] > 0
+    assert t["cpu_ratio"] == pytest.approx(
+        t["raw_cpu_us_per_event"] / t["ecrm_cpu_us_per_event"], rel=0.01
+    )
     assert results["memory"]["profiles"] > 1000
     assert 100 < results["memory"]["redis_bytes_per_profile_median"] < 100_000
     assert results["timer_lateness_s"]["n"] > 0 and results["timer_lateness_s"]["missing"] == 0
