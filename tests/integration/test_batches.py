@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ecrm.profile_cmd import read_profile
+from agents.profile.reads import read_profile
 from tests.integration.conftest import consumed, wait_for
 
 pytestmark = pytest.mark.integration
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 POISONED_WORKER = """
 import sys
 
-from agents.profiles import ProfileKeeper
+from agents.profile.keeper import ProfileKeeper
 from ecrm.cli import main
 
 apply = ProfileKeeper.apply
