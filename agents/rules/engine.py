@@ -16,6 +16,12 @@ backtest, agents/backtest.py, replays history as if it were live).
 Timers ("A not followed by B within T") are deadlines in the state; `next_wakeup(state)` is
 when `on_clock` must next run for this customer. A trigger decided once is not decided again
 (a redelivered event yields nothing), and the same trigger always yields the same action_id.
+
+The three entry points never change the state they are given. A caller that owns a state and
+feeds it many events in a row (the customer step, agents/customer_step.py) copies it once and
+uses the `*_in_place` variants instead, which change it and say whether they did:
+
+    changed, decisions = event_in_place(rules, owned, first_order, after, event, now, wall=wall)
 """
 
 from __future__ import annotations
@@ -54,6 +60,8 @@ __all__ = [
     "Spend",
     "action_id_for",
     "budget_spend",
+    "clock_in_place",
+    "event_in_place",
     "historical",
     "holdout",
     "next_wakeup",
@@ -61,6 +69,7 @@ __all__ = [
     "on_event",
     "on_segment_change",
     "quiet_until",
+    "segment_change_in_place",
 ]
 
 
@@ -79,10 +88,30 @@ def on_event(
     arms waits and counts it is the A of, and fires the rules it triggers outright (their
     `if:` read on `after`, the profile with this event folded in; `first_order` is what the
     fold said of it, agents/profile/fold.py `Applied`) — unless it is history."""
+    st = state.copied()
+    changed, decisions = event_in_place(
+        rules, st, first_order, after, event, now, budget=budget, wall=wall
+    )
+    return (st if changed else state), decisions
+
+
+def event_in_place(
+    rules: RuleSet,
+    st: CustomerRuleState,
+    first_order: bool,
+    after: Profile,
+    event: Event,
+    now: datetime,
+    *,
+    budget: BudgetLedger | None = None,
+    wall: datetime | None = None,
+) -> tuple[bool, list[Decision]]:
+    """`on_event` on a state the caller owns; (False, []) when the event was decided before
+    and `st` is untouched, else (True, decisions) with `st` changed."""
     trigger = f"event:{event.event_id}"
-    if trigger in state.seen_triggers:
-        return state, []
-    st = _tidied(state, rules, now)
+    if trigger in st.seen_triggers:
+        return False, []
+    _tidy(st, rules, now)
     st.saw(trigger)
     past = historical(event.ts, event.origin, wall, rules.policy)
     decisions: list[Decision] = []
@@ -108,7 +137,7 @@ def on_event(
                     Candidate(rule, order, identity, event.event_id, event.ts, historical=past)
                 )
     decisions += decide(candidates, st, rules, now, budget or BudgetBook())
-    return st, decisions
+    return True, decisions
 
 
 def on_segment_change(
@@ -125,10 +154,30 @@ def on_segment_change(
     """A segment change (by an event or by time passing) fires the rules whose from/to match.
     One that `event` caused is history when that event is (an imported first order moves a
     prospect, and no rule may market on it)."""
+    st = state.copied()
+    changed, decisions = segment_change_in_place(
+        rules, st, profile, change, now, budget=budget, wall=wall, event=event
+    )
+    return (st if changed else state), decisions
+
+
+def segment_change_in_place(
+    rules: RuleSet,
+    st: CustomerRuleState,
+    profile: Profile,
+    change: SegmentChange,
+    now: datetime,
+    *,
+    budget: BudgetLedger | None = None,
+    wall: datetime | None = None,
+    event: Event | None = None,
+) -> tuple[bool, list[Decision]]:
+    """`on_segment_change` on a state the caller owns; (False, []) when the change was
+    decided before and `st` is untouched."""
     trigger = f"segment:{change.from_}>{change.to}@{change.at.astimezone(UTC).isoformat()}"
-    if trigger in state.seen_triggers:
-        return state, []
-    st = _tidied(state, rules, now)
+    if trigger in st.seen_triggers:
+        return False, []
+    _tidy(st, rules, now)
     st.saw(trigger)
     past = historical(change.at, None, wall, rules.policy) or (
         event is not None and historical(event.ts, event.origin, wall, rules.policy)
@@ -142,7 +191,7 @@ def on_segment_change(
         and (move.to is None or change.to in move.to)
         and profile_matches(rule.if_, profile)
     ]
-    return st, decide(candidates, st, rules, now, budget or BudgetBook())
+    return True, decide(candidates, st, rules, now, budget or BudgetBook())
 
 
 def on_clock(
@@ -158,7 +207,21 @@ def on_clock(
     action_id), and waits whose deadline passed fire if the rule's `if:` holds on `profile`.
     Either is history when it fell due more than `max_event_age` before `wall` (a worker that
     was down for days sends no stale coupon), and so is a wait an imported A armed."""
-    st = _tidied(state, rules, now)
+    st = state.copied()
+    return st, clock_in_place(rules, st, profile, now, budget=budget, wall=wall)
+
+
+def clock_in_place(
+    rules: RuleSet,
+    st: CustomerRuleState,
+    profile: Profile,
+    now: datetime,
+    *,
+    budget: BudgetLedger | None = None,
+    wall: datetime | None = None,
+) -> list[Decision]:
+    """`on_clock` on a state the caller owns (always counted as changed: it is tidied)."""
+    _tidy(st, rules, now)
     policy = rules.policy
     decisions: list[Decision] = []
     for deferred in sorted(st.deferred, key=lambda d: (d.deliver_at, d.action_id)):
@@ -193,7 +256,7 @@ def on_clock(
             )
         )
     decisions += decide(candidates, st, rules, now, budget or BudgetBook())
-    return st, decisions
+    return decisions
 
 
 def next_wakeup(state: CustomerRuleState) -> datetime | None:
@@ -292,9 +355,8 @@ def _reset_counts(st: CustomerRuleState, rule: Rule, event: Event) -> None:
             del st.counts[slot]
 
 
-def _tidied(state: CustomerRuleState, rules: RuleSet, now: datetime) -> CustomerRuleState:
-    """A copy without what no rule can use any more, so the state stays small."""
-    st = state.copied()
+def _tidy(st: CustomerRuleState, rules: RuleSet, now: datetime) -> None:
+    """Drop from an owned state what no rule can use any more, so the state stays small."""
     live = {rule.id: rule for rule in rules.enabled}
 
     def waits(rule_id: str) -> bool:
@@ -311,4 +373,3 @@ def _tidied(state: CustomerRuleState, rules: RuleSet, now: datetime) -> Customer
             del st.last_fired[rule_id]
     yesterday: date = shop_day(now, rules.policy.zone) - timedelta(days=1)
     st.contacts = {day: n for day, n in st.contacts.items() if day >= yesterday and n > 0}
-    return st
