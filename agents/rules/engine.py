@@ -28,7 +28,15 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
-from agents.rules.conditions import concerns, follows, keys_of, profile_matches, skus_of, starts
+from agents.rules.conditions import (
+    concerns,
+    follows,
+    keys_of,
+    profile_matches,
+    skus_of,
+    starts,
+    topic_of,
+)
 from agents.rules.contact_policy import (
     BudgetBook,
     BudgetLedger,
@@ -43,6 +51,7 @@ from agents.rules.contact_policy import (
     shop_day,
     withdraw,
 )
+from agents.rules.index import index_of
 from agents.rules.state import CustomerRuleState, Decision, Deferred, Timer, action_id_for
 from schemas.events import IMPORT_ORIGIN, Event
 from schemas.outputs import SegmentChange
@@ -116,15 +125,15 @@ def event_in_place(
     past = historical(event.ts, event.origin, wall, rules.policy)
     decisions: list[Decision] = []
     candidates: list[Candidate] = []
-    for order, rule in enumerate(rules.rules):
+    topic = topic_of(event)
+    # only the rules that name this topic can do anything with the event (file order kept)
+    for order, rule in index_of(rules).by_topic.get(topic, ()):
         when = rule.when
-        if not rule.enabled or when.segment_change is not None:
-            continue
-        if when.not_followed_by is not None and follows(when.not_followed_by, event):
+        if when.not_followed_by is not None and follows(when.not_followed_by, event, topic):
             decisions += _cancel_waits(st, rule, event, rules, now)
-        if when.unless is not None and follows(when.unless, event):
+        if when.unless is not None and follows(when.unless, event, topic):
             _reset_counts(st, rule, event)
-        if not starts(when, event, first_order):
+        if not starts(when, event, first_order, topic):
             continue
         for key in keys_of(when, event):
             if when.count is not None and not _counted(st, rule, key, event.ts):
@@ -237,7 +246,7 @@ def clock_in_place(
         (t for t in st.timers if t.deadline <= now), key=lambda t: (t.deadline, t.rule_id, t.key)
     )
     st.timers = [t for t in st.timers if t.deadline > now]
-    order_of = {rule.id: order for order, rule in enumerate(rules.rules)}
+    order_of = index_of(rules).order_of
     candidates: list[Candidate] = []
     for timer in due:
         rule = rules.get(timer.rule_id)
@@ -357,15 +366,12 @@ def _reset_counts(st: CustomerRuleState, rule: Rule, event: Event) -> None:
 
 def _tidy(st: CustomerRuleState, rules: RuleSet, now: datetime) -> None:
     """Drop from an owned state what no rule can use any more, so the state stays small."""
-    live = {rule.id: rule for rule in rules.enabled}
-
-    def waits(rule_id: str) -> bool:
-        return rule_id in live and live[rule_id].when.waits
-
-    st.timers = [t for t in st.timers if waits(t.rule_id)]
+    index = index_of(rules)
+    waiting, live = index.waiting, index.live
+    st.timers = [t for t in st.timers if t.rule_id in waiting]
     # counts go by event time, so a backlog still counts; each slot holds at most `at_least`
     # stamps and each rule at most KEYS_KEPT_PER_RULE slots, so no clock is needed to bound them
-    counting = {rule_id for rule_id, rule in live.items() if rule.when.count is not None}
+    counting = index.counting
     st.counts = {s: v for s, v in st.counts.items() if s.split("|", 1)[0] in counting}
     for rule_id, at in list(st.last_fired.items()):
         cooldown = live[rule_id].cooldown if rule_id in live else None
