@@ -195,10 +195,13 @@ def _clock(step: Step, now: datetime, ctx: StepContext) -> None:
 
 def wake_of(customer: Customer, ctx: StepContext) -> datetime | None:
     """The sooner of: time alone changes the segment; a rule's timer or delivery is due."""
-    moments = [next_time_change(customer.profile, ctx.policy)]
-    if ctx.rules is not None:
-        moments.append(next_wakeup(customer.rules))
-    return min((m for m in moments if m is not None), default=None)
+    segment = next_time_change(customer.profile, ctx.policy)
+    if ctx.rules is None:
+        return segment
+    rules = next_wakeup(customer.rules)
+    if segment is None or rules is None:
+        return segment if rules is None else rules
+    return min(segment, rules)
 
 
 def _segment_changed(

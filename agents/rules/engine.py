@@ -365,17 +365,23 @@ def _reset_counts(st: CustomerRuleState, rule: Rule, event: Event) -> None:
 
 
 def _tidy(st: CustomerRuleState, rules: RuleSet, now: datetime) -> None:
-    """Drop from an owned state what no rule can use any more, so the state stays small."""
+    """Drop from an owned state what no rule can use any more, so the state stays small.
+    (Each container is rebuilt only when something goes: this runs for every event.)"""
     index = index_of(rules)
     waiting, live = index.waiting, index.live
-    st.timers = [t for t in st.timers if t.rule_id in waiting]
+    if any(t.rule_id not in waiting for t in st.timers):
+        st.timers = [t for t in st.timers if t.rule_id in waiting]
     # counts go by event time, so a backlog still counts; each slot holds at most `at_least`
     # stamps and each rule at most KEYS_KEPT_PER_RULE slots, so no clock is needed to bound them
-    counting = index.counting
-    st.counts = {s: v for s, v in st.counts.items() if s.split("|", 1)[0] in counting}
+    # (a slot is "rule_id|key", and rule ids have no "|")
+    counting = index.count_slot_prefixes
+    if not all(s.startswith(counting) for s in st.counts):
+        st.counts = {s: v for s, v in st.counts.items() if s.startswith(counting)}
     for rule_id, at in list(st.last_fired.items()):
         cooldown = live[rule_id].cooldown if rule_id in live else None
         if cooldown is None or now - at >= cooldown:
             del st.last_fired[rule_id]
-    yesterday: date = shop_day(now, rules.policy.zone) - timedelta(days=1)
-    st.contacts = {day: n for day, n in st.contacts.items() if day >= yesterday and n > 0}
+    if st.contacts:
+        yesterday: date = shop_day(now, rules.policy.zone) - timedelta(days=1)
+        if any(day < yesterday or n <= 0 for day, n in st.contacts.items()):
+            st.contacts = {day: n for day, n in st.contacts.items() if day >= yesterday and n > 0}

@@ -30,6 +30,8 @@ class RuleIndex:
     waiting: frozenset[str]
     #: ids of the enabled rules that count ("3 times within a day")
     counting: frozenset[str]
+    #: "rule_id|" of each of those: the prefix of their count slots ("rule_id|key")
+    count_slot_prefixes: tuple[str, ...]
     #: rule id -> its position in the file (breaks priority ties)
     order_of: dict[str, int]
 
@@ -49,11 +51,13 @@ def build_index(rules: RuleSet) -> RuleIndex:
             if topic is not None:
                 by_topic.setdefault(topic, []).append((order, rule))
     live = {rule.id: rule for rule in rules.enabled}
+    counting = frozenset(i for i, rule in live.items() if rule.when.count is not None)
     return RuleIndex(
         by_topic={topic: tuple(found) for topic, found in by_topic.items()},
         live=live,
         waiting=frozenset(i for i, rule in live.items() if rule.when.waits),
-        counting=frozenset(i for i, rule in live.items() if rule.when.count is not None),
+        counting=counting,
+        count_slot_prefixes=tuple(f"{i}|" for i in sorted(counting)),
         order_of={rule.id: order for order, rule in enumerate(rules.rules)},
     )
 
