@@ -100,9 +100,9 @@ def rerate(p: Profile, now: datetime, policy: RfmPolicy) -> None:
         p.orders = {
             oid: line for oid, line in p.orders.items() if line.at is None or line.at > horizon
         }
-    counted = [line for line in p.orders.values() if line.paid and line.net > 0]
-    p.frequency = len(counted)
-    p.monetary = sum((line.net for line in counted), Decimal("0"))
+    nets = [net for line in p.orders.values() if line.paid and (net := line.net) > 0]
+    p.frequency = len(nets)
+    p.monetary = sum(nets, Decimal("0"))
     p.recency_days = None if p.last_order_at is None else max((now - p.last_order_at) // DAY, 0)
     segment = segment_of(p.recency_days, p.frequency, p.monetary, policy)
     if segment != p.segment or p.segment_since is None:

@@ -27,6 +27,8 @@ uses the `*_in_place` variants instead, which change it and say whether they did
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from itertools import repeat
+from operator import attrgetter
 
 from agents.rules.conditions import (
     concerns,
@@ -307,9 +309,11 @@ def _arm(st: CustomerRuleState, rule: Rule, key: str, event: Event) -> None:
             origin=event.origin,
         )
     )
-    mine = sorted((t for t in st.timers if t.rule_id == rule.id), key=lambda t: t.armed_at)
-    for old in mine[:-KEYS_KEPT_PER_RULE]:
-        st.timers.remove(old)
+    mine = [t for t in st.timers if t.rule_id == rule.id]
+    if len(mine) > KEYS_KEPT_PER_RULE:
+        mine.sort(key=lambda t: t.armed_at)
+        for old in mine[:-KEYS_KEPT_PER_RULE]:
+            st.timers.remove(old)
 
 
 def _cancel_waits(
@@ -350,9 +354,12 @@ def _counted(st: CustomerRuleState, rule: Rule, key: str, at: datetime) -> bool:
         st.counts.pop(slot, None)
         return True
     st.counts[slot] = stamps
-    mine = sorted((s for s in st.counts if s.startswith(f"{rule.id}|")), key=st.counts.__getitem__)
-    for old in mine[:-KEYS_KEPT_PER_RULE]:
-        del st.counts[old]
+    prefix = f"{rule.id}|"
+    mine = [s for s in st.counts if s.startswith(prefix)]
+    if len(mine) > KEYS_KEPT_PER_RULE:
+        mine.sort(key=st.counts.__getitem__)
+        for old in mine[:-KEYS_KEPT_PER_RULE]:
+            del st.counts[old]
     return False
 
 
@@ -364,18 +371,21 @@ def _reset_counts(st: CustomerRuleState, rule: Rule, event: Event) -> None:
             del st.counts[slot]
 
 
+_RULE_ID = attrgetter("rule_id")
+
+
 def _tidy(st: CustomerRuleState, rules: RuleSet, now: datetime) -> None:
     """Drop from an owned state what no rule can use any more, so the state stays small.
     (Each container is rebuilt only when something goes: this runs for every event.)"""
     index = index_of(rules)
     waiting, live = index.waiting, index.live
-    if any(t.rule_id not in waiting for t in st.timers):
+    if not waiting.issuperset(map(_RULE_ID, st.timers)):
         st.timers = [t for t in st.timers if t.rule_id in waiting]
     # counts go by event time, so a backlog still counts; each slot holds at most `at_least`
     # stamps and each rule at most KEYS_KEPT_PER_RULE slots, so no clock is needed to bound them
     # (a slot is "rule_id|key", and rule ids have no "|")
     counting = index.count_slot_prefixes
-    if not all(s.startswith(counting) for s in st.counts):
+    if not all(map(str.startswith, st.counts, repeat(counting))):
         st.counts = {s: v for s, v in st.counts.items() if s.startswith(counting)}
     for rule_id, at in list(st.last_fired.items()):
         cooldown = live[rule_id].cooldown if rule_id in live else None
