@@ -27,9 +27,12 @@ from datetime import datetime
 
 from agents.profile.fold import RfmPolicy, apply_event, next_time_change, rerate
 from agents.rules.contact_policy import BudgetBook
-from agents.rules.engine import next_wakeup, on_segment_change
-from agents.rules.engine import on_clock as rules_on_clock
-from agents.rules.engine import on_event as rules_on_event
+from agents.rules.engine import (
+    clock_in_place,
+    event_in_place,
+    next_wakeup,
+    segment_change_in_place,
+)
 from agents.rules.state import CustomerRuleState, Decision
 from schemas.events import Event
 from schemas.outputs import SegmentChange
@@ -78,6 +81,24 @@ class Step:
     rules_changed: bool = False
     #: when time next matters to this customer (None: only a new event will)
     wake: datetime | None = None
+    #: the rule state the step was given, once `customer.rules` is the step's own copy
+    _given: CustomerRuleState | None = field(default=None, repr=False)
+
+    def owned_rules(self) -> CustomerRuleState:
+        """The customer's rule state, copied once per step so that the engine can change it in
+        place for every event of the step (a copy per event cost more than the rules did).
+        The state the step was given is never changed."""
+        if self._given is None:
+            self._given = self.customer.rules
+            self.customer.rules = self._given.copied()
+        return self.customer.rules
+
+    def _done(self, ctx: StepContext) -> Step:
+        """The wake-up; and the given rule state back when nothing changed it."""
+        if self._given is not None and not self.rules_changed:
+            self.customer.rules = self._given
+        self.wake = wake_of(self.customer, ctx)
+        return self
 
 
 def on_event(
@@ -96,16 +117,14 @@ def on_event(
             at = min(at, wall)
         _advance(step, at, ctx, inclusive=False)
         _event(step, event, at, ctx)
-    step.wake = wake_of(customer, ctx)
-    return step
+    return step._done(ctx)
 
 
 def on_clock(customer: Customer, now: datetime, ctx: StepContext) -> Step:
     """Time reached `now` for this customer, in one step."""
     step = Step(customer)
     _clock(step, now, ctx)
-    step.wake = wake_of(customer, ctx)
-    return step
+    return step._done(ctx)
 
 
 def advance(customer: Customer, until: datetime, ctx: StepContext, *, inclusive: bool) -> Step:
@@ -113,8 +132,7 @@ def advance(customer: Customer, until: datetime, ctx: StepContext, *, inclusive:
     fell due (R ageing, a timer, a delivery), as a clock stepping through history does."""
     step = Step(customer)
     _advance(step, until, ctx, inclusive=inclusive)
-    step.wake = wake_of(customer, ctx)
-    return step
+    return step._done(ctx)
 
 
 def _advance(step: Step, until: datetime, ctx: StepContext, *, inclusive: bool) -> None:
@@ -137,9 +155,9 @@ def _event(step: Step, event: Event, now: datetime, ctx: StepContext) -> None:
     step.applied.append(event)
     rerate(profile, now, ctx.policy)
     if ctx.rules is not None:
-        state, found = rules_on_event(
+        changed, found = event_in_place(
             ctx.rules,
-            customer.rules,
+            step.owned_rules(),
             applied.first_order,
             profile,
             event,
@@ -147,7 +165,7 @@ def _event(step: Step, event: Event, now: datetime, ctx: StepContext) -> None:
             budget=ctx.budget,
             wall=ctx.wall,
         )
-        _take(step, state, found, ctx)
+        _take(step, changed, found, ctx)
     if profile.segment != applied.segment_before:
         change = SegmentChange.of(
             profile.customer_id,
@@ -169,18 +187,21 @@ def _clock(step: Step, now: datetime, ctx: StepContext) -> None:
         change = SegmentChange.of(profile.customer_id, was, profile.segment, now, "time", None)
         _segment_changed(step, change, now, ctx)
     if ctx.rules is not None:
-        state, found = rules_on_clock(
-            ctx.rules, customer.rules, profile, now, budget=ctx.budget, wall=ctx.wall
+        found = clock_in_place(
+            ctx.rules, step.owned_rules(), profile, now, budget=ctx.budget, wall=ctx.wall
         )
-        _take(step, state, found, ctx)
+        _take(step, True, found, ctx)
 
 
 def wake_of(customer: Customer, ctx: StepContext) -> datetime | None:
     """The sooner of: time alone changes the segment; a rule's timer or delivery is due."""
-    moments = [next_time_change(customer.profile, ctx.policy)]
-    if ctx.rules is not None:
-        moments.append(next_wakeup(customer.rules))
-    return min((m for m in moments if m is not None), default=None)
+    segment = next_time_change(customer.profile, ctx.policy)
+    if ctx.rules is None:
+        return segment
+    rules = next_wakeup(customer.rules)
+    if segment is None or rules is None:
+        return segment if rules is None else rules
+    return min(segment, rules)
 
 
 def _segment_changed(
@@ -193,25 +214,23 @@ def _segment_changed(
     step.changes.append(change)
     if ctx.rules is None:
         return
-    customer = step.customer
-    state, found = on_segment_change(
+    changed, found = segment_change_in_place(
         ctx.rules,
-        customer.rules,
-        customer.profile,
+        step.owned_rules(),
+        step.customer.profile,
         change,
         now,
         budget=ctx.budget,
         wall=ctx.wall,
         event=event,
     )
-    _take(step, state, found, ctx)
+    _take(step, changed, found, ctx)
 
 
-def _take(step: Step, state: CustomerRuleState, found: list[Decision], ctx: StepContext) -> None:
-    """The engine returns a new state object only when something changed; what it decided is
-    booked at once, so the next decision (this customer's or another's) sees the budget."""
-    if state is not step.customer.rules:
-        step.customer.rules = state
+def _take(step: Step, changed: bool, found: list[Decision], ctx: StepContext) -> None:
+    """The engine says whether it changed the step's rule state; what it decided is booked at
+    once, so the next decision (this customer's or another's) sees the budget."""
+    if changed:
         step.rules_changed = True
     if found:
         ctx.budget.book(found)

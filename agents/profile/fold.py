@@ -96,10 +96,13 @@ def rerate(p: Profile, now: datetime, policy: RfmPolicy) -> None:
     """`refresh` in place, for a caller that owns `p` (the worker, on a profile it just read)."""
     horizon = now - timedelta(days=policy.window_days)
     # a refund seen before its order (at is None) stays until the order arrives
-    p.orders = {oid: line for oid, line in p.orders.items() if line.at is None or line.at > horizon}
-    counted = [line for line in p.orders.values() if line.paid and line.net > 0]
-    p.frequency = len(counted)
-    p.monetary = sum((line.net for line in counted), Decimal("0"))
+    if any(line.at is not None and line.at <= horizon for line in p.orders.values()):
+        p.orders = {
+            oid: line for oid, line in p.orders.items() if line.at is None or line.at > horizon
+        }
+    nets = [net for line in p.orders.values() if line.paid and (net := line.net) > 0]
+    p.frequency = len(nets)
+    p.monetary = sum(nets, Decimal("0"))
     p.recency_days = None if p.last_order_at is None else max((now - p.last_order_at) // DAY, 0)
     segment = segment_of(p.recency_days, p.frequency, p.monetary, policy)
     if segment != p.segment or p.segment_since is None:
@@ -110,6 +113,8 @@ def rerate(p: Profile, now: datetime, policy: RfmPolicy) -> None:
 
 def next_time_change(profile: Profile, policy: RfmPolicy) -> datetime | None:
     """The next instant at which time alone could change this customer's segment."""
+    if profile.last_order_at is None and not profile.orders:
+        return None  # most customers: no order yet, so only an event changes the segment
     moments: list[datetime] = []
     if profile.last_order_at is not None:
         moments.append(profile.last_order_at + (policy.r_high_days + 1) * DAY)

@@ -130,18 +130,19 @@ def profile_matches(conditions: Conditions, profile: Profile) -> bool:
     )
 
 
-def starts(trigger: Trigger, event: Event, first_order: bool) -> bool:
+def starts(trigger: Trigger, event: Event, first_order: bool, topic: str | None = None) -> bool:
     """The event is the A of this trigger: right event, its `where:` holds, first order if asked
-    (`first_order`: the fold found it the customer's first paid order, agents/profile/fold.py)."""
-    topic = topic_of(event)
+    (`first_order`: the fold found it the customer's first paid order, agents/profile/fold.py).
+    `topic`: the event's `topic_of`, when the caller has it already."""
+    topic = topic_of(event) if topic is None else topic
     if trigger.event != topic or not event_matches(trigger.where, event, topic):
         return False
     return not trigger.first_order or first_order
 
 
-def follows(followup: Followup, event: Event) -> bool:
+def follows(followup: Followup, event: Event, topic: str | None = None) -> bool:
     """The event is the B of a `not_followed_by:` or `unless:`."""
-    topic = topic_of(event)
+    topic = topic_of(event) if topic is None else topic
     return followup.event == topic and event_matches(followup.where, event, topic)
 
 

@@ -16,13 +16,29 @@ backtest, agents/backtest.py, replays history as if it were live).
 Timers ("A not followed by B within T") are deadlines in the state; `next_wakeup(state)` is
 when `on_clock` must next run for this customer. A trigger decided once is not decided again
 (a redelivered event yields nothing), and the same trigger always yields the same action_id.
+
+The three entry points never change the state they are given. A caller that owns a state and
+feeds it many events in a row (the customer step, agents/customer_step.py) copies it once and
+uses the `*_in_place` variants instead, which change it and say whether they did:
+
+    changed, decisions = event_in_place(rules, owned, first_order, after, event, now, wall=wall)
 """
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from itertools import repeat
+from operator import attrgetter
 
-from agents.rules.conditions import concerns, follows, keys_of, profile_matches, skus_of, starts
+from agents.rules.conditions import (
+    concerns,
+    follows,
+    keys_of,
+    profile_matches,
+    skus_of,
+    starts,
+    topic_of,
+)
 from agents.rules.contact_policy import (
     BudgetBook,
     BudgetLedger,
@@ -37,6 +53,7 @@ from agents.rules.contact_policy import (
     shop_day,
     withdraw,
 )
+from agents.rules.index import index_of
 from agents.rules.state import CustomerRuleState, Decision, Deferred, Timer, action_id_for
 from schemas.events import IMPORT_ORIGIN, Event
 from schemas.outputs import SegmentChange
@@ -54,6 +71,8 @@ __all__ = [
     "Spend",
     "action_id_for",
     "budget_spend",
+    "clock_in_place",
+    "event_in_place",
     "historical",
     "holdout",
     "next_wakeup",
@@ -61,6 +80,7 @@ __all__ = [
     "on_event",
     "on_segment_change",
     "quiet_until",
+    "segment_change_in_place",
 ]
 
 
@@ -79,23 +99,43 @@ def on_event(
     arms waits and counts it is the A of, and fires the rules it triggers outright (their
     `if:` read on `after`, the profile with this event folded in; `first_order` is what the
     fold said of it, agents/profile/fold.py `Applied`) — unless it is history."""
+    st = state.copied()
+    changed, decisions = event_in_place(
+        rules, st, first_order, after, event, now, budget=budget, wall=wall
+    )
+    return (st if changed else state), decisions
+
+
+def event_in_place(
+    rules: RuleSet,
+    st: CustomerRuleState,
+    first_order: bool,
+    after: Profile,
+    event: Event,
+    now: datetime,
+    *,
+    budget: BudgetLedger | None = None,
+    wall: datetime | None = None,
+) -> tuple[bool, list[Decision]]:
+    """`on_event` on a state the caller owns; (False, []) when the event was decided before
+    and `st` is untouched, else (True, decisions) with `st` changed."""
     trigger = f"event:{event.event_id}"
-    if trigger in state.seen_triggers:
-        return state, []
-    st = _tidied(state, rules, now)
+    if trigger in st.seen_triggers:
+        return False, []
+    _tidy(st, rules, now)
     st.saw(trigger)
     past = historical(event.ts, event.origin, wall, rules.policy)
     decisions: list[Decision] = []
     candidates: list[Candidate] = []
-    for order, rule in enumerate(rules.rules):
+    topic = topic_of(event)
+    # only the rules that name this topic can do anything with the event (file order kept)
+    for order, rule in index_of(rules).by_topic.get(topic, ()):
         when = rule.when
-        if not rule.enabled or when.segment_change is not None:
-            continue
-        if when.not_followed_by is not None and follows(when.not_followed_by, event):
+        if when.not_followed_by is not None and follows(when.not_followed_by, event, topic):
             decisions += _cancel_waits(st, rule, event, rules, now)
-        if when.unless is not None and follows(when.unless, event):
+        if when.unless is not None and follows(when.unless, event, topic):
             _reset_counts(st, rule, event)
-        if not starts(when, event, first_order):
+        if not starts(when, event, first_order, topic):
             continue
         for key in keys_of(when, event):
             if when.count is not None and not _counted(st, rule, key, event.ts):
@@ -108,7 +148,7 @@ def on_event(
                     Candidate(rule, order, identity, event.event_id, event.ts, historical=past)
                 )
     decisions += decide(candidates, st, rules, now, budget or BudgetBook())
-    return st, decisions
+    return True, decisions
 
 
 def on_segment_change(
@@ -125,10 +165,30 @@ def on_segment_change(
     """A segment change (by an event or by time passing) fires the rules whose from/to match.
     One that `event` caused is history when that event is (an imported first order moves a
     prospect, and no rule may market on it)."""
+    st = state.copied()
+    changed, decisions = segment_change_in_place(
+        rules, st, profile, change, now, budget=budget, wall=wall, event=event
+    )
+    return (st if changed else state), decisions
+
+
+def segment_change_in_place(
+    rules: RuleSet,
+    st: CustomerRuleState,
+    profile: Profile,
+    change: SegmentChange,
+    now: datetime,
+    *,
+    budget: BudgetLedger | None = None,
+    wall: datetime | None = None,
+    event: Event | None = None,
+) -> tuple[bool, list[Decision]]:
+    """`on_segment_change` on a state the caller owns; (False, []) when the change was
+    decided before and `st` is untouched."""
     trigger = f"segment:{change.from_}>{change.to}@{change.at.astimezone(UTC).isoformat()}"
-    if trigger in state.seen_triggers:
-        return state, []
-    st = _tidied(state, rules, now)
+    if trigger in st.seen_triggers:
+        return False, []
+    _tidy(st, rules, now)
     st.saw(trigger)
     past = historical(change.at, None, wall, rules.policy) or (
         event is not None and historical(event.ts, event.origin, wall, rules.policy)
@@ -142,7 +202,7 @@ def on_segment_change(
         and (move.to is None or change.to in move.to)
         and profile_matches(rule.if_, profile)
     ]
-    return st, decide(candidates, st, rules, now, budget or BudgetBook())
+    return True, decide(candidates, st, rules, now, budget or BudgetBook())
 
 
 def on_clock(
@@ -158,7 +218,21 @@ def on_clock(
     action_id), and waits whose deadline passed fire if the rule's `if:` holds on `profile`.
     Either is history when it fell due more than `max_event_age` before `wall` (a worker that
     was down for days sends no stale coupon), and so is a wait an imported A armed."""
-    st = _tidied(state, rules, now)
+    st = state.copied()
+    return st, clock_in_place(rules, st, profile, now, budget=budget, wall=wall)
+
+
+def clock_in_place(
+    rules: RuleSet,
+    st: CustomerRuleState,
+    profile: Profile,
+    now: datetime,
+    *,
+    budget: BudgetLedger | None = None,
+    wall: datetime | None = None,
+) -> list[Decision]:
+    """`on_clock` on a state the caller owns (always counted as changed: it is tidied)."""
+    _tidy(st, rules, now)
     policy = rules.policy
     decisions: list[Decision] = []
     for deferred in sorted(st.deferred, key=lambda d: (d.deliver_at, d.action_id)):
@@ -174,7 +248,7 @@ def on_clock(
         (t for t in st.timers if t.deadline <= now), key=lambda t: (t.deadline, t.rule_id, t.key)
     )
     st.timers = [t for t in st.timers if t.deadline > now]
-    order_of = {rule.id: order for order, rule in enumerate(rules.rules)}
+    order_of = index_of(rules).order_of
     candidates: list[Candidate] = []
     for timer in due:
         rule = rules.get(timer.rule_id)
@@ -193,7 +267,7 @@ def on_clock(
             )
         )
     decisions += decide(candidates, st, rules, now, budget or BudgetBook())
-    return st, decisions
+    return decisions
 
 
 def next_wakeup(state: CustomerRuleState) -> datetime | None:
@@ -235,9 +309,11 @@ def _arm(st: CustomerRuleState, rule: Rule, key: str, event: Event) -> None:
             origin=event.origin,
         )
     )
-    mine = sorted((t for t in st.timers if t.rule_id == rule.id), key=lambda t: t.armed_at)
-    for old in mine[:-KEYS_KEPT_PER_RULE]:
-        st.timers.remove(old)
+    mine = [t for t in st.timers if t.rule_id == rule.id]
+    if len(mine) > KEYS_KEPT_PER_RULE:
+        mine.sort(key=lambda t: t.armed_at)
+        for old in mine[:-KEYS_KEPT_PER_RULE]:
+            st.timers.remove(old)
 
 
 def _cancel_waits(
@@ -278,9 +354,12 @@ def _counted(st: CustomerRuleState, rule: Rule, key: str, at: datetime) -> bool:
         st.counts.pop(slot, None)
         return True
     st.counts[slot] = stamps
-    mine = sorted((s for s in st.counts if s.startswith(f"{rule.id}|")), key=st.counts.__getitem__)
-    for old in mine[:-KEYS_KEPT_PER_RULE]:
-        del st.counts[old]
+    prefix = f"{rule.id}|"
+    mine = [s for s in st.counts if s.startswith(prefix)]
+    if len(mine) > KEYS_KEPT_PER_RULE:
+        mine.sort(key=st.counts.__getitem__)
+        for old in mine[:-KEYS_KEPT_PER_RULE]:
+            del st.counts[old]
     return False
 
 
@@ -292,23 +371,27 @@ def _reset_counts(st: CustomerRuleState, rule: Rule, event: Event) -> None:
             del st.counts[slot]
 
 
-def _tidied(state: CustomerRuleState, rules: RuleSet, now: datetime) -> CustomerRuleState:
-    """A copy without what no rule can use any more, so the state stays small."""
-    st = state.copied()
-    live = {rule.id: rule for rule in rules.enabled}
+_RULE_ID = attrgetter("rule_id")
 
-    def waits(rule_id: str) -> bool:
-        return rule_id in live and live[rule_id].when.waits
 
-    st.timers = [t for t in st.timers if waits(t.rule_id)]
+def _tidy(st: CustomerRuleState, rules: RuleSet, now: datetime) -> None:
+    """Drop from an owned state what no rule can use any more, so the state stays small.
+    (Each container is rebuilt only when something goes: this runs for every event.)"""
+    index = index_of(rules)
+    waiting, live = index.waiting, index.live
+    if not waiting.issuperset(map(_RULE_ID, st.timers)):
+        st.timers = [t for t in st.timers if t.rule_id in waiting]
     # counts go by event time, so a backlog still counts; each slot holds at most `at_least`
     # stamps and each rule at most KEYS_KEPT_PER_RULE slots, so no clock is needed to bound them
-    counting = {rule_id for rule_id, rule in live.items() if rule.when.count is not None}
-    st.counts = {s: v for s, v in st.counts.items() if s.split("|", 1)[0] in counting}
+    # (a slot is "rule_id|key", and rule ids have no "|")
+    counting = index.count_slot_prefixes
+    if not all(map(str.startswith, st.counts, repeat(counting))):
+        st.counts = {s: v for s, v in st.counts.items() if s.startswith(counting)}
     for rule_id, at in list(st.last_fired.items()):
         cooldown = live[rule_id].cooldown if rule_id in live else None
         if cooldown is None or now - at >= cooldown:
             del st.last_fired[rule_id]
-    yesterday: date = shop_day(now, rules.policy.zone) - timedelta(days=1)
-    st.contacts = {day: n for day, n in st.contacts.items() if day >= yesterday and n > 0}
-    return st
+    if st.contacts:
+        yesterday: date = shop_day(now, rules.policy.zone) - timedelta(days=1)
+        if any(day < yesterday or n <= 0 for day, n in st.contacts.items()):
+            st.contacts = {day: n for day, n in st.contacts.items() if day >= yesterday and n > 0}
