@@ -111,3 +111,20 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, tuple | set | frozenset):
         return list(value)
     raise TypeError(f"cannot write {type(value).__name__} as JSON: {value!r}")
+
+
+#: What a spreadsheet reads as the start of a formula (CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(text: str) -> str:
+    """A CSV cell a spreadsheet shows as text: a leading `'` before what would start a
+    formula (`=HYPERLINK(…)` in a storefront's customer id stays a string)."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def from_spreadsheet(text: str) -> str:
+    """`spreadsheet_safe` undone, for a file ecrm wrote (or a spreadsheet saved) read back."""
+    if text.startswith("'") and text[1:].startswith(FORMULA_STARTS):
+        return text[1:]
+    return text

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TextIO
 
 from agents.audience import Audience, select_audience
-from ecrm.output import cell_text
+from ecrm.output import cell_text, spreadsheet_safe
 from schemas.audience_where import checked_where
 from streams.analysis import open_for_analysis
 from streams.settings import Settings
@@ -20,11 +20,14 @@ from streams.settings import Settings
 
 def write_csv(audience: Audience, out: TextIO) -> int:
     """The audience as CSV: a header, then one line per customer (NULL as an empty cell,
-    times in UTC and tags as a JSON list, as `ecrm sql --format csv` writes them)."""
+    times in UTC and tags as a JSON list, as `ecrm sql --format csv` writes them). A cell
+    that a spreadsheet would take for a formula gets a leading `'` (`spreadsheet_safe`)."""
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(audience.columns)
     for row in audience.rows:
-        writer.writerow([cell_text(row.get(c), null="") for c in audience.columns])
+        writer.writerow(
+            [spreadsheet_safe(cell_text(row.get(c), null="")) for c in audience.columns]
+        )
     return len(audience.rows)
 
 

@@ -26,6 +26,7 @@ import orjson
 from agents.audience import select_audience
 from agents.rules.check import describe_rule
 from agents.rules.conditions import holds
+from ecrm.output import from_spreadsheet
 from ecrm.progress import Progress
 from schemas.audience_where import checked_where
 from schemas.errors import AudienceError, RulesError
@@ -89,7 +90,10 @@ def read_audience_csv(stream: TextIO, source: str) -> list[Member]:
             "an audience file is CSV with a customer_id column"
         )
     reader.fieldnames = names
-    return members_of(reader, source)
+    rows = (
+        {k: from_spreadsheet(v) if isinstance(v, str) else v for k, v in r.items()} for r in reader
+    )
+    return members_of(rows, source)
 
 
 def campaign_event(campaign: str, member: Member, now: datetime) -> dict[str, Any]:

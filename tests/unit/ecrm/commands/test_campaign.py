@@ -4,6 +4,7 @@ it moves nothing in the profile, and rules start on it like on any event."""
 
 from __future__ import annotations
 
+import csv
 import io
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -162,6 +163,20 @@ def test_an_exported_audience_reads_back_as_campaign_members_each_once() -> None
     write_csv(Audience(unique_customers(rows), "q", ("customer_id", "shop_id", "segment")), out)
     members = read_audience_csv(io.StringIO(out.getvalue()), "a.csv")
     assert members == [Member("c1", "tmall"), Member("c2", None)]
+
+
+def test_a_cell_a_spreadsheet_would_run_as_a_formula_is_written_as_text_and_reads_back() -> None:
+    rows = [
+        {"customer_id": '=HYPERLINK("http://evil","x")', "shop_id": "+tmall", "segment": "-1"},
+        {"customer_id": "@c2", "shop_id": "jd", "segment": "important_keep"},
+    ]
+    out = io.StringIO()
+    write_csv(Audience(rows, "q", ("customer_id", "shop_id", "segment")), out)
+    cells = [c for line in csv.reader(io.StringIO(out.getvalue())) for c in line]
+    assert not any(c.startswith(("=", "+", "-", "@")) for c in cells), cells
+    assert '\'=HYPERLINK("http://evil","x")' in cells and "important_keep" in cells
+    members = read_audience_csv(io.StringIO(out.getvalue()), "a.csv")
+    assert members == [Member('=HYPERLINK("http://evil","x")', "+tmall"), Member("@c2", "jd")]
 
 
 def test_an_audience_file_without_customer_id_or_with_a_blank_one_is_refused() -> None:
