@@ -21,6 +21,7 @@ COMMANDS = (
     "sql",
     "audience",
     "campaign",
+    "relay",
     "bench",
     "schemas",
 )

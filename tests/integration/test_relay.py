@@ -143,6 +143,17 @@ def test_a_message_larger_than_the_limit_is_set_aside_and_the_rest_go_once(setti
     assert relay_stats(rds) == {"sent": 30, "rejected": 1}
     assert rds.xlen(RELAY_REJECTS) == 1
 
+    # an operator sees it without Redis tooling
+    shown = subprocess.run(
+        [sys.executable, "-m", "ecrm", "relay", "rejects"],
+        env={**os.environ, **settings.as_env()},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "relay: rejected 1, sent 30" in shown
+    assert f"{topic} key=c10 {len(huge) + 3:,} B: message of" in shown
+
 
 def test_a_message_kafka_refuses_as_too_large_is_set_aside_with_kafkas_reason(settings, rds):
     topic = settings.topic("actions")
