@@ -29,15 +29,18 @@ from tests.integration.conftest import consumed, stats, wait_for
 pytestmark = pytest.mark.integration
 
 
-def storefront(customers: int, n: int, seed: int = 1) -> list[tuple[str, dict[str, Any]]]:
-    """A reproducible mix of orders, refunds, carts, favourites and views, with retries."""
+def storefront(
+    customers: int, n: int, seed: int = 1, span: timedelta = timedelta(days=120)
+) -> list[tuple[str, dict[str, Any]]]:
+    """A reproducible mix of orders, refunds, carts, favourites and views over the last
+    `span`, with producer retries."""
     rng = random.Random(seed)
     now = datetime.now(UTC)
     out: list[tuple[str, dict[str, Any]]] = []
     orders: list[tuple[str, str, str]] = []
     for i in range(n):
         cid = f"c{rng.randrange(customers)}"
-        ts = now - timedelta(days=rng.uniform(0, 120))
+        ts = now - span * rng.random()
         base = {"event_id": f"e{i}", "customer_id": cid, "ts": ts.isoformat()}
         r = rng.random()
         if r < 0.2:

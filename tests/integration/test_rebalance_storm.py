@@ -8,8 +8,7 @@ import random
 import threading
 import time
 from collections import Counter
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +16,11 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from streams.relay import KAFKA_OUTBOX
+from streams.outbox import KAFKA_OUTBOX
 from streams.settings import Settings
 from streams.topics import contract_topics, ensure_topics
 from tests.integration.conftest import WorkerProcess, consumed, stats, wait_for
-from tests.integration.test_pipeline import assert_profiles_match, distinct_ids
+from tests.integration.test_pipeline import assert_profiles_match, distinct_ids, storefront
 
 pytestmark = pytest.mark.integration
 
@@ -36,49 +35,6 @@ CHANGE_EVERY_S = 4
 #: a backlog waiting when the workers start, so that rebalances find full batches in flight,
 #: then steady traffic through the storm
 BACKLOG, STEADY = 30_000, 12_000
-
-
-def recent_storefront(customers: int, n: int, seed: int) -> list[tuple[str, dict[str, Any]]]:
-    """Orders, refunds, carts, favourites and views of the last hour, with producer retries."""
-    rng = random.Random(seed)
-    now = datetime.now(UTC)
-    out: list[tuple[str, dict[str, Any]]] = []
-    paid: list[tuple[str, str, str]] = []
-    for i in range(n):
-        cid = f"c{rng.randrange(customers)}"
-        ts = (now - timedelta(seconds=rng.uniform(0, 3600))).isoformat()
-        base = {"event_id": f"e{i}", "customer_id": cid, "ts": ts}
-        r = rng.random()
-        if r < 0.2:
-            amount = str(Decimal(rng.randint(1000, 90000)) / 100)
-            out.append(
-                ("orders", {**base, "order_id": f"o{i}", "status": "paid", "amount": amount})
-            )
-            paid.append((cid, f"o{i}", amount))
-        elif r < 0.23 and paid:
-            cid, oid, amount = rng.choice(paid)
-            refund = str((Decimal(amount) / 2).quantize(Decimal("0.01")))
-            out.append(
-                (
-                    "orders",
-                    {
-                        **base,
-                        "customer_id": cid,
-                        "order_id": oid,
-                        "status": "refunded",
-                        "amount": refund,
-                    },
-                )
-            )
-        elif r < 0.45:
-            out.append(("cart", {**base, "sku": f"s{rng.randrange(50)}", "qty": 1, "price": 9.9}))
-        elif r < 0.5:
-            out.append(("favorites", {**base, "sku": f"s{rng.randrange(50)}"}))
-        else:
-            out.append(("browse", {**base, "sku": f"s{rng.randrange(50)}", "category": "c"}))
-        if rng.random() < 0.05:  # a producer retry: same event id again
-            out.append(out[-1])
-    return out
 
 
 def thanks_id(customer_id: str, event_id: str) -> str:
@@ -131,7 +87,7 @@ def test_workers_killed_and_started_every_few_seconds_lose_nothing_and_send_each
         }
     )
     ensure_topics(s.kafka_bootstrap, list(contract_topics(s).values()), s.partitions)
-    events = recent_storefront(customers=400, n=BACKLOG + STEADY, seed=7)
+    events = storefront(customers=400, n=BACKLOG + STEADY, seed=7, span=timedelta(hours=1))
     backlog, steady = events[:BACKLOG], events[BACKLOG:]
     produce_steadily(s, backlog, seconds=0)
     rng = random.Random(11)
