@@ -1,6 +1,8 @@
-"""The profile agent: storefront events in, live profiles in Redis, segment changes out.
+"""The keeper: storefront events in, live profiles in Redis, segment changes and actions out.
 
-A thin loop around the pure fold. Each batch is one atomic step in Redis (see
+I/O around the customer step (agents/customer_step.py): events wait until their partition's
+event-time clock reaches them (agents/profile/event_time.py), then each batch is one atomic
+step in Redis (see
 streams/redis_store.py): profiles, the source offsets, the ClickHouse outbox and the Kafka
 outbox move together, so a killed worker neither loses nor double-applies an event. A batch
 that raises is split until the event that makes it raise is alone, and that event is
