@@ -34,7 +34,7 @@ from agents.rules.shell import MarketingStep
 from agents.rules.state import CustomerRuleState
 from schemas.events import EVENT_BY_TOPIC, TIME_WINDOW, Event, TimeWindow
 from schemas.outputs import DeadLetter, SegmentChange, bounded_key
-from schemas.profile import Profile, empty_profile
+from schemas.profile import Profile, empty_profile, from_stored, stored
 from streams import keyspace
 from streams.app import INPUT_TOPICS, EcrmApp
 from streams.outages import until_committed
@@ -339,7 +339,7 @@ class ProfileKeeper:
     def load(self, customer_id: str) -> Profile:
         """The customer's profile as the open unit read it (a new one if none is stored)."""
         raw = self.app.profiles.get(customer_id.encode())
-        return Profile.model_validate_json(raw) if raw else empty_profile(customer_id)
+        return from_stored(raw) if raw else empty_profile(customer_id)
 
 
 @dataclass
@@ -378,7 +378,7 @@ class _Batch:
         self.changes.extend(step.changes)
         if self.marketing is not None:
             self.marketing.took(step.customer.rules, step.rules_changed, step.decisions)
-        self.keeper.app.profiles[profile.customer_id.encode()] = profile.model_dump_json().encode()
+        self.keeper.app.profiles[profile.customer_id.encode()] = stored(profile)
         self.snapshots.append(profile_row(profile, self.written_at))
         due = keyspace.due(partition)
         if step.wake is None:

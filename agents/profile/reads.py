@@ -8,7 +8,7 @@ import redis
 
 from agents.profile.fold import refresh
 from agents.profile.keeper import rfm_policy
-from schemas.profile import Profile
+from schemas.profile import Profile, from_stored
 from streams import keyspace
 from streams.settings import Settings
 
@@ -25,4 +25,4 @@ def read_profile(
     if raw is None:
         return None
     policy = rfm_policy(settings)
-    return refresh(Profile.model_validate_json(raw), now or datetime.now(UTC), policy)
+    return refresh(from_stored(raw), now or datetime.now(UTC), policy)

@@ -27,7 +27,7 @@ from ecrm.commands.profile import show_profile
 from ecrm.dev.processes import spawn_worker, stop_process
 from ecrm.dev.traffic import StoreEvent, synthetic_traffic
 from schemas.outputs import SEGMENTS
-from schemas.profile import Profile
+from schemas.profile import Profile, from_stored
 from streams import keyspace
 from streams.clickhouse import ClickHouse, connect, load_query, migrate
 from streams.embedded import embedded_stack
@@ -277,7 +277,7 @@ def _profiles(client: redis.Redis) -> list[Profile]:
     keys = list(client.scan_iter(match=keyspace.PROFILES_PATTERN, count=2000))
     out: list[Profile] = []
     for i in range(0, len(keys), 1000):
-        out.extend(Profile.model_validate_json(v) for v in client.mget(keys[i : i + 1000]) if v)
+        out.extend(from_stored(v) for v in client.mget(keys[i : i + 1000]) if v)
     return out
 
 
