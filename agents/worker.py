@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from faust.types import TP
 
 from agents.profile.keeper import Incoming, ProfileKeeper, decode
 from agents.rules.book import RulesBook
+from streams import keyspace
 from streams.app import EcrmApp, create_app
-from streams.batches import subscribe_batches
+from streams.backpressure import MEMORY_WARN_SHARE, OutboxGate, memory_use, outbox_depth
+from streams.batches import BatchConsumer, subscribe_batches
 from streams.outages import REDIS_AWAY
 from streams.relay import KafkaRelay
 from streams.relay_tail import TopicTail
@@ -73,6 +76,38 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
             await keeper.sweep(sorted(ctx.owned_partitions()))
         except REDIS_AWAY as exc:
             log.warning("sweep skipped, Redis unavailable: %s", exc)  # the next tick retries
+
+    gate = OutboxGate(settings.clickhouse_outbox_max_rows)
+
+    @app.timer(settings.backpressure_check_s, name="ecrm.backpressure")
+    async def backpressure() -> None:
+        """Fetch nothing while the ClickHouse outbox is over its limit (streams/backpressure.py)."""
+        try:
+            depth = await outbox_depth(ctx.store.client)
+        except REDIS_AWAY:
+            return  # the batches wait Redis out anyway
+        share = await memory_use(ctx.store.client)
+        if share is not None and share >= MEMORY_WARN_SHARE:
+            log.warning(
+                "Redis uses %.0f %% of its maxmemory: at 100 %% it refuses writes and the "
+                "worker stops (docs/operations.md)",
+                share * 100,
+            )
+        change = gate.update(depth)
+        if change == "hold":
+            log.warning(
+                "ClickHouse outbox holds ~%d rows (limit %d): fetching input paused until the "
+                "sink drains it below half (is ClickHouse down?)",
+                depth,
+                gate.max_rows,
+            )
+        elif change == "release":
+            log.warning("ClickHouse outbox down to ~%d rows: fetching input again", depth)
+        if change is not None or gate.holding:  # again each tick: a rebalance unpauses
+            await cast(BatchConsumer, app.consumer).hold_inputs(gate.holding)
+            await ctx.store.client.hset(
+                keyspace.worker_stats(os.getpid()), "held_for_outbox", int(gate.holding)
+            )
 
     @app.timer(settings.rules_reload_s, name="ecrm.rules-reload")
     async def reload_rules() -> None:
@@ -141,17 +176,32 @@ def kafka_cluster_id(bootstrap: str) -> str:
 
 
 def start_sink_thread(settings: Settings, stop: threading.Event) -> threading.Thread:
-    """Drains the ClickHouse outbox into `settings.clickhouse_url` until `stop` is set."""
-    from streams.clickhouse import connect, migrate
+    """Drains the ClickHouse outbox into `settings.clickhouse_url` until `stop` is set. The
+    worker does not wait for ClickHouse: while it cannot be reached (or migrated) the thread
+    retries with backoff and the outbox keeps the rows (bounded by back-pressure)."""
+    from schemas.errors import ClickHouseError
+    from streams.clickhouse import ClickHouse, connect, migrate
     from streams.sink import ClickHouseSink
 
-    ch = connect(settings.clickhouse_url)
-    migrate(ch)
-    sink = ClickHouseSink(settings.redis_url, ch)
+    def connected() -> ClickHouse | None:
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                ch = connect(settings.clickhouse_url)
+                migrate(ch)
+                return ch
+            except ClickHouseError as exc:
+                log.warning("ClickHouse unavailable, retrying in %.0f s: %s", backoff, exc)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+        return None
 
     def run() -> None:
+        ch = connected()
+        if ch is None:
+            return
         try:
-            sink.run(stop)
+            ClickHouseSink(settings.redis_url, ch).run(stop)
         finally:
             ch.close()
 

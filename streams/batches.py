@@ -331,6 +331,24 @@ class BatchConsumer(ResumingConsumer):
             notify(self._waiting_for_ack)
         return True
 
+    async def hold_inputs(self, hold: bool) -> int:
+        """Stop (or start again) fetching the channel's topics on every partition assigned
+        now; how many partitions that is. A partition assigned later starts fetching, so
+        the caller holds again after a rebalance (streams/backpressure.py). aiokafka drops
+        what it had fetched ahead for a paused partition without moving its position: those
+        records are fetched again on release, and nothing is skipped."""
+        topics = self.batches.topics
+        thread = self._thread
+
+        async def apply() -> int:
+            consumer = thread._ensure_consumer()
+            tps = [tp for tp in consumer.assignment() if tp.topic in topics]
+            if tps:
+                (consumer.pause if hold else consumer.resume)(*tps)
+            return len(tps)
+
+        return cast(int, await thread.call_thread(apply))
+
     async def wait_empty(self) -> None:
         """Before partitions are given away: drop queued batches, let the batch being
         applied finish (its ack lands before Faust's commit), then Faust's own wait."""

@@ -233,6 +233,10 @@ def _start_tansu(data_dir: Path, port: int, cluster_id: str) -> _Child:
     return child
 
 
+#: The embedded Valkey's memory ceiling (a demo or a test machine; production sets its own).
+REDIS_MAXMEMORY = "2gb"
+
+
 def _start_valkey(valkey_dir: Path, port: int) -> _Child:
     valkey_dir.mkdir(parents=True, exist_ok=True)
     config = valkey_dir / "valkey.conf"
@@ -247,6 +251,10 @@ def _start_valkey(valkey_dir: Path, port: int) -> _Child:
                 'save ""',
                 "appendonly yes",
                 "appendfsync always",  # a commit Redis acknowledged survives its crash
+                # a ceiling, and at it refuse writes rather than evict: every key is state
+                # (docs/operations.md "bad day"); the worker warns well before it
+                f"maxmemory {REDIS_MAXMEMORY}",
+                "maxmemory-policy noeviction",
                 'logfile ""',
             ]
         )

@@ -27,6 +27,9 @@ class OutboxEntry:
 
     stream: str
     fields: dict[Any, Any]
+    #: rows it carries for ClickHouse (0 for a Kafka message): counted into the outbox's
+    #: depth estimate (`outbox_depth`)
+    rows: int = 0
 
 
 # -- rows bound for ClickHouse -----------------------------------------------------------------
@@ -39,7 +42,22 @@ def outbox_entry(table: str, rows: list[dict[str, Any]]) -> dict[str, bytes]:
 
 def clickhouse_entry(table: str, rows: list[dict[str, Any]]) -> OutboxEntry:
     """Rows for one ClickHouse table, inserted later by the sink with a stable token."""
-    return OutboxEntry(CLICKHOUSE_OUTBOX, outbox_entry(table, rows))
+    return OutboxEntry(CLICKHOUSE_OUTBOX, outbox_entry(table, rows), rows=len(rows))
+
+
+#: Fields of `keyspace.STATS` counting every ClickHouse outbox entry ever written and the
+#: rows in them, in the same commit as the entries (streams/redis_store.py `Unit.add`).
+QUEUED_ENTRIES = "clickhouse_outbox_entries"
+QUEUED_ROWS = "clickhouse_outbox_rows"
+
+
+def depth_from(pending_entries: int, queued_entries: int, queued_rows: int) -> int:
+    """Rows waiting in the ClickHouse outbox, estimated: the entries still there times the
+    mean rows an entry has carried. Exact when entries are alike; no sink bookkeeping needed,
+    so it holds whichever process drains and however it groups its inserts."""
+    if pending_entries <= 0 or queued_entries <= 0:
+        return 0
+    return round(pending_entries * queued_rows / queued_entries)
 
 
 def entry_token(stream: str, entry_id: str) -> str:

@@ -25,7 +25,7 @@ from redis.asyncio.client import Pipeline
 
 from schemas.errors import RedisStoreError
 from streams import keyspace
-from streams.outbox import OutboxEntry
+from streams.outbox import QUEUED_ENTRIES, QUEUED_ROWS, OutboxEntry
 
 
 class UnitConflict(RedisStoreError):
@@ -139,8 +139,12 @@ class Unit:
     # -- side effects -------------------------------------------------------------------
 
     def add(self, entry: OutboxEntry) -> None:
-        """Append an entry to an outbox (streams/outbox.py)."""
+        """Append an entry to an outbox (streams/outbox.py); rows for ClickHouse are counted
+        with it, for the outbox's depth (back-pressure)."""
         self._ops.append(Xadd(entry.stream, entry.fields))
+        if entry.rows:
+            self._ops.append(Hincrby(keyspace.STATS, QUEUED_ENTRIES, 1))
+            self._ops.append(Hincrby(keyspace.STATS, QUEUED_ROWS, entry.rows))
 
     def zadd(self, key: str, member: str, score: float) -> None:
         self._ops.append(Zadd(key, member, score))

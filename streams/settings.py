@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     relay_max_message_bytes: int = Field(default=1_048_576, ge=1)
     relay_heartbeat_ttl_s: float = Field(default=10.0, gt=0)
     relay_retry_max_s: float = Field(default=30.0, gt=0)
+    #: Back-pressure (docs/operations.md "bad day"): while the ClickHouse outbox holds more
+    #: rows than this (ClickHouse down or slow), the worker stops fetching its input topics,
+    #: so Redis does not fill up; it fetches again below half of it.
+    clickhouse_outbox_max_rows: int = Field(default=1_000_000, ge=1)
+    #: How often the worker looks at the outbox's depth.
+    backpressure_check_s: float = Field(default=1.0, gt=0)
     #: Who drains the ClickHouse outbox: "auto" = a worker drains unless ClickHouse is chdb
     #: (embedded, single process: the stack process drains); "yes"/"no" force it.
     sink: Literal["auto", "yes", "no"] = "auto"

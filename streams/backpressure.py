@@ -1,0 +1,65 @@
+"""Back-pressure from the ClickHouse outbox to the worker's fetching.
+
+While ClickHouse is down or slow, every batch the worker applies still adds rows to the
+ClickHouse outbox in Redis; left alone it grows until Redis is out of memory. So the worker
+watches the outbox's depth and stops fetching its input topics above a limit
+(`ECRM_CLICKHOUSE_OUTBOX_MAX_ROWS`), and fetches again once the sink has drained it below
+half: Kafka keeps the backlog meanwhile, which is what it is for. Timers and the relay go on
+(the sweep adds rows too, but few and bounded by the customers due).
+
+`OutboxGate` is the decision, pure; `outbox_depth` reads what it needs from Redis.
+
+Redis itself runs with a `maxmemory` and the `noeviction` policy (compose and embedded):
+full, it refuses writes instead of dropping state. `memory_use` says how close it is, and the
+worker warns from `MEMORY_WARN_SHARE` of the limit on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from streams import keyspace
+from streams.outbox import CLICKHOUSE_OUTBOX, QUEUED_ENTRIES, QUEUED_ROWS, depth_from
+
+Change = Literal["hold", "release"]
+
+#: Share of Redis's maxmemory from which the worker warns (and reports it in its stats).
+MEMORY_WARN_SHARE = 0.8
+
+
+@dataclass
+class OutboxGate:
+    """Hold fetching above `max_rows`; release below half of it (hysteresis, so a depth
+    hovering at the limit does not flap the consumer)."""
+
+    max_rows: int
+    holding: bool = False
+
+    def update(self, depth: int) -> Change | None:
+        """The change to make now that the outbox holds `depth` rows, if any."""
+        if not self.holding and depth > self.max_rows:
+            self.holding = True
+            return "hold"
+        if self.holding and depth < self.max_rows / 2:
+            self.holding = False
+            return "release"
+        return None
+
+
+async def outbox_depth(client: Any) -> int:
+    """Rows waiting in the ClickHouse outbox (an estimate: see `outbox.depth_from`)."""
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.xlen(CLICKHOUSE_OUTBOX)
+        pipe.hmget(keyspace.STATS, [QUEUED_ENTRIES, QUEUED_ROWS])
+        pending, (entries, rows) = await pipe.execute()
+    return depth_from(int(pending or 0), int(entries or 0), int(rows or 0))
+
+
+async def memory_use(client: Any) -> float | None:
+    """Redis's used memory as a share of its maxmemory; None when it has no limit."""
+    info = await client.info("memory")
+    limit = int(info.get("maxmemory") or 0)
+    if limit <= 0:
+        return None
+    return int(info.get("used_memory") or 0) / limit
