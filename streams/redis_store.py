@@ -43,6 +43,8 @@ class OutsideUnit(RedisStoreError):
 class Set:
     key: str
     value: bytes
+    #: the key expires this long after the write (None: it stays)
+    ttl_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -82,8 +84,8 @@ Op = Set | Delete | Xadd | Zadd | Zrem | Hincrby
 def queue(pipe: Pipeline, op: Op) -> None:
     """Put one operation on a MULTI pipeline."""
     match op:
-        case Set(key, value):
-            pipe.set(key, value)
+        case Set(key, value, ttl_ms):
+            pipe.set(key, value, px=ttl_ms)
         case Delete(key):
             pipe.delete(key)
         case Xadd(stream, fields):
@@ -110,6 +112,7 @@ class Unit:
         self._new_offsets: dict[tuple[str, int], int] = {}
         self.values: dict[str, bytes | None] = {}
         self._dirty: dict[str, None] = {}
+        self._ttl_ms: dict[str, int] = {}
         self._ops: list[Op] = []
 
     # -- the working set ----------------------------------------------------------------
@@ -121,10 +124,13 @@ class Unit:
         except KeyError:
             raise RedisStoreError(f"{key!r} was not read by this unit") from None
 
-    def put(self, key: str, value: bytes | None) -> None:
-        """Write (None: delete) a value in the same step."""
+    def put(self, key: str, value: bytes | None, *, ttl_s: float | None = None) -> None:
+        """Write (None: delete) a value in the same step; `ttl_s`: it expires that long after
+        (for state only useful for a while, e.g. a day's budget counter)."""
         self.values[key] = value
         self._dirty[key] = None
+        if ttl_s is not None:
+            self._ttl_ms[key] = int(ttl_s * 1000)
 
     # -- source offsets -----------------------------------------------------------------
 
@@ -160,7 +166,7 @@ class Unit:
         out: list[Op] = []
         for key in self._dirty:
             value = self.values[key]
-            out.append(Delete(key) if value is None else Set(key, value))
+            out.append(Delete(key) if value is None else Set(key, value, self._ttl_ms.get(key)))
         for (topic, partition), offset in self._new_offsets.items():
             out.append(
                 Set(keyspace.offset(self.cluster_id, topic, partition), str(offset).encode())

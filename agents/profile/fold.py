@@ -28,6 +28,13 @@ RECENT_IDS_KEPT = 64
 CAMPAIGN_IDS_KEPT = 64
 VIEWS_KEPT = 20
 FAVORITES_KEPT = 50
+#: Bounds that keep a profile small whatever a customer (or a bot) does (docs/profile.md):
+#: cart lines (the oldest added goes first), refunds seen before their order (the oldest
+#: goes first: its order never came), and refund ids remembered per order (a refund
+#: redelivered after 32 later refunds of the same order would count again).
+CART_KEPT = 200
+ORPHAN_REFUNDS_KEPT = 50
+REFUND_IDS_KEPT = 32
 DAY = timedelta(days=1)
 
 
@@ -203,9 +210,18 @@ def _apply_order(p: Profile, event: OrderEvent) -> bool:
         if event.event_id in line.refund_ids:
             return False
         line.refund_ids.append(event.event_id)
+        del line.refund_ids[:-REFUND_IDS_KEPT]
         line.refunded += event.amount
     p.orders[event.order_id] = line
+    if line.at is None:
+        _bound_orphan_refunds(p)
     return True
+
+
+def _bound_orphan_refunds(p: Profile) -> None:
+    orphans = [oid for oid, line in p.orders.items() if line.at is None]
+    for oid in orphans[:-ORPHAN_REFUNDS_KEPT]:  # in the order they were first seen
+        del p.orders[oid]
 
 
 def _check_out_cart(p: Profile, order: OrderEvent) -> None:
@@ -221,6 +237,9 @@ def _apply_cart(p: Profile, event: CartEvent) -> None:
     line = p.cart.get(event.sku)
     if line is None:
         p.cart[event.sku] = CartLine(qty=event.qty, price=event.price, added_at=event.ts)
+        if len(p.cart) > CART_KEPT:
+            oldest = min(p.cart, key=lambda sku: p.cart[sku].added_at)
+            del p.cart[oldest]
     else:
         line.qty += event.qty
         line.price = event.price

@@ -87,6 +87,7 @@ class MarketingStep:
             self.unit.put(
                 keyspace.budget(rule_id, day),
                 orjson.dumps({"count": total.count, "value": str(total.value)}),
+                ttl_s=BUDGET_KEPT_S,
             )
         if not self.decisions:
             return
@@ -125,6 +126,10 @@ def decision_row(d: Decision) -> dict[str, Any]:
 
 #: Budget days one unit reads at most (a unit spanning more books only the latest ones).
 MAX_BUDGET_DAYS = 62
+#: A day's budget counter expires this long after its last booking: past the days any unit
+#: reads (a decision that old is history, suppressed, and books nothing), so Redis does not
+#: keep a key per rule per day forever.
+BUDGET_KEPT_S = (MAX_BUDGET_DAYS + 8) * 86400
 
 
 def _budget_days(rules: RuleSet, span: tuple[datetime, datetime]) -> list[date]:

@@ -84,6 +84,24 @@ def test_a_unit_that_raises_commits_nothing(app, rds) -> None:
     assert rds.hget(keyspace.STATS, "events") is None
 
 
+def test_a_value_written_with_a_lifetime_expires_and_one_without_stays(app, rds) -> None:
+    from datetime import date
+
+    day = keyspace.budget("win-back", date(2026, 11, 30))
+
+    async def step() -> list[Any]:
+        async with app.store.unit([], [], [day]) as unit:
+            unit.put(day, b'{"count": 3}', ttl_s=3600)
+            app.profiles[b"dave"] = b"{}"
+            return unit.ops()
+
+    ops = run(app, step)
+    assert Set(day, b'{"count": 3}', 3_600_000) in ops
+    assert Set(keyspace.profile("dave"), b"{}") in ops
+    assert 3_500_000 < rds.pttl(day) <= 3_600_000
+    assert rds.pttl(keyspace.profile("dave")) == -1  # state never expires
+
+
 def test_another_writer_between_read_and_commit_makes_the_unit_conflict(app, rds) -> None:
     rds.set(keyspace.profile("carol"), b"v1")
 

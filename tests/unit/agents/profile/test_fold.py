@@ -510,3 +510,51 @@ def test_a_browse_event_names_a_sku_or_a_url() -> None:
         BrowseEvent.model_validate(fields)
     with pytest.raises(ValidationError, match="sku or a url"):
         BrowseEvent.model_validate({**fields, "sku": "", "url": ""})
+
+
+def test_a_cart_keeps_its_200_latest_lines_whatever_a_bot_adds() -> None:
+    from agents.profile.fold import CART_KEPT
+
+    adds = [
+        CartEvent(
+            event_id=f"c{i}",
+            customer_id="bot",
+            ts=T0 + timedelta(seconds=i),
+            sku=f"S{i}",
+            qty=1,
+            price="1",
+        )
+        for i in range(CART_KEPT + 50)
+    ]
+    p = fold_many(empty_profile("bot"), adds)
+    assert len(p.cart) == CART_KEPT
+    assert "S0" not in p.cart and "S49" not in p.cart  # the oldest went first
+    assert "S50" in p.cart and f"S{CART_KEPT + 49}" in p.cart
+
+
+def test_refunds_whose_order_never_comes_are_bounded_and_refund_ids_too() -> None:
+    from agents.profile.fold import ORPHAN_REFUNDS_KEPT, REFUND_IDS_KEPT
+
+    def refund(n: int, order: str) -> OrderEvent:
+        return OrderEvent(
+            event_id=f"r{n}",
+            customer_id="c",
+            ts=T0 + timedelta(minutes=n),
+            order_id=order,
+            status="refunded",
+            amount="1",
+        )
+
+    p = fold_many(empty_profile("c"), [refund(i, f"O{i}") for i in range(ORPHAN_REFUNDS_KEPT + 10)])
+    assert len(p.orders) == ORPHAN_REFUNDS_KEPT
+    assert "O0" not in p.orders and f"O{ORPHAN_REFUNDS_KEPT + 9}" in p.orders
+
+    paid = OrderEvent(
+        event_id="p", customer_id="c", ts=T0, order_id="A", status="paid", amount="100"
+    )
+    many = [refund(i, "A") for i in range(REFUND_IDS_KEPT + 5)]
+    p = fold_many(empty_profile("c"), [paid, *many])
+    assert p.orders["A"].refunded == Decimal(REFUND_IDS_KEPT + 5)
+    assert len(p.orders["A"].refund_ids) == REFUND_IDS_KEPT
+    # a recent refund redelivered still counts once
+    assert fold_many(p, [many[-1]]).orders["A"].refunded == Decimal(REFUND_IDS_KEPT + 5)
