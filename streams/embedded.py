@@ -110,6 +110,32 @@ class EmbeddedStack:
                 return f"{child.name} exited with {code}; log {child.log_path}:\n{child.log_tail()}"
         return None
 
+    def crash_redis(self) -> None:
+        """SIGKILL Valkey, as a crash would (tests of a bad day); `start_redis` brings it back
+        on the same port with the data its append-only file kept."""
+        child = self._child("valkey")
+        _signal_group(child.process.pid, signal.SIGKILL)
+        child.process.wait(timeout=STOP_TIMEOUT_S)
+
+    def start_redis(self) -> None:
+        port = int(self.redis_url.rsplit(":", 1)[1].split("/")[0])
+        self._children = [c for c in self._children if c.name != "valkey"]
+        self._children.append(_start_valkey(self.data_dir / "valkey", port))
+
+    def freeze_broker(self, frozen: bool) -> None:
+        """SIGSTOP (or SIGCONT) the broker: to its clients it stops answering, then answers
+        again, without losing what it holds (this Tansu keeps topics in memory only, so a
+        restart would lose them; a frozen broker is the restart its clients see)."""
+        _signal_group(
+            self._child("tansu").process.pid, signal.SIGSTOP if frozen else signal.SIGCONT
+        )
+
+    def _child(self, name: str) -> _Child:
+        for child in self._children:
+            if child.name == name and child.process.poll() is None:
+                return child
+        raise EmbeddedStackError(f"{name} is not running")
+
     def stop(self) -> None:
         """Stop every service, newest first. Idempotent; leaves no process behind."""
         while self._children:

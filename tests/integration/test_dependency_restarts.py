@@ -1,0 +1,116 @@
+"""A bad day for Redis and the broker: Redis crashes and comes back, the broker stops
+answering for a while — the worker waits, resumes, and every event is applied exactly once."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+from kafka import KafkaProducer
+
+from agents.profile.reads import read_profile
+from streams.embedded import EmbeddedStack, start_embedded
+from streams.settings import Settings
+from streams.topics import contract_topics, ensure_topics
+from tests.integration.conftest import WorkerProcess, stats, wait_for
+
+pytestmark = pytest.mark.integration
+
+EVENTS = 3000
+CUSTOMERS = 200
+
+
+@pytest.fixture
+def own_stack(tmp_path: Path) -> Iterator[tuple[EmbeddedStack, Settings]]:
+    """A stack of this test's own: its Redis and broker are the ones it breaks."""
+    stack = start_embedded(tmp_path / "stack")
+    settings = stack.settings(Settings()).model_copy(
+        update={
+            "app_id": f"ecrm-restarts-{os.getpid()}",
+            "data_dir": tmp_path / "data",
+            "clickhouse_url": f"chdb://{tmp_path / 'clickhouse'}",
+            "sweep_interval_s": 0.5,
+            "sink": "no",
+            "batch_max": 100,
+        }
+    )
+    ensure_topics(settings.kafka_bootstrap, list(contract_topics(settings).values()), 4)
+    try:
+        yield stack, settings
+    finally:
+        stack.freeze_broker(False)
+        stack.stop()
+
+
+def test_redis_crash_and_a_frozen_broker_lose_nothing_and_apply_nothing_twice(
+    own_stack: tuple[EmbeddedStack, Settings], tmp_path: Path
+) -> None:
+    stack, settings = own_stack
+    worker = WorkerProcess(settings, tmp_path / "worker.log")
+    rds = redis.Redis.from_url(settings.redis_url)
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
+    start = datetime.now(UTC) - timedelta(minutes=30)
+    sent: Counter[str] = Counter()
+    done = threading.Event()
+
+    def storefront() -> None:  # steady traffic through both outages
+        for i in range(EVENTS):
+            customer = f"c{i % CUSTOMERS}"
+            event = {
+                "event_id": f"v{i}",
+                "customer_id": customer,
+                "ts": (start + timedelta(milliseconds=500 * i)).isoformat(),
+                "sku": f"S{i % 13}",
+            }
+            while True:
+                try:
+                    producer.send(
+                        settings.topic("browse"), key=customer.encode(), value=orjson.dumps(event)
+                    ).get(timeout=60)
+                    break
+                except Exception:  # noqa: BLE001 - the frozen broker: send it again
+                    time.sleep(0.2)
+            sent[customer] += 1
+            time.sleep(0.002)
+        done.set()
+
+    try:
+        traffic = threading.Thread(target=storefront)
+        traffic.start()
+        wait_for(lambda: stats(rds).get("events", 0) > 300, timeout=90, what="events applied")
+
+        stack.crash_redis()  # mid-stream: batches cannot commit
+        time.sleep(3)
+        stack.start_redis()  # back with what its append-only file kept
+        rds = redis.Redis.from_url(settings.redis_url)
+        wait_for(lambda: stats(rds).get("events", 0) > 1200, timeout=90, what="progress again")
+
+        stack.freeze_broker(True)  # nobody can fetch or produce for a while
+        time.sleep(5)
+        stack.freeze_broker(False)
+
+        traffic.join(timeout=180)
+        assert done.is_set(), "the storefront could not send everything"
+        wait_for(
+            lambda: stats(rds).get("events", 0) >= EVENTS, timeout=120, what="every event applied"
+        )
+        time.sleep(1)  # a late duplicate would show up here
+        assert stats(rds)["events"] == EVENTS, worker.log_tail()
+        assert stats(rds).get("duplicates", 0) == 0
+        for customer, n in sent.items():
+            profile = read_profile(settings, customer)
+            assert profile is not None and profile.events_seen == n, customer
+        assert worker.proc.poll() is None, worker.log_tail()
+        log = worker.log_path.read_text(errors="replace")
+        assert "waiting for Redis" in log
+    finally:
+        producer.close(timeout=5)
+        worker.stop()
