@@ -19,7 +19,7 @@ from agents.profile.fold import VIEWS_KEPT, fold_many, refresh
 from agents.profile.keeper import rfm_policy
 from agents.profile.reads import read_profile
 from schemas.events import EVENT_BY_TOPIC, Event
-from schemas.profile import empty_profile
+from schemas.profile import empty_profile, from_stored
 from streams import keyspace
 from streams.clickhouse import connect, migrate
 from streams.settings import Settings
@@ -145,12 +145,12 @@ def test_events_become_profiles_in_redis_and_rows_in_clickhouse(
     assert rows[0]["n"] == rows[0]["u"] == distinct_ids(events)
     latest = {r["customer_id"]: r for r in ch.query("SELECT * FROM profiles_latest")}
     stored = {
-        k.decode().split(":", 2)[2]: orjson.loads(rds.get(k))
+        k.decode().split(":", 2)[2]: from_stored(rds.get(k))
         for k in rds.scan_iter(match=keyspace.PROFILES_PATTERN)
     }
     assert latest.keys() == stored.keys()
-    assert all(latest[c]["segment"] == p["segment"] for c, p in stored.items())
-    assert all(latest[c]["frequency"] == p["frequency"] for c, p in stored.items())
+    assert all(latest[c]["segment"] == p.segment for c, p in stored.items())
+    assert all(latest[c]["frequency"] == p.frequency for c, p in stored.items())
     changes = ch.query("SELECT count() AS n FROM segment_changes")
     assert changes[0]["n"] == stats(rds)["segment_changes"] > 0
     ch.close()
