@@ -174,3 +174,104 @@ def test_an_unavailable_broker_is_a_503_to_retry_never_a_silent_drop(settings):
         assert health.json()["redis"] == "ok"
         metrics = http.get("/metrics").text
         assert 'ecrm_api_events_refused_total{reason="broker_unavailable"} 1.0' in metrics
+
+
+WAIT_RULES = """
+rules:
+  - id: abandoned-cart
+    when:
+      event: cart
+      not_followed_by: {event: orders, where: {status: paid}}
+      within: 8s
+    action: {kind: coupon, channel: sms, params: {value: 10, valid_for: 48h}}
+"""
+
+
+def test_identify_merges_the_anonymous_session_and_its_wait_into_the_customer(
+    settings, start_worker, tmp_path
+):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(WAIT_RULES, encoding="utf-8")
+    s = settings.model_copy(update={"rules_file": rules})
+    start_worker(s)
+    now = datetime.now(UTC)
+    session = [
+        product("Product Viewed", "anon-7", "sku-1", 1, category="tea"),
+        product("Product Viewed", "anon-7", "sku-1", 2, category="tea"),
+        product("Product Added to Wishlist", "anon-7", "sku-2", 1),
+        {**product("Product Added", "anon-7", "sku-1", 1, price="88.00"), "timestamp": None},
+    ]
+    known = {
+        **order_completed("u-7", "o-70", "300.00"),
+        "timestamp": (now - timedelta(days=3)).isoformat(),
+    }
+    with serving(s) as url, httpx.Client(base_url=url, timeout=30) as http:
+
+        def profile(cid: str) -> dict[str, Any] | None:
+            got = http.get(f"/v1/profiles/{cid}", auth=R)
+            return got.json() if got.status_code == 200 else None
+
+        assert http.post("/v1/track", json=known, auth=W).status_code == 200
+        wait_for(lambda: (p := profile("u-7")) and p["frequency"] == 1, what="u-7's order")
+        answer = http.post("/v1/batch", json={"batch": session}, auth=W).json()
+        assert answer["accepted"] == 4, answer
+        wait_for(lambda: (p := profile("anon-7")) and p["cart"], what="the anonymous cart")
+        linked = http.post(
+            "/v1/identify",
+            json={"userId": "u-7", "anonymousId": "anon-7", "traits": {"email": "x@y.z"}},
+            auth=W,
+        )
+        assert linked.status_code == 200 and linked.json()["topic"] == "identities"
+        merged = wait_for(
+            lambda: (p := profile("anon-7")) and p["customer_id"] == "u-7" and p,
+            what="anon-7 redirected to u-7",
+        )
+        assert set(merged["cart"]) == {"sku-1"} and set(merged["favorites"]) == {"sku-2"}
+        assert merged["views"]["sku-1"]["count"] == 2 and merged["frequency"] == 1
+        later = product("Product Viewed", "anon-7", "sku-3", 1)
+        assert http.post("/v1/track", json=later, auth=W).status_code == 200
+        wait_for(
+            lambda: "sku-3" in (profile("u-7") or {}).get("views", {}),
+            what="a later anonymous view folded into u-7",
+        )
+        again = http.post("/v1/alias", json={"userId": "u-7", "previousId": "anon-7"}, auth=W)
+        assert again.status_code == 200
+
+    consumer = KafkaConsumer(
+        settings.topic("actions"),
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=1000,
+    )
+    actions: list[dict[str, Any]] = []
+    wait_for(
+        lambda: actions.extend(orjson.loads(m.value) for m in consumer) or actions,
+        timeout=60,
+        what="the carried-over wait's coupon",
+    )
+    consumer.close()
+    assert [(a["rule_id"], a["customer_id"]) for a in actions] == [("abandoned-cart", "u-7")]
+
+    from tests.integration.test_pipeline import sink_all
+
+    ch = sink_all(settings)
+    try:
+        rows = ch.query(
+            "SELECT merged_id, customer_id, outcome, cart_items, favorites, views, waits "
+            "FROM identity_merges ORDER BY merged_at, outcome DESC"
+        )
+        with serving(settings, clickhouse=ch) as url, httpx.Client(base_url=url) as http:
+            decided = http.get("/v1/profiles/u-7/decisions", auth=R).json()["decisions"]
+    finally:
+        ch.close()
+    assert rows[0] == {
+        "merged_id": "anon-7",
+        "customer_id": "u-7",
+        "outcome": "merged",
+        "cart_items": 1,
+        "favorites": 1,
+        "views": 2,
+        "waits": 1,
+    }
+    assert [r["outcome"] for r in rows[1:]] == ["already_linked"]
+    assert [(d["rule_id"], d["outcome"]) for d in decided] == [("abandoned-cart", "fired")]
