@@ -33,6 +33,10 @@ def dead_letter_reason(error: str) -> str:
     return _NUMBERS.sub("*", where)[:40]
 
 
+def _text(name: bytes | str) -> str:
+    return name.decode() if isinstance(name, bytes) else name
+
+
 class RedisCounters(Collector):
     """The workers' shared counters, outbox depths and due customers, read at scrape time."""
 
@@ -62,7 +66,7 @@ class RedisCounters(Collector):
             labels=["kind"],
         )
         for name, value in stats.items():
-            handled.add_metric([name.decode()], int(value))
+            handled.add_metric([_text(name)], int(value))
         yield handled
         decisions = GaugeMetricFamily(
             "ecrm_cluster_rule_decisions",
@@ -70,7 +74,7 @@ class RedisCounters(Collector):
             labels=["rule", "outcome"],
         )
         for name, value in rules.items():
-            rule_id, _, outcome = name.decode().partition("|")
+            rule_id, _, outcome = _text(name).partition("|")
             decisions.add_metric([rule_id, outcome], int(value))
         yield decisions
         outbox = GaugeMetricFamily(

@@ -83,7 +83,8 @@ def page(title_zh: str, title_en: str, path: str, body: str, script: str = "") -
 <script src="/static/echarts/echarts.min.js"></script></head>
 <body><header><b>ecrm</b>{nav}</header><main>
 <h1>{_esc(title_zh)} <span class="en">{_esc(title_en)}</span></h1>{body}</main>
-<script>{script}</script></body></html>"""
+<script>{script}
+document.body.dataset.loaded = 'yes';</script></body></html>"""
     )
 
 
@@ -142,7 +143,7 @@ def segments(request: Request) -> HTMLResponse:
     script = """
 const d = JSON.parse(document.getElementById('segments-data').textContent);
 const c = echarts.init(document.getElementById('segments-chart'));
-c.setOption({tooltip:{}, xAxis:{type:'category', data:d.map(x=>x.name),
+c.setOption({animation:false, tooltip:{}, xAxis:{type:'category', data:d.map(x=>x.name),
   axisLabel:{interval:0, rotate:20}}, yAxis:{type:'value'},
   series:[{type:'bar', data:d.map(x=>x.value), itemStyle:{color:'#c62f2f'}}]});
 document.body.dataset.rendered = 'yes';"""
@@ -174,7 +175,7 @@ def rules(request: Request) -> HTMLResponse:
 <script type="application/json" id="funnel-data">{_data(funnel)}</script>"""
     script = """
 const f = JSON.parse(document.getElementById('funnel-data').textContent);
-echarts.init(document.getElementById('funnel-chart')).setOption({tooltip:{},
+echarts.init(document.getElementById('funnel-chart')).setOption({animation:false, tooltip:{},
   series:[{type:'funnel', sort:'none', data:f, label:{formatter:'{b}: {c}'}}]});
 async function feed(){
   const r = await fetch('/dashboard/decisions.json');
