@@ -262,6 +262,9 @@ def test_identify_merges_the_anonymous_session_and_its_wait_into_the_customer(
         )
         with serving(settings, clickhouse=ch) as url, httpx.Client(base_url=url) as http:
             decided = http.get("/v1/profiles/u-7/decisions", auth=R).json()["decisions"]
+            carts = http.get("/v1/audiences", params={"where": "cart_items >= 1"}, auth=R)
+            refused = http.get("/v1/audiences", params={"where": "1; DROP TABLE x"}, auth=R)
+            health = http.get("/healthz")
     finally:
         ch.close()
     assert rows[0] == {
@@ -275,3 +278,9 @@ def test_identify_merges_the_anonymous_session_and_its_wait_into_the_customer(
     }
     assert [r["outcome"] for r in rows[1:]] == ["already_linked"]
     assert [(d["rule_id"], d["outcome"]) for d in decided] == [("abandoned-cart", "fired")]
+    # the cart moved to u-7: the anonymous id's last snapshot no longer holds it
+    assert carts.status_code == 200 and carts.headers["content-type"].startswith("text/csv")
+    lines = carts.text.splitlines()
+    assert lines[0].startswith("customer_id,") and [ln.split(",")[0] for ln in lines[1:]] == ["u-7"]
+    assert refused.status_code == 400
+    assert health.status_code == 200 and health.json()["clickhouse"] == "ok"
