@@ -116,6 +116,10 @@ def _reason(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+#: linked ids a worker remembers (the oldest are forgotten: found again from their stubs)
+REDIRECTS_KEPT = 100_000
+
+
 class _Redirected(Exception):  # noqa: N818 - a signal inside the keeper, never raised out
     """Customers of a unit turned out to be redirects: read the batch again under their
     targets."""
@@ -262,6 +266,8 @@ class ProfileKeeper:
                 return
             except _Redirected as found:
                 self.redirects.update(found.redirects)
+                while len(self.redirects) > REDIRECTS_KEPT:  # forgotten ones are found again
+                    del self.redirects[next(iter(self.redirects))]
         raise RuntimeError(f"identity redirects do not settle: {self.redirects}")
 
     def resolved(self, customer_id: str) -> str:
@@ -295,7 +301,7 @@ class ProfileKeeper:
         span = (min([*times, now]), now)  # events are decided at their own times, up to now
         raw_keys = MarketingStep.keys(rules, customers, span) if rules else []
         async with store.unit([c.encode() for c in customers], sources, raw_keys) as unit:
-            found = self._stubs(customers)
+            found = self._stubs(unit, customers)
             if found:
                 raise _Redirected(found)  # nothing was written: the unit is dropped
             marketing = MarketingStep.begin(rules, unit, span) if rules else None
@@ -332,11 +338,11 @@ class ProfileKeeper:
                     batch.link(item, now)
             batch.finish()
 
-    def _stubs(self, customers: Iterable[str]) -> dict[str, str]:
+    def _stubs(self, unit: Unit, customers: Iterable[str]) -> dict[str, str]:
         """The customers of the open unit that are redirects, not yet known as such."""
         found = {}
         for cid in customers:
-            raw = self.app.profiles.get(cid.encode())
+            raw = unit.values.get(keyspace.profile(cid))
             if raw and b'"merged_into":"' in raw:
                 target = Profile.model_validate_json(raw).merged_into
                 if target is not None:

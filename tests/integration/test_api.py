@@ -17,6 +17,7 @@ import pytest
 from kafka import KafkaConsumer
 
 from ecrm.api.keys import ApiKey, key_hash
+from streams.topics import partition_for
 from tests.integration.api_server import KEYS, READ_KEY, WRITE_KEY, free_port, serving
 from tests.integration.conftest import wait_for
 
@@ -193,6 +194,8 @@ def test_identify_merges_the_anonymous_session_and_its_wait_into_the_customer(
     rules = tmp_path / "rules.yaml"
     rules.write_text(WAIT_RULES, encoding="utf-8")
     s = settings.model_copy(update={"rules_file": rules})
+    # the two ids live on different partitions, so different workers could own them
+    assert partition_for("anon-7", s.partitions) != partition_for("u-7", s.partitions)
     start_worker(s)
     now = datetime.now(UTC)
     session = [
