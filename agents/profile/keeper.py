@@ -7,6 +7,8 @@ streams/redis_store.py): profiles, the source offsets, the ClickHouse outbox and
 outbox move together, so a killed worker neither loses nor double-applies an event. A batch
 that raises is split until the event that makes it raise is alone, and that event is
 dead-lettered (agents/profile/poison.py); an outage is waited out (streams/outages.py).
+An identity link (`ecrm.identities`) merges an anonymous id into its customer in the same
+unit (agents/identity.py); the id's later events are regrouped under the customer.
 """
 
 from __future__ import annotations

@@ -183,20 +183,22 @@ rules:
     when:
       event: cart
       not_followed_by: {event: orders, where: {status: paid}}
-      within: 8s
+      within: 12s
     action: {kind: coupon, channel: sms, params: {value: 10, valid_for: 48h}}
 """
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_identify_merges_the_anonymous_session_and_its_wait_into_the_customer(
-    settings, start_worker, tmp_path
+    settings, start_worker, tmp_path, workers
 ):
     rules = tmp_path / "rules.yaml"
     rules.write_text(WAIT_RULES, encoding="utf-8")
     s = settings.model_copy(update={"rules_file": rules})
-    # the two ids live on different partitions, so different workers could own them
+    # the two ids live on different partitions: with two workers, each may own one of them
     assert partition_for("anon-7", s.partitions) != partition_for("u-7", s.partitions)
-    start_worker(s)
+    for _ in range(workers):
+        start_worker(s)
     now = datetime.now(UTC)
     session = [
         product("Product Viewed", "anon-7", "sku-1", 1, category="tea"),
