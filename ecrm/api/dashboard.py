@@ -133,19 +133,32 @@ def segments(request: Request) -> HTMLResponse:
         {"name": f"{SEGMENT_NAMES.get(r['segment'], '')} {r['segment']}", "value": r["customers"]}
         for r in dist
     ]
+    # a week ago on the left, now on the right (a Sankey needs the two sides told apart)
+    flows = [
+        {"source": f"{m['segment_a']} ·7d", "target": m["segment_b"], "value": m["customers"]}
+        for m in moved
+    ]
     body = f"""
 <h2>各分群客户数 <span class="en">Customers per RFM segment</span></h2>
 <div id="segments-chart" class="chart"></div>
 {table(dist, ["segment", "名称", "customers", "share", "avg_days_since_last_order", "avg_frequency", "avg_monetary"], "segments")}
 <h2>本周分群迁移 <span class="en">How customers moved this week</span></h2>
+<div id="moves-chart" class="chart"></div>
 {table(moved[:30], ["segment_a", "segment_b", "customers", "share_of_a"], "moves")}
-<script type="application/json" id="segments-data">{_data(chart)}</script>"""
+<script type="application/json" id="segments-data">{_data(chart)}</script>
+<script type="application/json" id="moves-data">{_data(flows)}</script>"""
     script = """
 const d = JSON.parse(document.getElementById('segments-data').textContent);
 const c = echarts.init(document.getElementById('segments-chart'));
 c.setOption({animation:false, tooltip:{}, xAxis:{type:'category', data:d.map(x=>x.name),
   axisLabel:{interval:0, rotate:20}}, yAxis:{type:'value'},
   series:[{type:'bar', data:d.map(x=>x.value), itemStyle:{color:'#c62f2f'}}]});
+const m = JSON.parse(document.getElementById('moves-data').textContent);
+const names = [...new Set(m.flatMap(x => [x.source, x.target]))].map(n => ({name: n}));
+if (m.length) echarts.init(document.getElementById('moves-chart')).setOption({
+  animation:false, tooltip:{}, series:[{type:'sankey', data:names, links:m,
+  emphasis:{focus:'adjacency'}, lineStyle:{color:'source', opacity:0.4}}]});
+else document.getElementById('moves-chart').style.display = 'none';
 document.body.dataset.rendered = 'yes';"""
     return page("客户分群", "Segments", "/", body, script)
 

@@ -46,7 +46,15 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
     import uvicorn
 
     from ecrm.api.app import create_app
+    from schemas.errors import KafkaError
+    from streams.topics import contract_topics, ensure_topics
 
+    try:  # the topics the API writes to, identities among them, as `ecrm worker` makes them
+        ensure_topics(
+            settings.kafka_bootstrap, list(contract_topics(settings).values()), settings.partitions
+        )
+    except KafkaError as exc:  # served anyway: every send answers 503 until the broker is back
+        print(f"ecrm api: {exc}", file=sys.stderr)
     app = create_app(settings)
     keys = len(app.state.ctx.keys)
     if not keys:

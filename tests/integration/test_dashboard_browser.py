@@ -142,6 +142,8 @@ def test_each_page_renders_with_the_shops_data(shop, browser):
         assert "general_develop" in text and "一般发展客户" in text
         canvas = browser.find_elements("css selector", "#segments-chart canvas")
         assert canvas, "ECharts drew no chart"
+        assert browser.find_elements("css selector", "#moves-chart canvas"), "no moves chart"
+        assert "prospect" in browser.find_element("id", "moves").text
 
         text = shown(browser, f"{url}/rules", "rules")
         rows = browser.find_elements("css selector", "#performance tr")
