@@ -272,6 +272,11 @@ def test_identify_merges_the_anonymous_session_and_its_wait_into_the_customer(
             health = http.get("/healthz")
     finally:
         ch.close()
+    # `ecrm api` beside no other holder of the embedded chdb opens it per request, as `ecrm sql`
+    with serving(settings) as url, httpx.Client(base_url=url) as http:
+        for _ in range(2):
+            again = http.get("/v1/profiles/u-7/decisions", auth=R)
+            assert again.status_code == 200 and again.json()["decisions"] == decided
     assert rows[0] == {
         "merged_id": "anon-7",
         "customer_id": "u-7",
