@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -20,6 +21,7 @@ from streams.outages import REDIS_AWAY
 from streams.relay import KafkaRelay
 from streams.relay_tail import TopicTail
 from streams.settings import Settings
+from streams.worker_metrics import WorkerMetrics, dead_letter_reason
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,7 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
     prefix = len(settings.topic_prefix)
 
     batches = subscribe_batches(app, ctx.inputs)
+    metrics = WorkerMetrics(settings.redis_url, settings.partitions)
 
     def acknowledge(items: list[Incoming]) -> None:
         batches.ack_offsets(item.source for item in items)
@@ -65,9 +68,29 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
                 )
                 item.source = offsets
                 items.append(item)
+            started = time.perf_counter()
             # events the partition's event-time clock has not reached are held, unacked
             acknowledge(await keeper.apply(items))
             batches.finished(batch)
+            measured(items, time.perf_counter() - started)
+
+    def measured(items: list[Incoming], seconds: float) -> None:
+        """The batch in this worker's metrics (streams/worker_metrics.py)."""
+        metrics.batch_seconds.observe(seconds)
+        last: dict[tuple[str, int], int] = {}
+        for item in items:
+            metrics.messages.labels(topic=item.topic[prefix:]).inc()
+            if item.error is not None:
+                metrics.dead_letters.labels(reason=dead_letter_reason(item.error)).inc()
+            last[(item.topic, item.partition)] = max(
+                item.offset, last.get((item.topic, item.partition), -1)
+            )
+        for (topic, partition), offset in last.items():
+            end = highwater(topic, partition)
+            if end is not None:
+                metrics.lag.labels(topic=topic[prefix:], partition=str(partition)).set(
+                    max(end - offset - 1, 0)
+                )
 
     @app.timer(settings.sweep_interval_s, name="ecrm.sweep")
     async def sweep() -> None:
@@ -131,6 +154,8 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
         # logs and retries every error itself: only cancellation (the worker stopping) ends it
         await relay.run(lambda: bool(app.should_stop), block_ms=100)
 
+    if settings.metrics_port is not None:
+        metrics.serve(settings.metrics_port)
     return ctx, keeper
 
 

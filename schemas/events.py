@@ -346,20 +346,39 @@ class CampaignEvent(Event):
     campaign: NonEmpty
 
 
+class IdentityEvent(Event):
+    """An anonymous id (a browsing session before login) or an old id is the customer
+    `customer_id` from now on: the worker merges `previous_id`'s profile and rule state into
+    the customer's and redirects `previous_id` there (`ecrm api` writes it for Segment's
+    identify/alias; docs/api.md, "Identity"). Keyed by `customer_id`."""
+
+    kind: ClassVar[str] = "identity"
+
+    previous_id: NonEmpty
+
+    @model_validator(mode="after")
+    def _two_ids(self) -> IdentityEvent:
+        if self.previous_id == self.customer_id:
+            raise ValueError("previous_id is the customer_id: there is nothing to link")
+        return self
+
+
 def campaign_event_id(campaign: str, customer_id: str) -> str:
     """The one event id of a campaign for a customer: sending a campaign again repeats it,
     so the worker counts it once and the rules decide it once."""
     return f"campaign:{campaign}:{customer_id}"
 
 
-AnyEvent = OrderEvent | CartEvent | FavoriteEvent | BrowseEvent | CampaignEvent
+AnyEvent = OrderEvent | CartEvent | FavoriteEvent | BrowseEvent | CampaignEvent | IdentityEvent
 
 #: Input topic name (without prefix) -> the event it carries: the contract's four storefront
-#: topics, and `campaigns`, ecrm's extension that `ecrm campaign send` writes.
+#: topics, `campaigns`, ecrm's extension that `ecrm campaign send` writes, and `identities`,
+#: the identity links `ecrm api` writes for Segment's identify and alias.
 EVENT_BY_TOPIC: dict[str, type[Event]] = {
     "orders": OrderEvent,
     "cart": CartEvent,
     "favorites": FavoriteEvent,
     "browse": BrowseEvent,
     "campaigns": CampaignEvent,
+    "identities": IdentityEvent,
 }

@@ -19,7 +19,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from schemas.events import BrowseEvent, CampaignEvent, CartEvent, FavoriteEvent, OrderEvent
+from schemas.events import (
+    BrowseEvent,
+    CampaignEvent,
+    CartEvent,
+    FavoriteEvent,
+    IdentityEvent,
+    OrderEvent,
+)
 from schemas.outputs import Action, DeadLetter, SegmentChange
 from schemas.profile import Profile
 
@@ -33,6 +40,7 @@ CONTRACT_MODELS: dict[str, tuple[type[BaseModel], Literal["validation", "seriali
     "favorite": (FavoriteEvent, "validation"),
     "browse": (BrowseEvent, "validation"),
     "campaign": (CampaignEvent, "validation"),
+    "identity": (IdentityEvent, "validation"),
     "action": (Action, "serialization"),
     "segment-change": (SegmentChange, "serialization"),
     "dead-letter": (DeadLetter, "serialization"),

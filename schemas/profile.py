@@ -73,6 +73,10 @@ class Profile(BaseModel):
     points: int = 0
     tags: list[str] = Field(default_factory=list)
 
+    #: set when this id was linked to another customer (an anonymous session that logged
+    #: in, agents/identity.py): this profile is only a redirect, everything lives there
+    merged_into: str | None = None
+
     #: ids of the latest non-order events, to count a redelivered event once
     recent_event_ids: list[str] = Field(
         default_factory=list

@@ -98,6 +98,17 @@ class Settings(BaseSettings):
     #: working folders would silently split every customer in two (docs/import.md).
     pii_secret: SecretStr | None = None
 
+    # `ecrm api` (docs/api.md): where it listens, the file of its hashed keys (None: the
+    # data folder's api-keys.yaml), the events a second each key may send (with a burst of
+    # a second's worth, at least one full batch), and how long a refused client should wait.
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8080, ge=0, le=65535)
+    api_keys_file: Path | None = None
+    api_rate_per_s: float = Field(default=1000.0, gt=0)
+    api_retry_after_s: int = Field(default=5, ge=1)
+    #: A worker's Prometheus endpoint (`/metrics` on this port); None: no endpoint.
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+
     @field_validator("clickhouse_url")
     @classmethod
     def _known_clickhouse_scheme(cls, url: str) -> str:
@@ -136,6 +147,11 @@ class Settings(BaseSettings):
             raise ConfigError(f"ECRM_REDIS_URL={url!r}: use redis://[:password@]host:port/db")
         return url
 
+    @property
+    def keys_file(self) -> Path:
+        """The API's keys file (ECRM_API_KEYS_FILE, else DATA_DIR/api-keys.yaml)."""
+        return self.api_keys_file or self.data_dir / "api-keys.yaml"
+
     def time_window(self, now: datetime) -> TimeWindow:
         """The event times a worker whose clock says `now` accepts."""
         return TimeWindow(self.ts_min, now, timedelta(seconds=self.ts_max_future_s))
@@ -154,4 +170,8 @@ class Settings(BaseSettings):
         """The ECRM_* variables that point another process at the same services and policy."""
         # never the PII secret: the workers do not need it, and `ecrm up` prints these
         values = self.model_dump(exclude={"pii_secret"})
-        return {f"ECRM_{name.upper()}": str(value) for name, value in values.items()}
+        return {
+            f"ECRM_{name.upper()}": str(value)
+            for name, value in values.items()
+            if value is not None  # unset stays unset (a "None" would be read as a value)
+        }

@@ -13,7 +13,7 @@ from streams.settings import Settings
 
 #: Topics storefronts write to (CONTRACT.md "Input topics"), and `campaigns`, ecrm's own
 #: input topic that `ecrm campaign send` writes (docs/campaigns.md).
-INPUT_KINDS = ("orders", "cart", "favorites", "browse", "campaigns")
+INPUT_KINDS = ("orders", "cart", "favorites", "browse", "campaigns", "identities")
 #: Topics ecrm writes to (CONTRACT.md "Output topics").
 OUTPUT_KINDS = ("actions", "segment-changes", "dead-letter")
 
@@ -65,3 +65,12 @@ def ensure_topics(
 def partition_counts(admin: KafkaAdminClient, names: list[str]) -> dict[str, int]:
     """Number of partitions of each named topic, as the broker describes it."""
     return {topic["name"]: len(topic["partitions"]) for topic in admin.describe_topics(names)}
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2: the Java client, kafka-python,
+    aiokafka, Faust) puts a message keyed `key` on — where a customer's wake-ups belong when
+    it is not the partition an event came on (a linked id's events, agents/identity.py)."""
+    from kafka.partitioner.default import murmur2
+
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions

@@ -7,6 +7,8 @@ streams/redis_store.py): profiles, the source offsets, the ClickHouse outbox and
 outbox move together, so a killed worker neither loses nor double-applies an event. A batch
 that raises is split until the event that makes it raise is alone, and that event is
 dead-lettered (agents/profile/poison.py); an outage is waited out (streams/outages.py).
+An identity link (`ecrm.identities`) merges an anonymous id into its customer in the same
+unit (agents/identity.py); the id's later events are regrouped under the customer.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from typing import Any, cast
 
 from pydantic import ValidationError
 
-from agents.customer_step import Customer, Step, StepContext, advance, on_event
+from agents.customer_step import Customer, Step, StepContext, advance, on_event, wake_of
+from agents.identity import MAX_REDIRECTS, merge
 from agents.profile.event_time import EventClock
 from agents.profile.fold import RfmPolicy
 from agents.profile.poison import apply_or_split, reason
@@ -32,7 +35,7 @@ from agents.rules.book import RulesBook
 from agents.rules.contact_policy import BudgetBook
 from agents.rules.shell import MarketingStep
 from agents.rules.state import CustomerRuleState
-from schemas.events import EVENT_BY_TOPIC, TIME_WINDOW, Event, TimeWindow
+from schemas.events import EVENT_BY_TOPIC, TIME_WINDOW, Event, IdentityEvent, TimeWindow
 from schemas.outputs import DeadLetter, SegmentChange, bounded_key
 from schemas.profile import Profile, empty_profile, from_stored, stored
 from streams import keyspace
@@ -41,6 +44,7 @@ from streams.outages import until_committed
 from streams.outbox import clickhouse_entry, kafka_message
 from streams.redis_store import Unit, UnitConflict
 from streams.settings import Settings
+from streams.topics import partition_for
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +118,19 @@ def _reason(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+#: linked ids a worker remembers (the oldest are forgotten: found again from their stubs)
+REDIRECTS_KEPT = 100_000
+
+
+class _Redirected(Exception):  # noqa: N818 - a signal inside the keeper, never raised out
+    """Customers of a unit turned out to be redirects: read the batch again under their
+    targets."""
+
+    def __init__(self, redirects: dict[str, str]) -> None:
+        super().__init__(redirects)
+        self.redirects = redirects
+
+
 @dataclass
 class ProfileKeeper:
     """Applies batches of events and clock sweeps to the profiles, one Redis step each."""
@@ -126,6 +143,9 @@ class ProfileKeeper:
     #: clock) events are applied as they come and timers follow the clock given.
     highwater: Callable[[str, int], int | None] | None = None
     _event_clock: EventClock | None = None
+    #: ids linked to another customer, as learnt from their redirect stubs in Redis (a link
+    #: is never undone, so what is learnt stays true)
+    redirects: dict[str, str] = field(default_factory=dict)
 
     @property
     def event_clock(self) -> EventClock | None:
@@ -239,18 +259,53 @@ class ProfileKeeper:
             batch.finish()
 
     async def _apply_once(self, items: Sequence[Incoming], now: datetime) -> None:
-        """`now` is the wall clock: no event is decided past it."""
+        """`now` is the wall clock: no event is decided past it. A customer id found to be
+        linked to another (its profile a redirect stub, agents/identity.py) is learnt and the
+        batch read again with the events grouped under the customer it now is."""
+        for _ in range(MAX_REDIRECTS + 1):
+            try:
+                await self._apply_unit(items, now)
+                return
+            except _Redirected as found:
+                self.redirects.update(found.redirects)
+                while len(self.redirects) > REDIRECTS_KEPT:  # forgotten ones are found again
+                    del self.redirects[next(iter(self.redirects))]
+        raise RuntimeError(f"identity redirects do not settle: {self.redirects}")
+
+    def resolved(self, customer_id: str) -> str:
+        """The customer an id is now (itself unless it was linked to another)."""
+        for _ in range(MAX_REDIRECTS):
+            target = self.redirects.get(customer_id)
+            if target is None:
+                return customer_id
+            customer_id = target
+        return customer_id
+
+    async def _apply_unit(self, items: Sequence[Incoming], now: datetime) -> None:
         store = self.app.store
         by_customer: dict[str, list[Incoming]] = defaultdict(list)
+        links: list[Incoming] = []
         for item in items:
-            if item.event is not None:
-                by_customer[item.event.customer_id].append(item)
+            if isinstance(item.event, IdentityEvent):
+                links.append(item)
+            elif item.event is not None:
+                by_customer[self.resolved(item.event.customer_id)].append(item)
+        parties = [
+            self.resolved(cid)
+            for i in links
+            if isinstance(i.event, IdentityEvent)
+            for cid in (i.event.previous_id, i.event.customer_id)
+        ]
+        customers = list(dict.fromkeys([*by_customer, *parties]))
         sources = {(i.topic, i.partition) for i in items}
         rules = self.rules.rules if self.rules is not None else None
         times = [i.event.ts for i in items if i.event is not None]
         span = (min([*times, now]), now)  # events are decided at their own times, up to now
-        raw_keys = MarketingStep.keys(rules, list(by_customer), span) if rules else []
-        async with store.unit([c.encode() for c in by_customer], sources, raw_keys) as unit:
+        raw_keys = MarketingStep.keys(rules, customers, span) if rules else []
+        async with store.unit([c.encode() for c in customers], sources, raw_keys) as unit:
+            found = self._stubs(unit, customers)
+            if found:
+                raise _Redirected(found)  # nothing was written: the unit is dropped
             marketing = MarketingStep.begin(rules, unit, span) if rules else None
             batch = _Batch(self, unit, marketing, wall=now)
             fresh = [i for i in items if not unit.applied(i.topic, i.partition, i.offset)]
@@ -268,7 +323,7 @@ class ProfileKeeper:
                 customer = batch.customer(customer_id)
                 events = [i.event for i in mine if i.event]
                 step = on_event(customer, events, batch.ctx, wall=now)
-                batch.took(step, mine[0].partition)
+                batch.took(step, self._home(customer_id, mine[0]))
                 for event in step.applied:
                     item = where[id(event)]
                     batch.event_rows.append(
@@ -280,7 +335,28 @@ class ProfileKeeper:
                             now=now,
                         )
                     )
+            for item in links:
+                if id(item) in fresh_ids:
+                    batch.link(item, now)
             batch.finish()
+
+    def _stubs(self, unit: Unit, customers: Iterable[str]) -> dict[str, str]:
+        """The customers of the open unit that are redirects, not yet known as such."""
+        found = {}
+        for cid in customers:
+            raw = unit.values.get(keyspace.profile(cid))
+            if raw and b'"merged_into":"' in raw:
+                target = from_stored(raw).merged_into
+                if target is not None:
+                    found[cid] = target
+        return found
+
+    def _home(self, customer_id: str, item: Incoming) -> int:
+        """The partition whose due set holds the customer: the one its events come on, or,
+        for a linked id's events, the customer's own (Kafka's default partitioner)."""
+        if item.event is not None and item.event.customer_id == customer_id:
+            return item.partition
+        return partition_for(customer_id, self.app.settings.partitions)
 
     async def sweep(self, partitions: Iterable[int], now: datetime | None = None) -> int:
         """Step the due customers (time moved their segment, a rule's timer or a deferred
@@ -357,6 +433,10 @@ class _Batch:
     event_rows: list[dict[str, Any]] = field(default_factory=list)
     snapshots: list[dict[str, Any]] = field(default_factory=list)
     changes: list[SegmentChange] = field(default_factory=list)
+    #: identity links applied in this unit: old id -> the customer it is now
+    linked: dict[str, str] = field(default_factory=dict)
+    #: rows for ClickHouse `identity_merges`
+    merges: list[dict[str, Any]] = field(default_factory=list)
 
     @cached_property
     def ctx(self) -> StepContext:
@@ -386,6 +466,60 @@ class _Batch:
         else:
             self.unit.zadd(due, profile.customer_id, _ms(step.wake))
 
+    def link(self, item: Incoming, now: datetime) -> None:
+        """An identity link: the previous id's customer merged into the customer's, the old
+        id left as a redirect, the merge recorded (`identity_merges`)."""
+        event = item.event
+        assert isinstance(event, IdentityEvent)
+        keeper = self.keeper
+        old_id = self._resolved(event.previous_id)
+        into_id = self._resolved(event.customer_id)
+        at = min(event.ts, now)
+        self.stats["events"] += 1
+        if old_id == into_id:
+            self.merges.append(
+                {
+                    "customer_id": into_id,
+                    "merged_id": event.previous_id,
+                    "event_id": event.event_id,
+                    "merged_at": at,
+                    "outcome": "already_linked",
+                }
+            )
+            return
+        merged = merge(
+            self.customer(into_id), self.customer(old_id), at, keeper.policy, event.event_id
+        )
+        self.linked[old_id] = into_id
+        keeper.app.profiles[old_id.encode()] = stored(merged.stub)
+        if self.marketing is not None:
+            self.marketing.took(CustomerRuleState(customer_id=old_id), True, [])
+        partitions = keeper.app.settings.partitions
+        self.unit.zrem(keyspace.due(partition_for(old_id, partitions)), old_id)
+        step = Step(merged.customer, rules_changed=True)
+        step.wake = wake_of(merged.customer, self.ctx)
+        home = (
+            item.partition if event.customer_id == into_id else partition_for(into_id, partitions)
+        )
+        self.took(step, home)
+        # the old id's last snapshot would keep its cart and views in profiles_latest
+        self.snapshots.append(profile_row(merged.stub, self.written_at))
+        before, after = merged.moved["segment_before"], merged.moved["segment_after"]
+        if before != after:  # e.g. a guest order came along
+            self.changes.append(
+                SegmentChange.of(into_id, before, after, at, "event", event.event_id)
+            )
+        self.merges.append({**merged.moved, "outcome": "merged"})
+        self.stats["identity_merges"] += 1
+
+    def _resolved(self, customer_id: str) -> str:
+        for _ in range(MAX_REDIRECTS):
+            target = self.linked.get(customer_id) or self.keeper.redirects.get(customer_id)
+            if target is None:
+                return customer_id
+            customer_id = target
+        return customer_id
+
     def dead_letter(self, item: Incoming, now: datetime, error: str | None = None) -> None:
         letter = DeadLetter.of(
             topic=item.topic,
@@ -412,6 +546,8 @@ class _Batch:
             unit.add(clickhouse_entry("profile_snapshots", self.snapshots))
         if self.event_rows:
             unit.add(clickhouse_entry("events", self.event_rows))
+        if self.merges:
+            unit.add(clickhouse_entry("identity_merges", self.merges))
         if self.changes:
             unit.add(
                 clickhouse_entry("segment_changes", [segment_change_row(c) for c in self.changes])

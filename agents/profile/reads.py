@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import redis
 
+from agents.identity import MAX_REDIRECTS
 from agents.profile.fold import refresh
 from agents.profile.keeper import rfm_policy
 from schemas.profile import Profile, from_stored
@@ -19,10 +20,17 @@ def read_profile(
     """The customer's live profile re-rated as of `now` (default: the wall clock), or None."""
     client = redis.Redis.from_url(settings.redis_url)
     try:
-        raw = client.get(keyspace.profile(customer_id))
+        profile = None
+        for _ in range(MAX_REDIRECTS + 1):  # an id linked to a customer reads as that customer
+            raw = client.get(keyspace.profile(customer_id))
+            if raw is None:
+                return None
+            profile = from_stored(raw)
+            if profile.merged_into is None:
+                break
+            customer_id = profile.merged_into
     finally:
         client.close()
-    if raw is None:
-        return None
+    assert profile is not None
     policy = rfm_policy(settings)
-    return refresh(from_stored(raw), now or datetime.now(UTC), policy)
+    return refresh(profile, now or datetime.now(UTC), policy)

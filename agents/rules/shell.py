@@ -61,7 +61,9 @@ class MarketingStep:
         return cls(rules, unit, span, BudgetBook(spent))
 
     def state(self, customer_id: str) -> CustomerRuleState:
-        """The customer's rule state as the unit read it."""
+        """The customer's rule state as this unit has it (read, or changed by a step)."""
+        if customer_id in self._changed:
+            return self._changed[customer_id]
         raw = self.unit.get(keyspace.rule_state(customer_id))
         if raw:
             return CustomerRuleState.model_validate_json(raw)

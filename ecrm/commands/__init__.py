@@ -24,6 +24,7 @@ COMMANDS = (
     "relay",
     "bench",
     "schemas",
+    "api",
 )
 
 

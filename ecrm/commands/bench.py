@@ -479,9 +479,27 @@ def run_bench(
             sink(b)
         if only in (None, "scale-out"):
             scale_out(b)
+        if only in (None, "ingest"):
+            ingest_phase(b)
     out.write_text(json.dumps(b.results, indent=2, default=str))
     say(f"\nwrote {out}")
     return 0
+
+
+def ingest_phase(b: Bench) -> None:
+    """HTTP ingestion (`ecrm api`, /v1/batch of 100) beside direct Kafka produce."""
+    from ecrm.dev.ingest_bench import ingest
+
+    s = b.phase("ingest: `ecrm api` /v1/batch (100 a request) vs producing straight to Kafka")
+    r = b.results["ingest"] = ingest(s, b.work, b.quick)
+    say(
+        f"  through ecrm api /v1/batch    {r['api_events_per_s']:>10,} events/s   ratio {r['ratio']:.1%}"
+    )
+    say(f"  straight to Kafka (acks=all)  {r['kafka_events_per_s']:>10,} events/s")
+    say(
+        f"  request latency p50 {r['api_request_p50_ms']} ms, p99 {r['api_request_p99_ms']} ms"
+        f" (Kafka batch p50 {r['kafka_batch_p50_ms']} ms, p99 {r['kafka_batch_p99_ms']} ms)"
+    )
 
 
 def history_as_live(path: Path, work: Path) -> Path:
@@ -515,7 +533,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--load", type=int, default=5000, help="background events/s while timing lateness"
     )
     bench.add_argument(
-        "--only", choices=("throughput", "lateness", "sink", "scale-out"), help="one phase"
+        "--only",
+        choices=("throughput", "lateness", "sink", "scale-out", "ingest"),
+        help="one phase",
     )
 
 

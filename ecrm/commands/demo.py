@@ -46,7 +46,9 @@ def say(text: str = "", end: str = "\n") -> None:
     print(text, end=end, flush=True)
 
 
-def run_demo(settings: Settings, *, customers: int, sessions: int, workers: int = 1) -> int:
+def run_demo(
+    settings: Settings, *, customers: int, sessions: int, workers: int = 1, serve: bool = False
+) -> int:
     data_dir = Path(tempfile.mkdtemp(prefix="ecrm-demo-"))
     logging.getLogger("kafka").setLevel(logging.CRITICAL)  # the client's chatter is not news here
     # SIGTERM stops the demo like Ctrl-C does: through the `finally` that stops everything
@@ -76,13 +78,54 @@ def run_demo(settings: Settings, *, customers: int, sessions: int, workers: int 
         sink.start()
         procs = [spawn_worker(s, data_dir / f"worker-{i + 1}.log") for i in range(workers)]
         try:
-            return _drive(s, ch, procs, customers, sessions)
+            code = _drive(s, ch, procs, customers, sessions)
+            if serve and code == 0:
+                _serve(s, ch, procs)
+            return code
         finally:
             for proc in procs:
                 stop_process(proc)
             stop.set()
             sink.join(timeout=15)
             ch.close()
+
+
+def _serve(s: Settings, ch: ClickHouse, procs: list[subprocess.Popen[bytes]]) -> None:
+    """`--serve`: the API and dashboard on the demo's stack, until Ctrl-C (the worker keeps
+    running, so events sent to the API show up live). The demo owns the embedded ClickHouse,
+    so the API reads it through this process's connection."""
+    import secrets
+
+    import uvicorn
+
+    from ecrm.api.app import create_app
+    from ecrm.api.keys import ApiKey, key_hash
+    from streams.embedded import port_is_free
+
+    write, read = secrets.token_hex(32), secrets.token_hex(32)
+    keys = [
+        ApiKey(name="demo-shop", kind="write", sha256=key_hash(write)),
+        ApiKey(name="demo-reader", kind="read", sha256=key_hash(read)),
+    ]
+    port = s.api_port if port_is_free(s.api_port) else 0
+    config = uvicorn.Config(
+        create_app(s, clickhouse=ch, keys=keys), host=s.api_host, port=port, log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    sockets = [config.bind_socket()]
+    where = sockets[0].getsockname()
+    url = f"http://{where[0]}:{where[1]}"
+    say("  serving the API and the dashboard (Ctrl-C stops it all):")
+    say(f"    dashboard   {url}/   (user: the read key, no password)")
+    say(f"    read key    {read}")
+    say(f"    write key   {write}")
+    say(f"    API docs    {url}/docs")
+    say(
+        f"    try         curl -u {write}: {url}/v1/track -H 'content-type: application/json' "
+        """-d '{"userId":"c-1","event":"Order Completed","properties":{"order_id":"o-1","total":99}}'"""
+    )
+    say(f"                curl -u {read}: {url}/v1/profiles/c-1")
+    server.run(sockets=sockets)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -297,9 +340,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--customers", type=int, default=3000)
     demo.add_argument("--sessions", type=int, default=12000)
     demo.add_argument("--workers", type=int, default=1)
+    demo.add_argument(
+        "--serve",
+        action="store_true",
+        help="after the summary, keep everything running and serve the API and dashboard",
+    )
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     return run_demo(
-        settings, customers=args.customers, sessions=args.sessions, workers=args.workers
+        settings,
+        customers=args.customers,
+        sessions=args.sessions,
+        workers=args.workers,
+        serve=args.serve,
     )

@@ -49,4 +49,10 @@ def test_bench_quick_measures_every_figure_against_its_peer(tmp_path):
     assert scale["four workers"]["vs_one"] == pytest.approx(
         scale["four workers"]["events_per_s"] / scale["one worker"]["events_per_s"], abs=0.01
     )
+    ingest = results["ingest"]
+    assert ingest["api_events_per_s"] > 0 and ingest["kafka_events_per_s"] > 0
+    assert ingest["ratio"] == pytest.approx(
+        ingest["api_events_per_s"] / ingest["kafka_events_per_s"], rel=0.01
+    )
+    assert 0 < ingest["api_request_p50_ms"] <= ingest["api_request_p99_ms"]
     assert "throughput" in run.stdout and "ratio" in run.stdout

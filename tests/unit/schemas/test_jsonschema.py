@@ -27,6 +27,7 @@ CONTRACT_REQUIRED = {
     "favorite": [*EVENT, "sku"],
     "browse": EVENT,
     "campaign": [*EVENT, "campaign"],
+    "identity": [*EVENT, "previous_id"],
     "action": ["action_id", "rule_id", "customer_id", "kind", "fired_at"],
     "segment-change": ["customer_id", "from", "to", "at"],
     "dead-letter": ["topic", "partition", "offset", "error", "value_b64", "at"],
@@ -136,6 +137,7 @@ def _samples() -> dict[str, list[dict[str, Any]]]:
         "favorite": [{**event, "sku": "s"}],
         "browse": [{**event, "sku": "s"}, {**event, "url": "/promo", "category": "tea"}],
         "campaign": [{**event, "event_id": "campaign:spring-sale:c-1", "campaign": "spring-sale"}],
+        "identity": [{**event, "previous_id": "anon-1"}],
         "action": [
             json.loads(
                 Action(

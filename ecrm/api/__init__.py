@@ -1,0 +1,1 @@
+"""`ecrm api`: Segment-compatible ingestion, the profile API, metrics and the dashboard."""

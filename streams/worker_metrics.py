@@ -1,0 +1,128 @@
+"""A worker's Prometheus metrics, served on ECRM_METRICS_PORT (off when unset).
+
+What this process sees is counted here as it happens: messages read by topic, dead letters by
+reason, how long each batch took, how far each partition lags. What the workers already count
+together in Redis (streams/keyspace.py: `STATS`, `RULE_STATS`), the outbox depths and the
+customers due are read from Redis at scrape time, so they are the same from every worker
+(`ecrm_cluster_*`: take one worker's value, do not sum them).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import redis
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from streams import keyspace
+
+log = logging.getLogger(__name__)
+_NUMBERS = re.compile(r"\d+")
+
+
+def dead_letter_reason(error: str) -> str:
+    """A bounded label for a dead letter's reason: the field it names (`amount`, `ts`,
+    `items.*.qty`) or `message`, never the values in it."""
+    where = error.split(":", 1)[0].strip() or "message"
+    return _NUMBERS.sub("*", where)[:40]
+
+
+def _text(name: bytes | str) -> str:
+    return name.decode() if isinstance(name, bytes) else name
+
+
+class RedisCounters(Collector):
+    """The workers' shared counters, outbox depths and due customers, read at scrape time."""
+
+    def __init__(self, redis_url: str, partitions: int) -> None:
+        self.client = redis.Redis.from_url(redis_url, socket_timeout=2)
+        self.partitions = partitions
+
+    def collect(self) -> Iterator[Any]:
+        try:
+            stats = self.client.hgetall(keyspace.STATS)
+            rules = self.client.hgetall(keyspace.RULE_STATS)
+            depths = {
+                "clickhouse": self.client.xlen(keyspace.CLICKHOUSE_OUTBOX),
+                "kafka": self.client.xlen(keyspace.KAFKA_OUTBOX),
+            }
+            now_ms = int(time.time() * 1000)
+            due = [
+                self.client.zcount(keyspace.due(p), "-inf", now_ms) for p in range(self.partitions)
+            ]
+        except redis.RedisError as exc:
+            log.warning("metrics: Redis unavailable: %s", exc)
+            return
+        handled = GaugeMetricFamily(
+            "ecrm_cluster_messages",
+            "Input messages all workers handled, by kind (events, duplicates, dead_letters, "
+            "poison, batches, segment_changes, identity_merges)",
+            labels=["kind"],
+        )
+        for name, value in stats.items():
+            handled.add_metric([_text(name)], int(value))
+        yield handled
+        decisions = GaugeMetricFamily(
+            "ecrm_cluster_rule_decisions",
+            "Rule decisions by rule and outcome (suppressed:reason)",
+            labels=["rule", "outcome"],
+        )
+        for name, value in rules.items():
+            rule_id, _, outcome = _text(name).partition("|")
+            decisions.add_metric([rule_id, outcome], int(value))
+        yield decisions
+        outbox = GaugeMetricFamily(
+            "ecrm_outbox_depth", "Entries waiting in an outbox", labels=["outbox"]
+        )
+        for name, depth in depths.items():
+            outbox.add_metric([name], depth)
+        yield outbox
+        timers = GaugeMetricFamily(
+            "ecrm_timers_due",
+            "Customers whose next moment (timer, deferred action, R ageing) is due now",
+            labels=["partition"],
+        )
+        for p, n in enumerate(due):
+            timers.add_metric([str(p)], n)
+        yield timers
+
+
+class WorkerMetrics:
+    """This worker's counters; `serve(port)` exposes them with the shared ones."""
+
+    def __init__(self, redis_url: str, partitions: int) -> None:
+        self.registry = CollectorRegistry()
+        self.messages = Counter(
+            "ecrm_worker_messages",
+            "Input messages read, by topic (rate() gives events a second)",
+            ["topic"],
+            registry=self.registry,
+        )
+        self.dead_letters = Counter(
+            "ecrm_worker_dead_letters",
+            "Messages refused at decoding, by the field their reason names",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.batch_seconds = Histogram(
+            "ecrm_worker_batch_seconds",
+            "Time to apply one fetched batch (Redis unit, rules, outbox)",
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.lag = Gauge(
+            "ecrm_worker_consumer_lag",
+            "Messages between the last one read and the partition's end",
+            ["topic", "partition"],
+            registry=self.registry,
+        )
+        self.registry.register(RedisCounters(redis_url, partitions))
+
+    def serve(self, port: int) -> None:
+        start_http_server(port, registry=self.registry)

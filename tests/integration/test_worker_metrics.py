@@ -1,0 +1,46 @@
+"""A worker started with ECRM_METRICS_PORT serves Prometheus metrics: messages by topic, dead
+letters by reason, batch latency, lag, and the workers' shared counters from Redis."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+
+from tests.integration.api_server import free_port
+from tests.integration.conftest import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_workers_metrics_count_what_it_read_and_refused(settings, start_worker, produce):
+    port = free_port()
+    start_worker(settings.model_copy(update={"metrics_port": port}))
+    now = datetime.now(UTC).isoformat()
+    order = {
+        "event_id": "o-1",
+        "customer_id": "c-1",
+        "ts": now,
+        "order_id": "o-1",
+        "status": "paid",
+        "amount": "120.00",
+    }
+    produce("orders", order)
+    produce("orders", {**order, "event_id": "o-2", "order_id": "o-2", "amount": "-5"})
+    produce.flush()
+
+    def scraped() -> str | None:
+        try:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        except httpx.HTTPError:
+            return None
+        return text if 'ecrm_cluster_messages{kind="dead_letters"} 1.0' in text else None
+
+    text = wait_for(scraped, timeout=90, what="the worker's metrics")
+    assert 'ecrm_worker_messages_total{topic="orders"} 2.0' in text
+    assert 'ecrm_worker_dead_letters_total{reason="amount"} 1.0' in text
+    assert 'ecrm_cluster_messages{kind="events"} 1.0' in text
+    assert "ecrm_worker_batch_seconds_count" in text
+    assert 'ecrm_outbox_depth{outbox="clickhouse"}' in text
+    assert "ecrm_worker_consumer_lag{partition=" in text
