@@ -19,7 +19,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from schemas.events import BrowseEvent, CampaignEvent, CartEvent, FavoriteEvent, OrderEvent
+from schemas.events import (
+    BrowseEvent,
+    CampaignEvent,
+    CartEvent,
+    CustomerEvent,
+    FavoriteEvent,
+    OrderEvent,
+)
 from schemas.outputs import Action, DeadLetter, SegmentChange
 from schemas.profile import Profile
 
@@ -32,6 +39,7 @@ CONTRACT_MODELS: dict[str, tuple[type[BaseModel], Literal["validation", "seriali
     "cart": (CartEvent, "validation"),
     "favorite": (FavoriteEvent, "validation"),
     "browse": (BrowseEvent, "validation"),
+    "customer": (CustomerEvent, "validation"),
     "campaign": (CampaignEvent, "validation"),
     "action": (Action, "serialization"),
     "segment-change": (SegmentChange, "serialization"),

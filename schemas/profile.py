@@ -40,6 +40,14 @@ class ViewStat(BaseModel):
     category: str | None = None
 
 
+class ConsentMark(BaseModel):
+    """A customer's word on one channel, and when they gave it (the event's `ts`): the latest
+    word wins, whatever order the events arrive in."""
+
+    granted: bool
+    at: AwareDatetime
+
+
 class Profile(BaseModel):
     """Everything ecrm knows about one customer, kept small (well under 1 KB typically)."""
 
@@ -68,6 +76,13 @@ class Profile(BaseModel):
     page_views: int = 0
     events_seen: int = 0
 
+    # member attributes (`ecrm.customers`)
+    joined_at: AwareDatetime | None = None
+    birthday: str | None = None  # MM-DD, no year
+    #: channel (sms, push, wechat, email, inbox) -> the customer's latest word on it; a channel
+    #: missing here follows ECRM_CONSENT_DEFAULT (docs/privacy.md)
+    consent: dict[str, ConsentMark] = Field(default_factory=dict)
+
     # membership, filled by later capabilities
     level: str | None = None
     points: int = 0
@@ -94,4 +109,4 @@ def empty_profile(customer_id: str, shop_id: str = "default") -> Profile:
     return Profile(customer_id=customer_id, shop_id=shop_id)
 
 
-__all__ = ["CartLine", "OrderLine", "Profile", "ViewStat", "empty_profile"]
+__all__ = ["CartLine", "ConsentMark", "OrderLine", "Profile", "ViewStat", "empty_profile"]

@@ -14,7 +14,7 @@ from streams.resume import SourcePositions
 from streams.settings import Settings
 
 #: the contract's storefront topics, and `campaigns` (written by `ecrm campaign send`)
-INPUT_TOPICS = ("orders", "cart", "favorites", "browse", "campaigns")
+INPUT_TOPICS = ("orders", "cart", "favorites", "browse", "customers", "campaigns")
 OUTPUT_TOPICS = ("actions", "segment-changes", "dead-letter")
 #: What a record adds to its key and value on the wire (batch and record headers), with room.
 RECORD_OVERHEAD_BYTES = 1024

@@ -13,7 +13,7 @@ from streams.settings import Settings
 
 #: Topics storefronts write to (CONTRACT.md "Input topics"), and `campaigns`, ecrm's own
 #: input topic that `ecrm campaign send` writes (docs/campaigns.md).
-INPUT_KINDS = ("orders", "cart", "favorites", "browse", "campaigns")
+INPUT_KINDS = ("orders", "cart", "favorites", "browse", "customers", "campaigns")
 #: Topics ecrm writes to (CONTRACT.md "Output topics").
 OUTPUT_KINDS = ("actions", "segment-changes", "dead-letter")
 
