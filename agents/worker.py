@@ -11,7 +11,7 @@ from faust.types import TP
 
 from agents.profile.keeper import Incoming, ProfileKeeper, decode
 from agents.rules.book import RulesBook
-from streams.app import EcrmApp, create_app
+from streams.app import OUTPUT_TOPICS, EcrmApp, create_app
 from streams.batches import subscribe_batches
 from streams.outages import REDIS_AWAY
 from streams.relay import KafkaRelay
@@ -58,7 +58,14 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
             items = []
             for r, offsets in batch.offsets():
                 item = decode(
-                    r.topic, r.topic[prefix:], r.partition, r.offset, r.key, r.value, window
+                    r.topic,
+                    r.topic[prefix:],
+                    r.partition,
+                    r.offset,
+                    r.key,
+                    r.value,
+                    window,
+                    keeper.guard,
                 )
                 item.source = offsets
                 items.append(item)
@@ -89,6 +96,8 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
         max_message_bytes=settings.relay_max_message_bytes,
         heartbeat_ttl_s=settings.relay_heartbeat_ttl_s,
         retry_max_s=settings.relay_retry_max_s,
+        topics=frozenset(settings.topic(name) for name in OUTPUT_TOPICS),
+        privacy_key=keeper.privacy_key,
     )
 
     @app.task
@@ -102,6 +111,8 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
 def run_worker(settings: Settings, loglevel: str = "warning") -> int:
     """Runs until interrupted (Ctrl-C or SIGTERM)."""
     import faust
+
+    settings.privacy_key()  # no worker without it: erasures would not hold (docs/privacy.md)
 
     from streams.topics import contract_topics, ensure_topics
 
