@@ -166,6 +166,8 @@ class DeadLetter(BaseModel):
             truncated = True
         if key is not None and looks_personal(key.decode("utf-8", "replace")):
             key = scrub(key.decode("utf-8", "replace")).encode()
+        if looks_personal(error):
+            error = scrub(error)
         if len(error) > DEAD_LETTER_ERROR_CHARS:
             error = f"{error[: DEAD_LETTER_ERROR_CHARS - 1]}…"
         short_key = bounded_key(key)

@@ -134,13 +134,19 @@ def withheld_fields(fields: Mapping[bytes, bytes]) -> dict[bytes, bytes]:
     return kept
 
 
+#: ids that become keyed hashes when they hold personal data: the same value always gives
+#: the same hash, so a customer keeps one id, a retried event is still recognised, and a
+#: refund still finds its order
+_IDS = ("customer_id", "event_id", "order_id")
+
+
 @dataclass(frozen=True)
 class PiiGuard:
     """What happens to personal data in a live event before anything stores or forwards it:
     the fields the shop names (ECRM_PII_FIELDS) become keyed hashes wherever they appear among
-    the unknown fields; a phone number or e-mail address found in the customer id becomes a
-    keyed hash (the same customer keeps one id), and one found in another unknown field or in
-    a browse URL is masked (138****1234, a***@example.com)."""
+    the unknown fields; a phone number or e-mail address found in an id (customer, event,
+    order) makes it a keyed hash, and one found in another unknown field or in a browse URL
+    is masked (138****1234, a***@example.com)."""
 
     secret: bytes
     fields: frozenset[str] = frozenset()
@@ -148,8 +154,10 @@ class PiiGuard:
     def protect(self, event: E) -> E:
         """The event with its personal data replaced; the same object when there is none."""
         update: dict[str, Any] = {}
-        if looks_personal(event.customer_id):
-            update["customer_id"] = personal_id(event.customer_id, self.secret)
+        for name in _IDS:
+            value = getattr(event, name, None)
+            if isinstance(value, str) and looks_personal(value):
+                update[name] = personal_id(value, self.secret)
         extra = event.__pydantic_extra__
         if extra:
             for name, value in extra.items():

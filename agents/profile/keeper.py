@@ -34,7 +34,7 @@ from agents.rules.shell import MarketingStep
 from agents.rules.state import CustomerRuleState
 from schemas.events import EVENT_BY_TOPIC, TIME_WINDOW, Event, TimeWindow
 from schemas.outputs import DeadLetter, SegmentChange, bounded_key
-from schemas.pii import PiiGuard
+from schemas.pii import PiiGuard, looks_personal, scrub
 from schemas.privacy import erasure_token
 from schemas.profile import Profile, empty_profile
 from streams import keyspace
@@ -434,9 +434,10 @@ class _Batch:
             at=now,
         )
         topic = self.keeper.app.settings.topic("dead-letter")
-        self.unit.add(
-            kafka_message(topic, bounded_key(item.key), letter.model_dump_json().encode())
-        )
+        key = bounded_key(item.key)
+        if key is not None and looks_personal(key.decode("utf-8", "replace")):
+            key = scrub(key.decode("utf-8", "replace")).encode()  # as the letter shows it
+        self.unit.add(kafka_message(topic, key, letter.model_dump_json().encode()))
         self.stats["dead_letters"] += 1
 
     def withhold(self, item: Incoming, now: datetime, reason: str) -> None:
