@@ -13,6 +13,7 @@ from agents.profile.keeper import Incoming, ProfileKeeper, decode
 from agents.rules.book import RulesBook
 from streams.app import OUTPUT_TOPICS, EcrmApp, create_app
 from streams.batches import subscribe_batches
+from streams.kafka_auth import PLAINTEXT, KafkaAuth
 from streams.outages import REDIS_AWAY
 from streams.relay import KafkaRelay
 from streams.relay_tail import TopicTail
@@ -92,7 +93,7 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
     relay = KafkaRelay(
         ctx.store.client,
         send,
-        tail=TopicTail(settings.kafka_bootstrap),
+        tail=TopicTail(settings.kafka_bootstrap, auth=KafkaAuth.of(settings)),
         max_message_bytes=settings.relay_max_message_bytes,
         heartbeat_ttl_s=settings.relay_heartbeat_ttl_s,
         retry_max_s=settings.relay_retry_max_s,
@@ -116,11 +117,15 @@ def run_worker(settings: Settings, loglevel: str = "warning") -> int:
 
     from streams.topics import contract_topics, ensure_topics
 
+    auth = KafkaAuth.of(settings)
     ensure_topics(
-        settings.kafka_bootstrap, list(contract_topics(settings).values()), settings.partitions
+        settings.kafka_bootstrap,
+        list(contract_topics(settings).values()),
+        settings.partitions,
+        auth=auth,
     )
     ctx, _ = build_worker(settings)
-    ctx.store.cluster_id = kafka_cluster_id(settings.kafka_bootstrap)
+    ctx.store.cluster_id = kafka_cluster_id(settings.kafka_bootstrap, auth)
     stop = threading.Event()
     sink_thread = None
     if settings.sink_in_worker:
@@ -140,11 +145,11 @@ def drain_clickhouse_while(settings: Settings, stop: threading.Event) -> None:
     start_sink_thread(settings, stop).join()
 
 
-def kafka_cluster_id(bootstrap: str) -> str:
+def kafka_cluster_id(bootstrap: str, auth: KafkaAuth = PLAINTEXT) -> str:
     """The broker cluster's id, so offsets of a recreated broker are not confused with old ones."""
     from kafka.admin import KafkaAdminClient
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","))
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), **auth.kafka_python())
     try:
         return str(admin.describe_cluster()["cluster_id"])
     finally:

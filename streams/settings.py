@@ -32,6 +32,14 @@ class Settings(BaseSettings):
     )
 
     kafka_bootstrap: str = EMBEDDED_KAFKA
+    #: How the Kafka clients authenticate (streams/kafka_auth.py, docs/operations.md): the
+    #: embedded broker takes PLAINTEXT; docker-compose's takes SASL/SCRAM.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] = "SCRAM-SHA-512"
+    kafka_username: str | None = None
+    kafka_password: SecretStr | None = None
+    #: CA file that signed the broker's certificate (SSL, SASL_SSL); the system CAs if unset
+    kafka_ssl_cafile: Path | None = None
     redis_url: str = EMBEDDED_REDIS
     clickhouse_url: str = EMBEDDED_CLICKHOUSE
     rules_file: Path = EXAMPLE_RULES
@@ -204,5 +212,7 @@ class Settings(BaseSettings):
     def as_env(self) -> dict[str, str]:
         """The ECRM_* variables that point another process at the same services and policy."""
         # never the PII secret: the workers do not need it, and `ecrm up` prints these
-        values = self.model_dump(exclude={"pii_secret", "privacy_secret"})
+        values = self.model_dump(
+            exclude={"pii_secret", "privacy_secret", "kafka_password"}, exclude_none=True
+        )
         return {f"ECRM_{name.upper()}": str(value) for name, value in values.items()}

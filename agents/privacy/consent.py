@@ -14,6 +14,7 @@ import orjson
 from schemas.errors import KafkaError
 from schemas.events import CustomerEvent
 from streams.bulk_producer import BulkProducer
+from streams.kafka_auth import KafkaAuth
 from streams.settings import Settings
 from streams.topics import ensure_topics
 
@@ -37,8 +38,10 @@ def send_member_update(settings: Settings, event: Mapping[str, Any]) -> None:
     """Produce one member update to `{prefix}customers`, keyed by the customer; KafkaError
     when the broker did not take it."""
     topic = settings.topic("customers")
-    ensure_topics(settings.kafka_bootstrap, [topic], settings.partitions)
-    producer = BulkProducer(settings.kafka_bootstrap, topic)
+    ensure_topics(
+        settings.kafka_bootstrap, [topic], settings.partitions, auth=KafkaAuth.of(settings)
+    )
+    producer = BulkProducer(settings.kafka_bootstrap, topic, auth=KafkaAuth.of(settings))
     producer.send(str(event["customer_id"]).encode(), orjson.dumps(event))
     delivery = producer.close(timeout=30)
     if delivery.failed:
