@@ -27,6 +27,7 @@ from kafka import KafkaConsumer
 
 from schemas.pii import looks_personal, personal_id
 from schemas.privacy import erasure_token
+from schemas.profile import Profile
 from streams import keyspace
 from streams.customer_data import customer_tables
 from streams.settings import Settings
@@ -168,8 +169,8 @@ def test_an_erased_customer_stays_erased_when_their_events_come_again(
     assert rds.get(keyspace.profile("gone")) is None
     assert rds.get(keyspace.rule_state("gone")) is None
     assert not any(rds.zscore(keyspace.due(p), "gone") for p in range(s.partitions))
-    kept = orjson.loads(rds.get(keyspace.profile("kept")))
-    assert kept["frequency"] == 2
+    kept = Profile.model_validate_json(rds.get(keyspace.profile("kept")))
+    assert kept.frequency == 2
 
     # ClickHouse: the sink deleted their rows and wrote the audit row, which names nobody
     assert set(rows_of(s, "gone").values()) == {0}
@@ -231,19 +232,20 @@ def test_a_refused_channel_gets_no_action_and_an_unsubscribe_token_opts_out(
     assert all(a["params"]["unsubscribe_token"].startswith("u1.") for a in sent.values())
     decided = {k.decode(): int(v) for k, v in rds.hgetall(keyspace.RULE_STATS).items()}
     assert decided["welcome|suppressed:no_consent"] == 1
-    quiet = orjson.loads(rds.get(keyspace.profile("quiet")))
-    assert quiet["birthday"] == "03-21" and quiet["consent"]["sms"]["granted"] is False
+    quiet = Profile.model_validate_json(rds.get(keyspace.profile("quiet")))
+    assert quiet.birthday == "03-21" and quiet.consent["sms"].granted is False
 
     # the SMS provider hands back the token of `open`'s welcome: `open` is opted out of SMS
     token = sent[("open", "welcome")]["params"]["unsubscribe_token"]
     done = ecrm(s, "customer", "unsubscribe", token)
     assert done.returncode == 0, done.stderr
     wait_for(
-        lambda: orjson.loads(rds.get(keyspace.profile("open")))["consent"].get("sms"),
+        lambda: Profile.model_validate_json(rds.get(keyspace.profile("open"))).consent.get("sms"),
         timeout=60,
         what="open's opt-out",
     )
-    assert orjson.loads(rds.get(keyspace.profile("open")))["consent"]["sms"]["granted"] is False
+    opened = Profile.model_validate_json(rds.get(keyspace.profile("open")))
+    assert opened.consent["sms"].granted is False
     assert ecrm(s, "customer", "unsubscribe", token[:-2] + "xx").returncode != 0
 
     ch = sink_all(s)
