@@ -81,3 +81,46 @@ def test_the_sink_inserts_into_ecrms_tables_only(settings: Settings, rds, tmp_pa
     [(_, fields)] = rds.xrange(f"{CLICKHOUSE_OUTBOX}:rejects")
     assert fields[b"reason"] == b"table 'schema_migrations' is not one of ecrm's tables"
     assert orjson.loads(fields[b"rows"]) == forged  # no personal data: kept whole to inspect
+
+
+def test_an_erasure_waits_for_rows_queued_before_it_that_another_sink_holds(
+    settings: Settings, rds, tmp_path: Path
+) -> None:
+    """Rows of the customer queued before the erasure, still being inserted by another sink,
+    must not land after the delete: the erasure waits until they are in, then deletes them."""
+    from datetime import UTC, datetime
+
+    from agents.privacy.erasure import erase_customer, erasure_done
+
+    change = {
+        "customer_id": "gone",
+        "from_segment": "prospect",
+        "to_segment": "general_develop",
+        "at": "2024-01-01T00:00:00Z",
+        "cause": "event",
+        "event_id": "e1",
+    }
+    rds.xadd(CLICKHOUSE_OUTBOX, outbox_entry("segment_changes", [change]))
+    ch = connect(f"chdb://{tmp_path / 'ch'}")
+    try:
+        migrate(ch)
+        slow = ClickHouseSink(settings.redis_url, ch, consumer="slow", claim_idle_ms=0)
+        slow._ensure_group()
+        # the slow sink has read the entry and not inserted it yet
+        assert slow._read_new(10, 0)
+        erasure = erase_customer(rds, settings, "gone", "test", datetime.now(UTC))
+        quick = ClickHouseSink(
+            settings.redis_url, ch, consumer="quick", claim_idle_ms=60_000, erasure_wait_s=0.2
+        )
+        quick.drain_once(50)
+        assert erasure_done(rds, erasure.erasure_id) is None  # it waits for the older entry
+        assert ch.query("SELECT count() AS n FROM segment_changes") == [{"n": 0}]
+        # the slow sink finishes its entry, then (claiming what waited) carries out the
+        # erasure: the row went in first and was deleted after, never the other way round
+        slow.drain_once(50)
+        assert erasure_done(rds, erasure.erasure_id)["rows"]["segment_changes"] == 1
+        assert ch.query("SELECT count() AS n FROM segment_changes") == [{"n": 0}]
+        assert ch.query("SELECT rows_deleted FROM erasures") == [{"rows_deleted": 1}]
+        assert quick.pending() == 0
+    finally:
+        ch.close()
