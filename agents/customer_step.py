@@ -66,6 +66,9 @@ class StepContext:
     rules: RuleSet | None
     budget: BudgetBook
     wall: datetime | None = None
+    #: whether a channel the customer never said anything about may be used
+    #: (ECRM_CONSENT_DEFAULT; agents/rules/contact_policy.py)
+    consent_default: bool = True
 
 
 @dataclass
@@ -164,6 +167,7 @@ def _event(step: Step, event: Event, now: datetime, ctx: StepContext) -> None:
             now,
             budget=ctx.budget,
             wall=ctx.wall,
+            consent_default=ctx.consent_default,
         )
         _take(step, changed, found, ctx)
     if profile.segment != applied.segment_before:
@@ -188,7 +192,13 @@ def _clock(step: Step, now: datetime, ctx: StepContext) -> None:
         _segment_changed(step, change, now, ctx)
     if ctx.rules is not None:
         found = clock_in_place(
-            ctx.rules, step.owned_rules(), profile, now, budget=ctx.budget, wall=ctx.wall
+            ctx.rules,
+            step.owned_rules(),
+            profile,
+            now,
+            budget=ctx.budget,
+            wall=ctx.wall,
+            consent_default=ctx.consent_default,
         )
         _take(step, True, found, ctx)
 
@@ -223,6 +233,7 @@ def _segment_changed(
         budget=ctx.budget,
         wall=ctx.wall,
         event=event,
+        consent_default=ctx.consent_default,
     )
     _take(step, changed, found, ctx)
 

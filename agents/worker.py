@@ -14,9 +14,10 @@ from faust.types import TP
 from agents.profile.keeper import Incoming, ProfileKeeper, decode
 from agents.rules.book import RulesBook
 from streams import keyspace
-from streams.app import EcrmApp, create_app
+from streams.app import OUTPUT_TOPICS, EcrmApp, create_app
 from streams.backpressure import MEMORY_WARN_SHARE, OutboxGate, memory_use, outbox_depth
 from streams.batches import BatchConsumer, subscribe_batches
+from streams.kafka_auth import PLAINTEXT, KafkaAuth
 from streams.outages import REDIS_AWAY
 from streams.relay import KafkaRelay
 from streams.relay_tail import TopicTail
@@ -64,7 +65,14 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
             items = []
             for r, offsets in batch.offsets():
                 item = decode(
-                    r.topic, r.topic[prefix:], r.partition, r.offset, r.key, r.value, window
+                    r.topic,
+                    r.topic[prefix:],
+                    r.partition,
+                    r.offset,
+                    r.key,
+                    r.value,
+                    window,
+                    keeper.guard,
                 )
                 item.source = offsets
                 items.append(item)
@@ -143,10 +151,12 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
     relay = KafkaRelay(
         ctx.store.client,
         send,
-        tail=TopicTail(settings.kafka_bootstrap),
+        tail=TopicTail(settings.kafka_bootstrap, auth=KafkaAuth.of(settings)),
         max_message_bytes=settings.relay_max_message_bytes,
         heartbeat_ttl_s=settings.relay_heartbeat_ttl_s,
         retry_max_s=settings.relay_retry_max_s,
+        topics=frozenset(settings.topic(name) for name in OUTPUT_TOPICS),
+        privacy_key=keeper.privacy_key,
     )
 
     @app.task
@@ -163,13 +173,19 @@ def run_worker(settings: Settings, loglevel: str = "warning") -> int:
     """Runs until interrupted (Ctrl-C or SIGTERM)."""
     import faust
 
+    settings.privacy_key()  # no worker without it: erasures would not hold (docs/privacy.md)
+
     from streams.topics import contract_topics, ensure_topics
 
+    auth = KafkaAuth.of(settings)
     ensure_topics(
-        settings.kafka_bootstrap, list(contract_topics(settings).values()), settings.partitions
+        settings.kafka_bootstrap,
+        list(contract_topics(settings).values()),
+        settings.partitions,
+        auth=auth,
     )
     ctx, _ = build_worker(settings)
-    ctx.store.cluster_id = kafka_cluster_id(settings.kafka_bootstrap)
+    ctx.store.cluster_id = kafka_cluster_id(settings.kafka_bootstrap, auth)
     stop = threading.Event()
     sink_thread = None
     if settings.sink_in_worker:
@@ -189,11 +205,11 @@ def drain_clickhouse_while(settings: Settings, stop: threading.Event) -> None:
     start_sink_thread(settings, stop).join()
 
 
-def kafka_cluster_id(bootstrap: str) -> str:
+def kafka_cluster_id(bootstrap: str, auth: KafkaAuth = PLAINTEXT) -> str:
     """The broker cluster's id, so offsets of a recreated broker are not confused with old ones."""
     from kafka.admin import KafkaAdminClient
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","))
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), **auth.kafka_python())
     try:
         return str(admin.describe_cluster()["cluster_id"])
     finally:

@@ -1,5 +1,7 @@
-"""The four storefront events of the contract, validated at the door (unknown fields are kept),
-and the campaign event `ecrm campaign send` emits onto ecrm's own `campaigns` input topic.
+"""The storefront events of the contract, validated at the door (unknown fields are kept):
+orders, cart adds, favourites, views and member attributes (`customers`: joining date,
+birthday, consent per channel), and the campaign event `ecrm campaign send` emits onto
+ecrm's own `campaigns` input topic.
 
 What is refused here is what could not be stored or evaluated faithfully further on: a qty
 or amount its ClickHouse column cannot hold, a NaN or infinite number among the unknown
@@ -363,15 +365,63 @@ class IdentityEvent(Event):
         return self
 
 
+#: The channels a customer consents to (or refuses) one by one (CONTRACT.md "Output topics").
+CHANNELS = ("sms", "push", "wechat", "email", "inbox")
+Channel = Literal["sms", "push", "wechat", "email", "inbox"]
+_MONTH_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def _month_day(value: Any) -> Any:
+    """A birthday as "MM-DD" (29 February allowed): no year, so no age is stored."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    parts = text.split("-")
+    if len(parts) != 2 or not all(p.isdigit() and len(p) == 2 for p in parts):
+        raise ValueError(f"birthday {_shown(value)} is not MM-DD (e.g. 03-21; no year)")
+    month, day = int(parts[0]), int(parts[1])
+    if not 1 <= month <= 12 or not 1 <= day <= _MONTH_DAYS[month - 1]:
+        raise ValueError(f"birthday {_shown(value)} is not a day of the year")
+    return text
+
+
+MonthDay = Annotated[
+    str,
+    BeforeValidator(_month_day),
+    WithJsonSchema({"type": "string", "pattern": r"^\d{2}-\d{2}$", "description": "MM-DD"}),
+]
+
+
+class CustomerEvent(Event):
+    """Member attributes a storefront reports (`ecrm.customers`): when the customer joined,
+    their birthday (month and day only), and consent per channel (true: may be contacted on
+    it). Each field is optional; one that is absent leaves what is known. No names, phones or
+    addresses: those are not ecrm's to keep. It moves no RFM and no behaviour."""
+
+    kind: ClassVar[str] = "customer"
+
+    joined_at: EventTime | None = None
+    birthday: MonthDay | None = None
+    consent: dict[Channel, bool] | None = None
+
+
 def campaign_event_id(campaign: str, customer_id: str) -> str:
     """The one event id of a campaign for a customer: sending a campaign again repeats it,
     so the worker counts it once and the rules decide it once."""
     return f"campaign:{campaign}:{customer_id}"
 
 
-AnyEvent = OrderEvent | CartEvent | FavoriteEvent | BrowseEvent | CampaignEvent | IdentityEvent
+AnyEvent = (
+    OrderEvent
+    | CartEvent
+    | FavoriteEvent
+    | BrowseEvent
+    | CustomerEvent
+    | CampaignEvent
+    | IdentityEvent
+)
 
-#: Input topic name (without prefix) -> the event it carries: the contract's four storefront
+#: Input topic name (without prefix) -> the event it carries: the contract's storefront
 #: topics, `campaigns`, ecrm's extension that `ecrm campaign send` writes, and `identities`,
 #: the identity links `ecrm api` writes for Segment's identify and alias.
 EVENT_BY_TOPIC: dict[str, type[Event]] = {
@@ -379,6 +429,7 @@ EVENT_BY_TOPIC: dict[str, type[Event]] = {
     "cart": CartEvent,
     "favorites": FavoriteEvent,
     "browse": BrowseEvent,
+    "customers": CustomerEvent,
     "campaigns": CampaignEvent,
     "identities": IdentityEvent,
 }

@@ -9,6 +9,8 @@ from typing import Any, Literal, get_args
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from schemas.pii import looks_personal, scrub, withheld
+
 Segment = Literal[
     "prospect",
     "important_value",
@@ -120,6 +122,23 @@ class DeadLetter(BaseModel):
     at: datetime
 
     @classmethod
+    def withheld(
+        cls, *, topic: str, partition: int, offset: int, size: int, error: str, at: datetime
+    ) -> DeadLetter:
+        """A letter that keeps nothing of the message (an erased customer's event): where it
+        was, its size and why; no key, no bytes, no hash."""
+        return cls(
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            error=error,
+            value_b64="",
+            value_size=size,
+            value_truncated=size > 0,
+            at=at,
+        )
+
+    @classmethod
     def of(
         cls,
         *,
@@ -139,6 +158,16 @@ class DeadLetter(BaseModel):
             text: str | None = None
         else:  # the whole is UTF-8, so only a character cut at the end can be undecodable
             text = kept.decode("utf-8", "ignore") if truncated else kept.decode("utf-8")
+        if looks_personal(value.decode("utf-8", "replace")):
+            # personal data is not kept in clear: a short prefix, masked, with size and hash
+            shown = withheld(value)
+            text = str(shown["prefix"])
+            kept = text.encode()
+            truncated = True
+        if key is not None and looks_personal(key.decode("utf-8", "replace")):
+            key = scrub(key.decode("utf-8", "replace")).encode()
+        if looks_personal(error):
+            error = scrub(error)
         if len(error) > DEAD_LETTER_ERROR_CHARS:
             error = f"{error[: DEAD_LETTER_ERROR_CHARS - 1]}…"
         short_key = bounded_key(key)

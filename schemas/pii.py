@@ -1,4 +1,5 @@
-"""Personal data at the door: buyers become keyed-hash ids, phones and names only masked.
+"""Personal data at the door: buyers become keyed-hash ids, phones and names only masked;
+live events, dead letters and rejects lose the phone numbers and e-mail addresses they hold.
 
 A buyer's nickname is what joins an imported order to the same buyer's later orders, so it
 becomes `customer_id_for(nickname, secret)`: HMAC-SHA256 under the install's secret
@@ -13,6 +14,13 @@ import hashlib
 import hmac
 import re
 import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+E = TypeVar("E", bound=BaseModel)
 
 #: customer ids from a buyer name look like `c_` + 24 hex digits (96 bits of the HMAC)
 CUSTOMER_ID_PREFIX = "c_"
@@ -67,3 +75,110 @@ def scrub(text: str) -> str:
     text = _MOBILE.sub(r"\1****\2", text)
     text = _LANDLINE.sub(r"\1****\2", text)
     return _EMAIL.sub(r"\1***@\2", text)
+
+
+# -- personal data in live events, dead letters and rejects -------------------------------------
+
+_PHONE_OR_EMAIL = (_MOBILE, _EMAIL)
+#: what a withheld payload keeps: its first bytes (masked), its size and its SHA-256
+WITHHELD_PREFIX_BYTES = 256
+#: payload fields of outbox entries and rejects (rows for ClickHouse, a Kafka message's value
+#: and key, an erasure's customer id) — the others are names, ids and counters
+_PAYLOAD_FIELDS = (b"rows", b"value", b"key", b"erase")
+
+
+def looks_personal(text: str) -> bool:
+    """Whether free text holds a mobile number, a landline or an e-mail address."""
+    if not _SUSPECT.search(text):
+        return False
+    return any(p.search(text) for p in (*_PHONE_OR_EMAIL, _LANDLINE))
+
+
+def personal_id(value: str, secret: bytes) -> str:
+    """A keyed hash standing in for an id or field value that is personal data: `p_` + 24 hex
+    digits, the same for the same value, so counts and joins still work."""
+    digest = hmac.digest(secret, b"pii\x00" + value.encode("utf-8"), hashlib.sha256)
+    return "p_" + digest.hex()[:CUSTOMER_ID_HEX]
+
+
+def stored_customer_id(customer_id: str, secret: bytes) -> str:
+    """The id ecrm keeps a customer under: a phone number or e-mail address sent as the id is
+    kept as its keyed hash (`PiiGuard`), so commands given such an id look that up."""
+    return personal_id(customer_id, secret) if looks_personal(customer_id) else customer_id
+
+
+def withheld(data: bytes) -> dict[str, str | int]:
+    """A payload reduced to what a dead letter or reject may keep of personal data."""
+    prefix = data[:WITHHELD_PREFIX_BYTES].decode("utf-8", "ignore")
+    return {
+        "prefix": scrub(prefix),
+        "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+
+
+def withheld_fields(fields: Mapping[bytes, bytes]) -> dict[bytes, bytes]:
+    """Stream entry fields fit to keep aside (sink and relay rejects): a payload field that
+    holds personal data, or names a customer to erase, becomes
+    `<name>_prefix` (masked), `<name>_size` and `<name>_sha256`. Others are kept whole, so
+    they can be repaired and queued again."""
+    kept: dict[bytes, bytes] = {}
+    for name, value in fields.items():
+        raw = value if isinstance(value, bytes) else str(value).encode()
+        payload = name in _PAYLOAD_FIELDS
+        if payload and (name == b"erase" or looks_personal(raw.decode("utf-8", "replace"))):
+            for part, got in withheld(raw).items():
+                kept[name + b"_" + part.encode()] = str(got).encode()
+        else:
+            kept[name] = raw
+    return kept
+
+
+#: ids that become keyed hashes when they hold personal data: the same value always gives
+#: the same hash, so a customer keeps one id, a retried event is still recognised, and a
+#: refund still finds its order
+_IDS = ("customer_id", "event_id", "order_id")
+
+
+@dataclass(frozen=True)
+class PiiGuard:
+    """What happens to personal data in a live event before anything stores or forwards it:
+    the fields the shop names (ECRM_PII_FIELDS) become keyed hashes wherever they appear among
+    the unknown fields; a phone number or e-mail address found in an id (customer, event,
+    order) makes it a keyed hash, and one found in another unknown field or in a browse URL
+    is masked (138****1234, a***@example.com)."""
+
+    secret: bytes
+    fields: frozenset[str] = frozenset()
+
+    def protect(self, event: E) -> E:
+        """The event with its personal data replaced; the same object when there is none."""
+        update: dict[str, Any] = {}
+        fields = event.__dict__  # a missing attribute through getattr costs µs per event
+        for name in _IDS:
+            value = fields.get(name)
+            if isinstance(value, str) and looks_personal(value):
+                update[name] = personal_id(value, self.secret)
+        extra = event.__pydantic_extra__
+        if extra:
+            for name, value in extra.items():
+                cleaned = self._value(name, value)
+                if cleaned is not value:
+                    update[name] = cleaned
+        url = fields.get("url")
+        if isinstance(url, str) and looks_personal(url):
+            update["url"] = scrub(url)
+        return event.model_copy(update=update) if update else event
+
+    def _value(self, name: str, value: Any) -> Any:
+        if name in self.fields and value is not None:
+            return personal_id(value if isinstance(value, str) else str(value), self.secret)
+        if isinstance(value, str):
+            return scrub(value) if looks_personal(value) else value
+        if isinstance(value, dict):
+            new = {k: self._value(k, v) for k, v in value.items()}
+            return value if all(new[k] is value[k] for k in value) else new
+        if isinstance(value, list):
+            items = [self._value(name, v) for v in value]
+            return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+        return value

@@ -40,6 +40,14 @@ class ViewStat(BaseModel):
     category: str | None = None
 
 
+class ConsentMark(BaseModel):
+    """A customer's word on one channel, and when they gave it (the event's `ts`): the latest
+    word wins, whatever order the events arrive in."""
+
+    granted: bool
+    at: AwareDatetime
+
+
 class Profile(BaseModel):
     """Everything ecrm knows about one customer, kept small (well under 1 KB typically)."""
 
@@ -67,6 +75,13 @@ class Profile(BaseModel):
     views: dict[str, ViewStat] = Field(default_factory=dict)
     page_views: int = 0
     events_seen: int = 0
+
+    # member attributes (`ecrm.customers`)
+    joined_at: AwareDatetime | None = None
+    birthday: str | None = None  # MM-DD, no year
+    #: channel (sms, push, wechat, email, inbox) -> the customer's latest word on it; a channel
+    #: missing here follows ECRM_CONSENT_DEFAULT (docs/privacy.md)
+    consent: dict[str, ConsentMark] = Field(default_factory=dict)
 
     # membership, filled by later capabilities
     level: str | None = None
@@ -121,6 +136,7 @@ def from_stored(raw: bytes | str) -> Profile:
 __all__ = [
     "STORED_FORMAT",
     "CartLine",
+    "ConsentMark",
     "OrderLine",
     "Profile",
     "ViewStat",

@@ -100,6 +100,7 @@ EVENT_FIELDS: dict[str, dict[str, FieldType]] = {
     },
     "favorites": {"sku": "text", "shop_id": "text"},
     "browse": {"sku": "text", "url": "text", "category": "text", "shop_id": "text"},
+    "customers": {"birthday": "text", "shop_id": "text"},
     # not a storefront topic: `ecrm campaign send` puts each selected customer on it
     "campaigns": {"campaign": "text", "shop_id": "text"},
 }
@@ -179,6 +180,7 @@ EVENT_NOUN = {
     "cart": "a cart add",
     "favorites": "a favourite",
     "browse": "a view",
+    "customers": "a member update",
     "campaigns": "a campaign send",
 }
 _EVENT_ALIASES = {
@@ -188,6 +190,8 @@ _EVENT_ALIASES = {
     "favourites": "favorites",
     "view": "browse",
     "views": "browse",
+    "customer": "customers",
+    "member": "customers",
     "campaign": "campaigns",
 }
 

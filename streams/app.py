@@ -9,12 +9,13 @@ import faust
 from faust.types import TP
 
 from streams.batches import MAX_PARTITION_FETCH_BYTES, SCHEME, register_batch_transport
+from streams.kafka_auth import KafkaAuth
 from streams.redis_store import RedisStore, register_redis_store
 from streams.resume import SourcePositions
 from streams.settings import Settings
 
 #: the contract's storefront topics, and `campaigns` (written by `ecrm campaign send`)
-INPUT_TOPICS = ("orders", "cart", "favorites", "browse", "campaigns", "identities")
+INPUT_TOPICS = ("orders", "cart", "favorites", "browse", "customers", "campaigns", "identities")
 OUTPUT_TOPICS = ("actions", "segment-changes", "dead-letter")
 #: What a record adds to its key and value on the wire (batch and record headers), with room.
 RECORD_OVERHEAD_BYTES = 1024
@@ -69,10 +70,12 @@ def create_app(settings: Settings) -> EcrmApp:
     register_redis_store()
     register_batch_transport()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    auth = KafkaAuth.of(settings)
     app = StreamApp(
         settings.app_id,
         # the input topics arrive a fetch at a time (streams/batches.py)
         broker=[f"{SCHEME}://{hostport}" for hostport in settings.kafka_bootstrap.split(",")],
+        broker_credentials=auth.faust(),
         store="memory://",
         topic_partitions=settings.partitions,
         topic_replication_factor=1,
@@ -122,5 +125,5 @@ def create_app(settings: Settings) -> EcrmApp:
     )
     app.tables.add(profiles)
     ctx = EcrmApp(settings=settings, app=app, inputs=inputs, profiles=profiles, outputs=outputs)
-    app.sources = SourcePositions(lambda: ctx.store, inputs.topics, settings.kafka_bootstrap)
+    app.sources = SourcePositions(lambda: ctx.store, inputs.topics, settings.kafka_bootstrap, auth)
     return ctx

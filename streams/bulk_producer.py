@@ -21,6 +21,7 @@ from aiokafka.errors import KafkaError as AIOKafkaError
 from kafka.partitioner.default import murmur2
 
 from schemas.errors import KafkaError
+from streams.kafka_auth import PLAINTEXT, KafkaAuth
 
 T = TypeVar("T")
 BATCH_BYTES = 1024 * 1024
@@ -46,14 +47,21 @@ class Delivery:
 class BulkProducer:
     """Keyed messages to one topic in large batches; `close()` waits for every ack."""
 
-    def __init__(self, bootstrap: str, topic: str, *, batch_bytes: int = BATCH_BYTES) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        *,
+        batch_bytes: int = BATCH_BYTES,
+        auth: KafkaAuth = PLAINTEXT,
+    ) -> None:
         self.topic = topic
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="bulk-producer", daemon=True
         )
         self._thread.start()
-        self._producer = self._call(_producer(bootstrap, batch_bytes))
+        self._producer = self._call(_producer(bootstrap, batch_bytes, auth))
         try:
             self._call(self._producer.start(), START_TIMEOUT_S)
             found = self._call(self._producer.partitions_for(topic), START_TIMEOUT_S)
@@ -137,13 +145,14 @@ class BulkProducer:
         self._loop.close()
 
 
-async def _producer(bootstrap: str, batch_bytes: int) -> AIOKafkaProducer:
+async def _producer(bootstrap: str, batch_bytes: int, auth: KafkaAuth) -> AIOKafkaProducer:
     """Made on the loop it will run on, as aiokafka requires."""
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         client_id="ecrm-import",
         max_batch_size=batch_bytes,
         max_request_size=batch_bytes + 64 * 1024,
+        **auth.aiokafka(),
         # the record timestamp stays "now": an order's own (old) time would make the
         # broker's time-based retention delete it at once
     )

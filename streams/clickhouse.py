@@ -18,7 +18,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
 
@@ -268,12 +268,16 @@ def _connect_server(url: str) -> ServerClickHouse:
     if not _NAME.fullmatch(database):
         raise ClickHouseError(f"ClickHouse URL {url!r}: bad database name {database!r}")
     secure = parts.scheme == "https"
+    # https://…?ca_cert=/path/ca.pem: the CA that signed the server's certificate (else the
+    # system's); the certificate is always verified
+    tls = {k: v[-1] for k, v in parse_qs(parts.query).items() if k == "ca_cert"}
     where = {
         "host": parts.hostname or "localhost",
         "port": parts.port or (8443 if secure else 8123),
         "username": unquote(parts.username or "default"),
         "password": unquote(parts.password or ""),
         "secure": secure,
+        **({"verify": True, **tls} if secure else {}),
     }
     with _named_errors(f"ClickHouse at {where['host']}:{where['port']}", Error):
         admin = clickhouse_connect.get_client(**where)

@@ -41,6 +41,29 @@ def rule_state(customer_id: str) -> str:
     return f"{PREFIX}rules:{customer_id}"
 
 
+def customer_keys(customer_id: str) -> list[str]:
+    """Every key that holds one customer's data, all of which an erasure deletes in one unit.
+    A new per-customer key (a membership ledger, tags) is added here, and only here."""
+    return [profile(customer_id), rule_state(customer_id)]
+
+
+def customer_members(customer_id: str, partitions: int) -> list[tuple[str, str]]:
+    """(sorted set, member) of every shared set that names the customer: the due sets of all
+    partitions (an erasure need not know which partition the customer's key hashes to)."""
+    return [(due(p), customer_id) for p in range(partitions)]
+
+
+def erased(token: str) -> str:
+    """The erasure list: one key per erased customer, named by the keyed hash of the id
+    (schemas/privacy.py `erasure_token`), so the list names nobody. The value says when and
+    which erasure (no personal data). Never expires: a replay years later is still dropped."""
+    return f"{PREFIX}erased:{token}"
+
+
+#: erasure id -> what the ClickHouse sink deleted for it (JSON: rows per table, when).
+ERASURES_DONE = f"{PREFIX}erasures:done"
+
+
 # -- per Kafka partition -----------------------------------------------------------------------
 
 
@@ -65,7 +88,8 @@ def budget(rule_id: str, day: date) -> str:
 
 
 #: Counters of input messages (events, duplicates, dead letters — `poison` of them raised when
-#: applied —, batches, segment changes) and of `watermark_resets` (streams/resume.py).
+#: applied, `erased` of them were an erased customer's —, batches, segment changes), of
+#: `watermark_resets` (streams/resume.py) and of `erasures` (`ecrm customer erase`).
 STATS = f"{PREFIX}stats"
 #: Counters of rule decisions, `rule_id|outcome[:reason]`.
 RULE_STATS = f"{PREFIX}stats:rules"

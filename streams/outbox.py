@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -19,6 +20,12 @@ from streams.clickhouse import rows_json
 
 CLICKHOUSE_OUTBOX = keyspace.CLICKHOUSE_OUTBOX
 KAFKA_OUTBOX = keyspace.KAFKA_OUTBOX
+#: The tables the workers fill (clickhouse/NNN_*.sql). The sink inserts into these and no
+#: other, whatever an entry says: write access to Redis must not become write access to
+#: every table the sink's ClickHouse user can reach. A new table is added here.
+CLICKHOUSE_TABLES = frozenset(
+    {"events", "segment_changes", "rule_decisions", "profile_snapshots", "identity_merges"}
+)
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,42 @@ def parse_entry(fields: Mapping[bytes, bytes]) -> tuple[str, list[dict[str, Any]
     if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
         raise MalformedEntry("rows are not a JSON array of objects")
     return table.decode(errors="replace"), rows
+
+
+@dataclass(frozen=True)
+class ErasureRequest:
+    """An erasure for the sink to carry out in ClickHouse (`ecrm customer erase`). The id is
+    in clear only here, and only until the sink has deleted the rows and the entry."""
+
+    customer_id: str
+    erasure_id: str
+    operator: str
+    requested_at: datetime
+
+
+def erasure_entry(request: ErasureRequest) -> OutboxEntry:
+    fields = {
+        "erase": request.customer_id.encode(),
+        "erasure_id": request.erasure_id.encode(),
+        "operator": request.operator.encode(),
+        "requested_at": request.requested_at.astimezone(UTC).isoformat().encode(),
+    }
+    return OutboxEntry(CLICKHOUSE_OUTBOX, fields)
+
+
+def parse_erasure(fields: Mapping[bytes, bytes]) -> ErasureRequest | None:
+    """The erasure an entry asks for; None for an entry of rows."""
+    if b"erase" not in fields:
+        return None
+    try:
+        return ErasureRequest(
+            customer_id=fields[b"erase"].decode(),
+            erasure_id=fields[b"erasure_id"].decode(),
+            operator=fields.get(b"operator", b"").decode(),
+            requested_at=datetime.fromisoformat(fields[b"requested_at"].decode()),
+        )
+    except (KeyError, UnicodeDecodeError, ValueError) as e:
+        raise MalformedEntry(f"erasure entry: {e}") from e
 
 
 # -- messages bound for Kafka ------------------------------------------------------------------

@@ -31,6 +31,8 @@ from typing import Any, Protocol
 import redis
 import redis.asyncio as aioredis
 
+from schemas.privacy import erasure_token
+from streams import keyspace
 from streams.outbox import KAFKA_OUTBOX
 from streams.relay_errors import (
     Entry,
@@ -90,6 +92,8 @@ class KafkaRelay:
         retry_max_s: float = 30.0,
         rejects: str = RELAY_REJECTS,
         stats: str = RELAY_STATS,
+        topics: frozenset[str] | None = None,
+        privacy_key: bytes | None = None,
     ) -> None:
         self.client = client
         self.send = send
@@ -103,7 +107,12 @@ class KafkaRelay:
         self.retry_max_s = retry_max_s
         self.rejects = rejects
         self.stats = stats
-        self.sent = self.skipped = self.rejected = self.taken_over = 0
+        #: the only topics it sends to (None: any), whatever an outbox entry names: write
+        #: access to Redis must not become write access to every topic the worker can reach
+        self.topics = topics
+        #: with it, messages keyed by a customer erased since they were queued are dropped
+        self.privacy_key = privacy_key
+        self.sent = self.skipped = self.rejected = self.taken_over = self.erased = 0
         self._group_ready = False
         self._marks: Marks | None = None
         self._recheck_own = True  # entries of ours left pending (a failure, a takeover)
@@ -180,7 +189,9 @@ class KafkaRelay:
                 continue
             message = _message(entry[1])
             size = len(message[2]) + len(message[1] or b"")
-            if size > self.max_message_bytes:
+            if self.topics is not None and message[0] not in self.topics:
+                rejects.append((entry, f"topic {message[0]!r} is not one of ecrm's outputs"))
+            elif size > self.max_message_bytes:
                 reason = (
                     f"message of {size} bytes is larger than the relay's limit of "
                     f"{self.max_message_bytes} bytes (ECRM_RELAY_MAX_MESSAGE_BYTES)"
@@ -188,6 +199,9 @@ class KafkaRelay:
                 rejects.append((entry, reason))
             else:
                 to_send.append((entry, message))
+        erased = await self._erased([m for _, m in to_send])
+        dropped = [e for e, m in to_send if m[1] is not None and m[1] in erased]
+        to_send = [(e, m) for e, m in to_send if m[1] is None or m[1] not in erased]
         skipped: list[Entry] = []
         if uncertain and to_send and self.tail is not None:
             marks = await self._own_marks()
@@ -203,11 +217,16 @@ class KafkaRelay:
             if where is not None:
                 produced[where[0]] = max(produced.get(where[0], -1), where[1])
         await self._acknowledge(
-            done=deleted + [e for e, _ in sent] + skipped,
+            done=deleted + [e for e, _ in sent] + skipped + dropped,
             rejects=rejects,
             # marks move only when nothing of ours can be left pending below them
             produced=None if failed or uncertain else produced,
-            counts={"sent": len(sent), "skipped": len(skipped), "rejected": len(rejects)},
+            counts={
+                "sent": len(sent),
+                "skipped": len(skipped),
+                "rejected": len(rejects),
+                "erased": len(dropped),
+            },
         )
         if failed:
             raise UnsentEntries(failed, of=len(entries))
@@ -277,9 +296,24 @@ class KafkaRelay:
         self.sent += counts["sent"]
         self.skipped += counts["skipped"]
         self.rejected += counts["rejected"]
+        self.erased += counts["erased"]
         for (eid, fields), reason in rejects:
             topic = fields.get(b"topic", b"?").decode(errors="replace")
             log.error("relay rejected entry %s for %s: %s", eid.decode(), topic, reason)
+
+    async def _erased(self, messages: list[Message]) -> set[bytes]:
+        """The keys among these messages' that name a customer on the erasure list."""
+        if self.privacy_key is None:
+            return set()
+        keys = list({m[1] for m in messages if m[1] is not None})
+        if not keys:
+            return set()
+        names = [
+            keyspace.erased(erasure_token(k.decode("utf-8", "replace"), self.privacy_key))
+            for k in keys
+        ]
+        found = await self.client.mget(names)
+        return {k for k, v in zip(keys, found, strict=True) if v is not None}
 
     async def _after_lapse(self) -> None:
         """Our heartbeat expired: others may have taken our entries, and our marks too if

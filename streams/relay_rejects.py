@@ -2,7 +2,8 @@
 
 A message too large for the topic is moved, in the same MULTI that acknowledges its outbox
 entry, to the `ecrm:relay:rejects` stream: whole (value included, so it can be repaired and
-queued again), with its size and why it was refused. Operators read it with
+queued again) unless it holds a phone number or an e-mail address (then `value_prefix`,
+masked, `value_size` and `value_sha256`), with its size and why it was refused. Operators read it with
 `redis-cli XRANGE ecrm:relay:rejects - +` or `list_rejects`; `ecrm:relay:stats` counts what
 the relay sent, skipped (already on the topic), rejected, retried and took over.
 """
@@ -15,6 +16,7 @@ from typing import Any
 
 import redis
 
+from schemas.pii import withheld_fields
 from streams import keyspace
 
 RELAY_REJECTS = keyspace.RELAY_REJECTS
@@ -43,7 +45,7 @@ def reject_fields(
     value = fields.get(b"value", b"")
     size = len(value) + len(fields.get(b"key") or b"")
     return {
-        **fields,
+        **withheld_fields(fields),
         b"outbox_id": outbox_id,
         b"size": str(size).encode(),
         b"reason": reason.encode(),

@@ -9,6 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
+from streams.kafka_auth import PLAINTEXT, KafkaAuth
 from streams.relay_takeover import Marks
 
 if TYPE_CHECKING:
@@ -27,9 +28,12 @@ class TopicTail:
     within `timeout_s`, or a search that stops moving for that long, raises TimeoutError.
     """
 
-    def __init__(self, bootstrap: str, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, bootstrap: str, timeout_s: float = 30.0, auth: KafkaAuth = PLAINTEXT
+    ) -> None:
         self.bootstrap = bootstrap
         self.timeout_s = timeout_s
+        self.auth = auth
         self._consumer: AIOKafkaConsumer | None = None
 
     async def end_offsets(self, topic: str) -> dict[int, int]:
@@ -102,7 +106,9 @@ class TopicTail:
                 from aiokafka import AIOKafkaConsumer
 
                 self._consumer = AIOKafkaConsumer(
-                    bootstrap_servers=self.bootstrap, enable_auto_commit=False
+                    bootstrap_servers=self.bootstrap,
+                    enable_auto_commit=False,
+                    **self.auth.aiokafka(),
                 )
                 await self._answer(self._consumer.start())
             return await work(self._consumer)

@@ -34,6 +34,7 @@ from faust.types import TP
 
 from schemas.errors import RedisStoreError
 from streams import keyspace
+from streams.kafka_auth import PLAINTEXT, KafkaAuth
 from streams.outages import Backoff, outage_of
 from streams.redis_store import RedisStore
 
@@ -75,11 +76,16 @@ class SourcePositions:
     """Places the input partitions of one app where its Redis store says (see `plan`)."""
 
     def __init__(
-        self, store: Callable[[], RedisStore], topics: Iterable[str], bootstrap: str
+        self,
+        store: Callable[[], RedisStore],
+        topics: Iterable[str],
+        bootstrap: str,
+        auth: KafkaAuth = PLAINTEXT,
     ) -> None:
         self.store = store
         self.topics = frozenset(topics)
         self.bootstrap = bootstrap
+        self.auth = auth
 
     async def place(self, consumer: Any, committed: dict[TP, int | None]) -> None:
         """Seek every assigned source partition; waits for Redis (up to PLACE_TIMEOUT_S)."""
@@ -111,7 +117,7 @@ class SourcePositions:
             if value is not None and int(value) >= ends[tp]
         }
         if beyond:  # rare on Kafka; a ListOffsets that lags (Tansu's) must not look like it
-            ends.update(await fetched_ends(self.bootstrap, beyond))
+            ends.update(await fetched_ends(self.bootstrap, beyond, self.auth))
         for tp, key, value in zip(tps, keys, raw, strict=True):
             position = await consumer.position(tp)
             known = Partition(
@@ -145,7 +151,9 @@ class SourcePositions:
                 await consumer.seek(tp, todo.seek)
 
 
-async def fetched_ends(bootstrap: str, watermarks: dict[TP, int]) -> dict[TP, int]:
+async def fetched_ends(
+    bootstrap: str, watermarks: dict[TP, int], auth: KafkaAuth = PLAINTEXT
+) -> dict[TP, int]:
     """End offsets as a fetch at each watermark reports them (a broker's ListOffsets may lag
     its fetch high watermark: Tansu's does by up to a batch). A partition whose watermark is
     out of its range, or that could not be read, keeps the listed end."""
@@ -153,7 +161,10 @@ async def fetched_ends(bootstrap: str, watermarks: dict[TP, int]) -> dict[TP, in
     from aiokafka.errors import OffsetOutOfRangeError
 
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="none"
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="none",
+        **auth.aiokafka(),
     )
     await consumer.start()
     ends: dict[TP, int] = {}

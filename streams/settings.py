@@ -19,6 +19,9 @@ EMBEDDED_REDIS = "redis://127.0.0.1:16379/0"
 EMBEDDED_CLICKHOUSE = "chdb://.ecrm/clickhouse"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_RULES = REPO_ROOT / "rules" / "example.yaml"
+#: The privacy key of the embedded stack when ECRM_PRIVACY_SECRET is unset: published here, so
+#: it protects nothing; a ClickHouse server (production) refuses to run without a real one.
+DEV_PRIVACY_KEY = b"ecrm-embedded-development-key-not-a-secret"
 
 
 class Settings(BaseSettings):
@@ -29,6 +32,14 @@ class Settings(BaseSettings):
     )
 
     kafka_bootstrap: str = EMBEDDED_KAFKA
+    #: How the Kafka clients authenticate (streams/kafka_auth.py, docs/operations.md): the
+    #: embedded broker takes PLAINTEXT; docker-compose's takes SASL/SCRAM.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] = "SCRAM-SHA-512"
+    kafka_username: str | None = None
+    kafka_password: SecretStr | None = None
+    #: CA file that signed the broker's certificate (SSL, SASL_SSL); the system CAs if unset
+    kafka_ssl_cafile: Path | None = None
     redis_url: str = EMBEDDED_REDIS
     clickhouse_url: str = EMBEDDED_CLICKHOUSE
     rules_file: Path = EXAMPLE_RULES
@@ -97,6 +108,21 @@ class Settings(BaseSettings):
     #: --buyer`). No default and no generated one: a key that differed between machines or
     #: working folders would silently split every customer in two (docs/import.md).
     pii_secret: SecretStr | None = None
+    #: Whether a customer who never said anything about a channel may be contacted on it
+    #: (docs/privacy.md, "Consent"). `granted` keeps ecrm's behaviour from before consent was
+    #: recorded; PIPL art. 13-14 and the GDPR expect opt-in for marketing: a shop whose
+    #: storefront reports consent on `ecrm.customers` should set `denied`.
+    consent_default: Literal["granted", "denied"] = "granted"
+    #: Key of the keyed hashes that must not be recomputable from a leaked id: the erasure
+    #: list, unsubscribe tokens, personal data found in events (docs/privacy.md). Required
+    #: with a ClickHouse server; the embedded stack (chdb://) falls back to a fixed,
+    #: published development key (`DEV_PRIVACY_KEY`) so `ecrm demo` runs without setup.
+    privacy_secret: SecretStr | None = None
+    #: Storefront fields (comma-separated names of unknown fields, e.g. `nickname,mobile`) that
+    #: hold personal data: the worker replaces their values by keyed hashes before anything is
+    #: stored or forwarded. Phone numbers and e-mail addresses are found without being named
+    #: (in the customer id and every unknown field; docs/privacy.md).
+    pii_fields: str = ""
 
     # `ecrm api` (docs/api.md): where it listens, the file of its hashed keys (None: the
     # data folder's api-keys.yaml), the events a second each key may send (with a burst of
@@ -140,6 +166,45 @@ class Settings(BaseSettings):
             )
         return self.pii_secret.get_secret_value().encode()
 
+    @field_validator("privacy_secret")
+    @classmethod
+    def _strong_privacy_secret(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is not None and len(secret.get_secret_value()) < 16:
+            raise ConfigError(
+                "ECRM_PRIVACY_SECRET is shorter than 16 characters; make one with "
+                "`python -c 'import secrets; print(secrets.token_hex(32))'`"
+            )
+        return secret
+
+    @property
+    def pii_field_names(self) -> frozenset[str]:
+        return frozenset(name.strip() for name in self.pii_fields.split(",") if name.strip())
+
+    @property
+    def consent_granted(self) -> bool:
+        """ECRM_CONSENT_DEFAULT as the rules read it."""
+        return self.consent_default == "granted"
+
+    @property
+    def embedded(self) -> bool:
+        """Running on the embedded stack (chdb), i.e. on a developer's machine."""
+        return self.clickhouse_url.startswith("chdb://")
+
+    def privacy_key(self) -> bytes:
+        """The key of erasure hashes and unsubscribe tokens; on the embedded stack only, the
+        development key when none is set. A ConfigError saying how to set it otherwise: a
+        key that changed would forget every erasure and void every unsubscribe link."""
+        if self.privacy_secret is not None:
+            return self.privacy_secret.get_secret_value().encode()
+        if self.embedded:
+            return DEV_PRIVACY_KEY
+        raise ConfigError(
+            "ECRM_PRIVACY_SECRET is not set: erasures and unsubscribe tokens are keyed hashes "
+            "under it. Make one once with `python -c 'import secrets; "
+            "print(secrets.token_hex(32))'` and give the same value to every worker and "
+            "`ecrm customer` command; never change it (docs/privacy.md)"
+        )
+
     @field_validator("redis_url")
     @classmethod
     def _known_redis_scheme(cls, url: str) -> str:
@@ -169,9 +234,7 @@ class Settings(BaseSettings):
     def as_env(self) -> dict[str, str]:
         """The ECRM_* variables that point another process at the same services and policy."""
         # never the PII secret: the workers do not need it, and `ecrm up` prints these
-        values = self.model_dump(exclude={"pii_secret"})
-        return {
-            f"ECRM_{name.upper()}": str(value)
-            for name, value in values.items()
-            if value is not None  # unset stays unset (a "None" would be read as a value)
-        }
+        values = self.model_dump(
+            exclude={"pii_secret", "privacy_secret", "kafka_password"}, exclude_none=True
+        )
+        return {f"ECRM_{name.upper()}": str(value) for name, value in values.items()}

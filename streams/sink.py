@@ -16,23 +16,47 @@ An entry that cannot be read (bad fields, bad JSON) is moved at once to the stre
 there after ``max_deliveries`` attempts. Both are counted in ``rejected``; the rejects
 stream is not trimmed, so nothing is lost silently. While ClickHouse is down (it fails even
 ``SELECT 1``) entries stay pending and the sink backs off.
+
+Only ecrm's own tables are written (`CLICKHOUSE_TABLES`): an entry naming any other table is
+rejected, whatever Redis says. A reject keeps an entry's rows whole only when they are small
+and hold no phone number or e-mail address; otherwise their first bytes (masked), size and
+SHA-256 (schemas/pii.py `withheld_fields`).
+
+An erasure entry (`ecrm customer erase`) deletes the customer's rows from every table with a
+`customer_id` (streams/customer_data.py) and writes the audit row. It waits until every
+entry older than itself is in ClickHouse (none pending with any drainer): rows of the
+customer queued before the erasure must not land after the delete. Entries queued after it
+hold nothing of the customer: the workers drop an erased customer's events.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Mapping
+from datetime import UTC, datetime
 
 import redis
 
 from schemas.errors import ClickHouseError
+from schemas.pii import withheld_fields
 from streams import keyspace
 from streams.clickhouse import ClickHouse
-from streams.outbox import CLICKHOUSE_OUTBOX, MalformedEntry, entry_token, parse_entry
+from streams.customer_data import audit_row, delete_customer
+from streams.outbox import (
+    CLICKHOUSE_OUTBOX,
+    CLICKHOUSE_TABLES,
+    ErasureRequest,
+    MalformedEntry,
+    entry_token,
+    parse_entry,
+    parse_erasure,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +74,8 @@ class ClickHouseSink:
         batch: int = 500,
         claim_idle_ms: int = 30000,
         max_deliveries: int = 5,
+        tables: frozenset[str] = CLICKHOUSE_TABLES,
+        erasure_wait_s: float = 10.0,
     ) -> None:
         self._redis = redis.Redis.from_url(redis_url)
         self._ch = ch
@@ -60,7 +86,12 @@ class ClickHouseSink:
         self.batch = batch
         self.claim_idle_ms = claim_idle_ms
         self.max_deliveries = max_deliveries
+        self.tables = tables
+        #: how long an erasure waits for older entries held by other drainers before it is
+        #: left pending (and claimed again after claim_idle_ms)
+        self.erasure_wait_s = erasure_wait_s
         #: Counters for operators and tests.
+        self.erasures = 0
         self.inserted_rows = 0
         self.rejected = 0
         self.failures = 0
@@ -82,11 +113,7 @@ class ClickHouseSink:
             for entry_id, fields, deliveries in entries:
                 rows_inserted += self._insert(entry_id, fields, deliveries, done)
         finally:  # even when ClickHouse went down midway, what is in is acknowledged
-            if done:
-                with self._redis.pipeline(transaction=True) as tx:
-                    tx.xack(self.stream, self.group, *done)
-                    tx.xdel(self.stream, *done)
-                    tx.execute()
+            self._acknowledge(done)
         self.inserted_rows += rows_inserted
         return rows_inserted
 
@@ -124,9 +151,16 @@ class ClickHouseSink:
         self, entry_id: bytes, fields: dict[bytes, bytes], deliveries: int, done: list[bytes]
     ) -> int:
         try:
+            erasure = parse_erasure(fields)
+            if erasure is not None:
+                self._erase(entry_id, erasure, done)
+                return 0
             table, rows = parse_entry(fields)
         except MalformedEntry as e:
             self._reject(entry_id, fields, str(e))
+            return 0
+        if table not in self.tables:
+            self._reject(entry_id, fields, f"table {table!r} is not one of ecrm's tables")
             return 0
         try:
             self._ch.insert(table, rows, token=entry_token(self.stream, entry_id.decode()))
@@ -137,6 +171,43 @@ class ClickHouseSink:
             return 0
         done.append(entry_id)
         return len(rows)
+
+    def _erase(self, entry_id: bytes, erasure: ErasureRequest, done: list[bytes]) -> None:
+        """Delete the customer's rows once every older entry is in; audit; acknowledge."""
+        self._acknowledge(done)  # ours before it are in: let them stop counting as pending
+        done.clear()
+        deadline = time.monotonic() + self.erasure_wait_s
+        while self._older_pending(entry_id):
+            if time.monotonic() > deadline:
+                log.warning("erasure %s waits for older outbox entries", erasure.erasure_id)
+                return  # left pending: claimed again after claim_idle_ms
+            time.sleep(0.05)
+        try:
+            rows = delete_customer(self._ch, erasure.customer_id)
+            now = datetime.now(UTC)
+            audit = audit_row(erasure.erasure_id, erasure.requested_at, now, erasure.operator, rows)
+            self._ch.insert("erasures", [audit], token=f"erasure/{erasure.erasure_id}")
+        except ClickHouseError as e:
+            log.warning("erasure %s not carried out yet: %s", erasure.erasure_id, e)
+            return  # left pending, tried again: an erasure is never given up
+        report = json.dumps({"rows": rows, "done_at": now.isoformat()})
+        with self._redis.pipeline(transaction=True) as tx:
+            tx.hset(keyspace.ERASURES_DONE, erasure.erasure_id, report)
+            tx.xack(self.stream, self.group, entry_id)
+            tx.xdel(self.stream, entry_id)
+            tx.execute()
+        self.erasures += 1
+
+    def _older_pending(self, entry_id: bytes) -> bool:
+        older = self._redis.xpending_range(self.stream, self.group, "-", b"(" + entry_id, 1)
+        return bool(older)
+
+    def _acknowledge(self, ids: list[bytes]) -> None:
+        if ids:
+            with self._redis.pipeline(transaction=True) as tx:
+                tx.xack(self.stream, self.group, *ids)
+                tx.xdel(self.stream, *ids)
+                tx.execute()
 
     def _ensure_group(self) -> None:
         if self._group_ready:
@@ -192,7 +263,7 @@ class ClickHouseSink:
 
     def _reject(self, entry_id: bytes, fields: Mapping[bytes, bytes], reason: str) -> None:
         log.error("outbox entry %s rejected to %s: %s", entry_id, self.rejects_stream, reason)
-        record = {**fields, b"entry_id": entry_id, b"reason": reason.encode()}
+        record = {**withheld_fields(fields), b"entry_id": entry_id, b"reason": reason.encode()}
         with self._redis.pipeline(transaction=True) as tx:
             tx.xadd(self.rejects_stream, record)
             tx.xack(self.stream, self.group, entry_id)

@@ -9,11 +9,12 @@ from kafka import errors as kafka_errors
 from kafka.admin import NewTopic
 
 from schemas.errors import KafkaError
+from streams.kafka_auth import PLAINTEXT, KafkaAuth
 from streams.settings import Settings
 
 #: Topics storefronts write to (CONTRACT.md "Input topics"), and `campaigns`, ecrm's own
 #: input topic that `ecrm campaign send` writes (docs/campaigns.md).
-INPUT_KINDS = ("orders", "cart", "favorites", "browse", "campaigns", "identities")
+INPUT_KINDS = ("orders", "cart", "favorites", "browse", "customers", "campaigns", "identities")
 #: Topics ecrm writes to (CONTRACT.md "Output topics").
 OUTPUT_KINDS = ("actions", "segment-changes", "dead-letter")
 
@@ -29,6 +30,7 @@ def ensure_topics(
     partitions: int,
     *,
     replication_factor: int = 1,
+    auth: KafkaAuth = PLAINTEXT,
 ) -> None:
     """Create the missing topics; raise KafkaError if an existing one has other partitions.
 
@@ -37,7 +39,9 @@ def ensure_topics(
     """
     wanted = list(dict.fromkeys(names))
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="ecrm-topics")
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap, client_id="ecrm-topics", **auth.kafka_python()
+        )
     except kafka_errors.KafkaError as e:
         raise KafkaError(f"cannot reach Kafka at {bootstrap}: {e}") from e
     try:

@@ -16,6 +16,7 @@ from schemas.events import (
     BrowseEvent,
     CampaignEvent,
     CartEvent,
+    CustomerEvent,
     Event,
     FavoriteEvent,
     OrderEvent,
@@ -38,6 +39,7 @@ EVENT_COLUMNS = (
     "category",
     "url",
     "campaign",
+    "attributes",
     "items",
     "extra",
 )
@@ -79,4 +81,7 @@ def event_from_row(row: Mapping[str, Any]) -> Event:
         return BrowseEvent.model_validate(fields)
     if kind == "campaign":
         return CampaignEvent.model_validate({**fields, "campaign": row["campaign"]})
+    if kind == "customer":
+        attributes = json.loads(row["attributes"]) if row.get("attributes") else {}
+        return CustomerEvent.model_validate({**fields, **attributes})
     raise ValueError(f"events row {row.get('event_id')!r} has unknown kind {kind!r}")

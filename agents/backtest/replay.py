@@ -58,6 +58,8 @@ class Replay:
     tally: Tally | None = None
     #: also keep the reported decisions in `decisions` (tests; a long replay need not)
     keep_decisions: bool = True
+    #: ECRM_CONSENT_DEFAULT as the live worker has it: a channel the customer never spoke of
+    consent_default: bool = True
     budget: BudgetBook = field(default_factory=BudgetBook)
     decisions: list[Decision] = field(default_factory=list)
     stats: ReplayStats = field(default_factory=ReplayStats)
@@ -92,7 +94,9 @@ class Replay:
 
     @property
     def ctx(self) -> StepContext:
-        return StepContext(self.policy, self.rules, self.budget)
+        return StepContext(
+            self.policy, self.rules, self.budget, consent_default=self.consent_default
+        )
 
     def _customer(self, cid: str) -> Customer:
         profile = self.profiles.get(cid)

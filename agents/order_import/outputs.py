@@ -13,6 +13,7 @@ import orjson
 
 from agents.order_import.rows import Imported, Rejected, RowOutcome, Skipped
 from streams.bulk_producer import BulkProducer
+from streams.kafka_auth import KafkaAuth
 from streams.settings import Settings
 from streams.topics import ensure_topics
 
@@ -37,8 +38,9 @@ class OrderSender:
         self.first_error: str | None = None
         self._producer: BulkProducer | None = None
         if not dry_run:
-            ensure_topics(settings.kafka_bootstrap, [self.topic], settings.partitions)
-            self._producer = BulkProducer(settings.kafka_bootstrap, self.topic)
+            auth = KafkaAuth.of(settings)
+            ensure_topics(settings.kafka_bootstrap, [self.topic], settings.partitions, auth=auth)
+            self._producer = BulkProducer(settings.kafka_bootstrap, self.topic, auth=auth)
 
     def send(self, event: dict[str, Any]) -> None:
         self.sent += 1

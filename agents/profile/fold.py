@@ -17,12 +17,13 @@ from schemas.events import (
     BrowseEvent,
     CampaignEvent,
     CartEvent,
+    CustomerEvent,
     Event,
     FavoriteEvent,
     OrderEvent,
 )
 from schemas.outputs import Segment
-from schemas.profile import CartLine, OrderLine, Profile, ViewStat
+from schemas.profile import CartLine, ConsentMark, OrderLine, Profile, ViewStat
 
 RECENT_IDS_KEPT = 64
 CAMPAIGN_IDS_KEPT = 64
@@ -161,6 +162,8 @@ def _apply(p: Profile, event: Event) -> bool:
     """Fold one event; False when it was seen before (and nothing changed)."""
     if isinstance(event, CampaignEvent):
         return _apply_campaign(p, event)
+    if isinstance(event, CustomerEvent):
+        return _apply_customer(p, event)
     if isinstance(event, OrderEvent):
         if not _apply_order(p, event):
             return False
@@ -192,6 +195,27 @@ def _apply_campaign(p: Profile, event: CampaignEvent) -> bool:
         return False
     p.campaign_event_ids.append(event.event_id)
     del p.campaign_event_ids[:-CAMPAIGN_IDS_KEPT]
+    return True
+
+
+def _apply_customer(p: Profile, event: CustomerEvent) -> bool:
+    """Member attributes: what the event says replaces what was known; a channel's consent
+    changes only when the event is later than the word already held (so a late or replayed
+    opt-in cannot undo a newer opt-out). Like a campaign, it is no behaviour of the
+    customer's: RFM, `events_seen` and the seen times stay as they were."""
+    token = id_token(event.event_id)
+    if token in p.recent_event_ids:
+        return False
+    p.recent_event_ids.append(token)
+    del p.recent_event_ids[:-RECENT_IDS_KEPT]
+    if event.joined_at is not None:
+        p.joined_at = event.joined_at
+    if event.birthday is not None:
+        p.birthday = event.birthday
+    for channel, granted in (event.consent or {}).items():
+        held = p.consent.get(channel)
+        if held is None or event.ts > held.at or (event.ts == held.at and not granted):
+            p.consent[channel] = ConsentMark(granted=granted, at=event.ts)
     return True
 
 

@@ -37,6 +37,8 @@ from agents.rules.shell import MarketingStep
 from agents.rules.state import CustomerRuleState
 from schemas.events import EVENT_BY_TOPIC, TIME_WINDOW, Event, IdentityEvent, TimeWindow
 from schemas.outputs import DeadLetter, SegmentChange, bounded_key
+from schemas.pii import PiiGuard, looks_personal, scrub
+from schemas.privacy import erasure_token
 from schemas.profile import Profile, empty_profile, from_stored, stored
 from streams import keyspace
 from streams.app import INPUT_TOPICS, EcrmApp
@@ -94,9 +96,11 @@ def decode(
     key: Any,
     value: Any,
     window: TimeWindow | None = None,
+    guard: PiiGuard | None = None,
 ) -> Incoming:
     """One message read and validated; `window` (from the caller's clock, see
-    `Settings.time_window`) refuses event times that make no sense."""
+    `Settings.time_window`) refuses event times that make no sense; `guard` replaces the
+    personal data an event holds (schemas/pii.py) before anything stores or forwards it."""
     raw = value if isinstance(value, bytes) else (b"" if value is None else str(value).encode())
     item = Incoming(topic, partition, offset, key if isinstance(key, bytes) else None, raw)
     model = EVENT_BY_TOPIC.get(kind)
@@ -104,9 +108,11 @@ def decode(
         item.error = f"no event is defined for topic {topic!r}"
         return item
     try:
-        item.event = model.model_validate_json(raw, context={TIME_WINDOW: window})
+        event = model.model_validate_json(raw, context={TIME_WINDOW: window})
     except ValidationError as exc:
         item.error = _reason(exc)
+        return item
+    item.event = event if guard is None else guard.protect(event)
     return item
 
 
@@ -166,6 +172,16 @@ class ProfileKeeper:
         backlog is read, its event-time watermark (None: not known yet, nothing is due)."""
         clock = self.event_clock
         return (wall, True) if clock is None else clock.clock(partition, wall)
+
+    @cached_property
+    def privacy_key(self) -> bytes:
+        """ECRM_PRIVACY_SECRET (streams/settings.py): erasure hashes, unsubscribe tokens."""
+        return self.app.settings.privacy_key()
+
+    @cached_property
+    def guard(self) -> PiiGuard:
+        """What personal data in events becomes (ECRM_PII_FIELDS, schemas/pii.py)."""
+        return PiiGuard(self.privacy_key, self.app.settings.pii_field_names)
 
     @cached_property
     def policy(self) -> RfmPolicy:
@@ -302,10 +318,13 @@ class ProfileKeeper:
         times = [i.event.ts for i in items if i.event is not None]
         span = (min([*times, now]), now)  # events are decided at their own times, up to now
         raw_keys = MarketingStep.keys(rules, customers, span) if rules else []
+        markers = self.erasure_markers(customers)
+        raw_keys += markers.values()
         async with store.unit([c.encode() for c in customers], sources, raw_keys) as unit:
             found = self._stubs(unit, customers)
             if found:
                 raise _Redirected(found)  # nothing was written: the unit is dropped
+            erased = {c for c, key in markers.items() if unit.get(key) is not None}
             marketing = MarketingStep.begin(rules, unit, span) if rules else None
             batch = _Batch(self, unit, marketing, wall=now)
             fresh = [i for i in items if not unit.applied(i.topic, i.partition, i.offset)]
@@ -314,10 +333,12 @@ class ProfileKeeper:
                 unit.advance(item.topic, item.partition, item.offset)
                 if item.error is not None:
                     batch.dead_letter(item, now)
+                elif item.event is not None and self.resolved(item.event.customer_id) in erased:
+                    batch.withhold(item, now, "erased")
             fresh_ids = {id(i) for i in fresh}
             for customer_id, mine in by_customer.items():
                 mine = [i for i in mine if id(i) in fresh_ids]
-                if not mine:
+                if not mine or customer_id in erased:
                     continue
                 where = {id(i.event): i for i in mine}
                 customer = batch.customer(customer_id)
@@ -400,17 +421,29 @@ class ProfileKeeper:
         earliest = datetime.fromtimestamp(due_at[0][1] / 1000, UTC)
         span = (min(earliest, clock), clock)
         raw_keys = MarketingStep.keys(rules, customers, span) if rules else []
+        markers = self.erasure_markers(customers)
+        raw_keys += markers.values()
         try:
             async with store.unit(due, (), raw_keys) as unit:
                 marketing = MarketingStep.begin(rules, unit, span) if rules else None
                 batch = _Batch(self, unit, marketing, wall=wall)
                 for customer_id in customers:
+                    if unit.get(markers[customer_id]) is not None:
+                        # erased after this sweep listed them: nothing of theirs is rebuilt
+                        unit.zrem(keyspace.due(partition), customer_id)
+                        continue
                     step = advance(batch.customer(customer_id), clock, batch.ctx, inclusive=live)
                     batch.took(step, partition)
                 batch.finish()
         except UnitConflict:
             return 0  # someone else touched these customers; the next sweep sees fresh data
         return len(batch.changes)
+
+    def erasure_markers(self, customers: Iterable[str]) -> dict[str, str]:
+        """customer id -> their key on the erasure list (read, and so watched, by the unit:
+        an erasure committed while a batch was being decided makes it start over)."""
+        key = self.privacy_key
+        return {c: keyspace.erased(erasure_token(c, key)) for c in customers}
 
     def load(self, customer_id: str) -> Profile:
         """The customer's profile as the open unit read it (a new one if none is stored)."""
@@ -442,7 +475,11 @@ class _Batch:
     def ctx(self) -> StepContext:
         m = self.marketing
         return StepContext(
-            self.keeper.policy, m.rules if m else None, m.budget if m else BudgetBook(), self.wall
+            self.keeper.policy,
+            m.rules if m else None,
+            m.budget if m else BudgetBook(),
+            self.wall,
+            consent_default=self.keeper.app.settings.consent_granted,
         )
 
     def customer(self, customer_id: str) -> Customer:
@@ -531,17 +568,34 @@ class _Batch:
             at=now,
         )
         topic = self.keeper.app.settings.topic("dead-letter")
-        self.unit.add(
-            kafka_message(topic, bounded_key(item.key), letter.model_dump_json().encode())
-        )
+        key = bounded_key(item.key)
+        if key is not None and looks_personal(key.decode("utf-8", "replace")):
+            key = scrub(key.decode("utf-8", "replace")).encode()  # as the letter shows it
+        self.unit.add(kafka_message(topic, key, letter.model_dump_json().encode()))
         self.stats["dead_letters"] += 1
+
+    def withhold(self, item: Incoming, now: datetime, reason: str) -> None:
+        """A dead letter that says where the message was and why it was refused, but keeps
+        nothing of it (an erased customer's event): no key, no bytes, only its size."""
+        letter = DeadLetter.withheld(
+            topic=item.topic,
+            partition=item.partition,
+            offset=item.offset,
+            size=len(item.value),
+            error=reason,
+            at=now,
+        )
+        topic = self.keeper.app.settings.topic("dead-letter")
+        self.unit.add(kafka_message(topic, None, letter.model_dump_json().encode()))
+        self.stats["dead_letters"] += 1
+        self.stats[reason] += 1
 
     def finish(self) -> None:
         """Queue the rules' effects, the ClickHouse rows, the Kafka messages and counters."""
         settings = self.keeper.app.settings
         unit = self.unit
         if self.marketing is not None:
-            self.marketing.finish(settings.topic("actions"))
+            self.marketing.finish(settings.topic("actions"), self.keeper.privacy_key)
         if self.snapshots:
             unit.add(clickhouse_entry("profile_snapshots", self.snapshots))
         if self.event_rows:

@@ -13,6 +13,7 @@ from schemas.events import (
     BrowseEvent,
     CampaignEvent,
     CartEvent,
+    CustomerEvent,
     Event,
     FavoriteEvent,
     OrderEvent,
@@ -56,6 +57,7 @@ def event_row(
         "url": "",
         "campaign": "",
         "origin": event.origin or "",
+        "attributes": "{}",
         "items": "[]",
         "extra": json_text(event.extra),
         "source_topic": topic,
@@ -79,7 +81,14 @@ def event_row(
         row.update(sku=event.sku or "", url=event.url or "", category=event.category or "")
     elif isinstance(event, CampaignEvent):
         row.update(campaign=event.campaign)
+    elif isinstance(event, CustomerEvent):
+        row.update(attributes=json_text(customer_attributes(event)))
     return row
+
+
+def customer_attributes(event: CustomerEvent) -> dict[str, Any]:
+    """What a member update said (`events.attributes`, 016), as JSON-ready values."""
+    return event.model_dump(mode="json", include={"joined_at", "birthday", "consent"})
 
 
 def segment_change_row(change: SegmentChange) -> dict[str, Any]:

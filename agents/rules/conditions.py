@@ -26,6 +26,7 @@ TOPIC_OF_KIND = {
     "cart": "cart",
     "favorite": "favorites",
     "browse": "browse",
+    "customer": "customers",
     "campaign": "campaigns",
 }
 

@@ -6,6 +6,10 @@ breaks ties), each through, in order:
 0. history — the trigger is history (`historical`: imported, or older than the policy's
    `max_event_age` by the wall clock) → suppressed; it touches no cooldown, contact or budget,
    since the customer hears nothing (and a held-out verdict would skew the measured uplift);
+0. consent — the action reaches the customer on a channel they have not consented to (their
+   latest word on it, `ecrm.customers`; ECRM_CONSENT_DEFAULT when they never said) →
+   suppressed, reason `no_consent`; like history it touches nothing, and it comes before the
+   holdout so that both groups hold only customers who may be contacted;
 1. cooldown — the rule fired (or held the customer out) less than `cooldown` ago → suppressed;
 2. holdout — the customer is in the rule's control group → held_out (starts the cooldown, so
    both groups are exposed alike; uses no contact and no budget);
@@ -31,7 +35,32 @@ from zoneinfo import ZoneInfo
 
 from agents.rules.state import CustomerRuleState, Decision, Deferred, Outcome, action_id_for
 from schemas.events import IMPORT_ORIGIN
+from schemas.profile import Profile
 from schemas.rules import Policy, Rule, RuleSet
+
+
+@dataclass(frozen=True)
+class Consent:
+    """The channels a customer may be contacted on: their latest word per channel, else the
+    install's default (ECRM_CONSENT_DEFAULT, docs/privacy.md). An action with no channel
+    contacts nobody and needs no consent."""
+
+    said: Mapping[str, bool]
+    default: bool = True
+
+    def allows(self, channel: str | None) -> bool:
+        return channel is None or self.said.get(channel, self.default)
+
+
+#: Consent as ecrm had it before customers could give or refuse it: every channel.
+ANY_CHANNEL = Consent({})
+
+
+def consent_of(profile: Profile, default: bool) -> Consent:
+    """What the profile's consent marks (schemas/profile.py) allow."""
+    if not profile.consent:
+        return ANY_CHANNEL if default else Consent({}, False)
+    return Consent({channel: m.granted for channel, m in profile.consent.items()}, default)
 
 
 def historical(at: datetime, origin: str | None, wall: datetime | None, policy: Policy) -> bool:
@@ -136,11 +165,12 @@ def decide(
     rules: RuleSet,
     now: datetime,
     ledger: BudgetLedger,
+    consent: Consent = ANY_CHANNEL,
 ) -> list[Decision]:
     """Put each candidate through the guards, highest priority first; `state` is updated."""
     booked: dict[tuple[str, date], Spend] = {}  # spent by earlier candidates of this call
     ordered = sorted(candidates, key=lambda c: (-c.rule.priority, c.order, c.trigger))
-    return [_decide_one(c, state, rules.policy, now, ledger, booked) for c in ordered]
+    return [_decide_one(c, state, rules.policy, now, ledger, booked, consent) for c in ordered]
 
 
 def _decide_one(
@@ -150,10 +180,13 @@ def _decide_one(
     now: datetime,
     ledger: BudgetLedger,
     booked: dict[tuple[str, date], Spend],
+    consent: Consent,
 ) -> Decision:
     rule, action = c.rule, c.rule.action
     if c.historical:
         return _verdict(c, state, now, "suppressed", "historical")
+    if not consent.allows(action.channel):
+        return _verdict(c, state, now, "suppressed", "no_consent")
     last = state.last_fired.get(rule.id)
     if rule.cooldown is not None and last is not None and now - last < rule.cooldown:
         return _verdict(c, state, now, "suppressed", "cooldown")

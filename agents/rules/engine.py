@@ -45,6 +45,7 @@ from agents.rules.contact_policy import (
     Candidate,
     Spend,
     budget_spend,
+    consent_of,
     decide,
     historical,
     holdout,
@@ -94,6 +95,7 @@ def on_event(
     *,
     budget: BudgetLedger | None = None,
     wall: datetime | None = None,
+    consent_default: bool = True,
 ) -> tuple[CustomerRuleState, list[Decision]]:
     """One event: it cancels the waits it is the B of, resets the counts it is the `unless` of,
     arms waits and counts it is the A of, and fires the rules it triggers outright (their
@@ -101,7 +103,15 @@ def on_event(
     fold said of it, agents/profile/fold.py `Applied`) — unless it is history."""
     st = state.copied()
     changed, decisions = event_in_place(
-        rules, st, first_order, after, event, now, budget=budget, wall=wall
+        rules,
+        st,
+        first_order,
+        after,
+        event,
+        now,
+        budget=budget,
+        wall=wall,
+        consent_default=consent_default,
     )
     return (st if changed else state), decisions
 
@@ -116,6 +126,7 @@ def event_in_place(
     *,
     budget: BudgetLedger | None = None,
     wall: datetime | None = None,
+    consent_default: bool = True,
 ) -> tuple[bool, list[Decision]]:
     """`on_event` on a state the caller owns; (False, []) when the event was decided before
     and `st` is untouched, else (True, decisions) with `st` changed."""
@@ -147,7 +158,8 @@ def event_in_place(
                 candidates.append(
                     Candidate(rule, order, identity, event.event_id, event.ts, historical=past)
                 )
-    decisions += decide(candidates, st, rules, now, budget or BudgetBook())
+    consent = consent_of(after, consent_default)
+    decisions += decide(candidates, st, rules, now, budget or BudgetBook(), consent)
     return True, decisions
 
 
@@ -160,6 +172,7 @@ def on_segment_change(
     *,
     budget: BudgetLedger | None = None,
     wall: datetime | None = None,
+    consent_default: bool = True,
     event: Event | None = None,
 ) -> tuple[CustomerRuleState, list[Decision]]:
     """A segment change (by an event or by time passing) fires the rules whose from/to match.
@@ -167,7 +180,15 @@ def on_segment_change(
     prospect, and no rule may market on it)."""
     st = state.copied()
     changed, decisions = segment_change_in_place(
-        rules, st, profile, change, now, budget=budget, wall=wall, event=event
+        rules,
+        st,
+        profile,
+        change,
+        now,
+        budget=budget,
+        wall=wall,
+        event=event,
+        consent_default=consent_default,
     )
     return (st if changed else state), decisions
 
@@ -181,6 +202,7 @@ def segment_change_in_place(
     *,
     budget: BudgetLedger | None = None,
     wall: datetime | None = None,
+    consent_default: bool = True,
     event: Event | None = None,
 ) -> tuple[bool, list[Decision]]:
     """`on_segment_change` on a state the caller owns; (False, []) when the change was
@@ -202,7 +224,8 @@ def segment_change_in_place(
         and (move.to is None or change.to in move.to)
         and profile_matches(rule.if_, profile)
     ]
-    return True, decide(candidates, st, rules, now, budget or BudgetBook())
+    consent = consent_of(profile, consent_default)
+    return True, decide(candidates, st, rules, now, budget or BudgetBook(), consent)
 
 
 def on_clock(
@@ -213,13 +236,16 @@ def on_clock(
     *,
     budget: BudgetLedger | None = None,
     wall: datetime | None = None,
+    consent_default: bool = True,
 ) -> tuple[CustomerRuleState, list[Decision]]:
     """The clock reached `now`: deferred actions whose quiet hours ended are delivered (same
     action_id), and waits whose deadline passed fire if the rule's `if:` holds on `profile`.
     Either is history when it fell due more than `max_event_age` before `wall` (a worker that
     was down for days sends no stale coupon), and so is a wait an imported A armed."""
     st = state.copied()
-    return st, clock_in_place(rules, st, profile, now, budget=budget, wall=wall)
+    return st, clock_in_place(
+        rules, st, profile, now, budget=budget, wall=wall, consent_default=consent_default
+    )
 
 
 def clock_in_place(
@@ -230,10 +256,12 @@ def clock_in_place(
     *,
     budget: BudgetLedger | None = None,
     wall: datetime | None = None,
+    consent_default: bool = True,
 ) -> list[Decision]:
     """`on_clock` on a state the caller owns (always counted as changed: it is tidied)."""
     _tidy(st, rules, now)
     policy = rules.policy
+    consent = consent_of(profile, consent_default)
     decisions: list[Decision] = []
     for deferred in sorted(st.deferred, key=lambda d: (d.deliver_at, d.action_id)):
         if deferred.deliver_at > now:
@@ -242,6 +270,8 @@ def clock_in_place(
             decisions.append(withdraw(deferred, st, now, "rule_disabled", policy.zone))
         elif historical(deferred.deliver_at, None, wall, policy):
             decisions.append(withdraw(deferred, st, now, "historical", policy.zone))
+        elif not consent.allows(deferred.channel):  # the customer said no while it waited
+            decisions.append(withdraw(deferred, st, now, "no_consent", policy.zone))
         else:
             decisions.append(release(deferred, st, now))
     due = sorted(
@@ -266,7 +296,7 @@ def clock_in_place(
                 historical=historical(timer.deadline, timer.origin, wall, policy),
             )
         )
-    decisions += decide(candidates, st, rules, now, budget or BudgetBook())
+    decisions += decide(candidates, st, rules, now, budget or BudgetBook(), consent)
     return decisions
 
 

@@ -19,6 +19,8 @@ import orjson
 from agents.profile.rows import json_text
 from agents.rules.contact_policy import BudgetBook, Spend, budget_spend, shop_day
 from agents.rules.state import CustomerRuleState, Decision
+from schemas.outputs import Action
+from schemas.privacy import unsubscribe_token
 from schemas.rules import RuleSet
 from streams import keyspace
 from streams.outbox import clickhouse_entry, kafka_message
@@ -75,8 +77,10 @@ class MarketingStep:
             self._changed[state.customer_id] = state
         self.decisions.extend(decisions)
 
-    def finish(self, actions_topic: str) -> None:
-        """Queue the states, budgets, actions, decision rows and counters for the commit."""
+    def finish(self, actions_topic: str, privacy_key: bytes) -> None:
+        """Queue the states, budgets, actions, decision rows and counters for the commit.
+        Each action carries its customer's unsubscribe token (schemas/privacy.py) in
+        `params.unsubscribe_token`; the decision rows do not (analysts need no token)."""
         for cid, state in self._changed.items():
             self.unit.put(keyspace.rule_state(cid), state.model_dump_json().encode())
         readable = set(_budget_days(self.rules, self.span))
@@ -97,14 +101,23 @@ class MarketingStep:
         counts: dict[str, int] = {}
         for d in self.decisions:
             if d.outcome == "fired":
-                action = d.to_action().model_dump_json().encode()
-                self.unit.add(kafka_message(actions_topic, d.customer_id, action))
+                action = with_unsubscribe_token(d.to_action(), privacy_key)
+                self.unit.add(
+                    kafka_message(actions_topic, d.customer_id, action.model_dump_json().encode())
+                )
             name = f"{d.rule_id}|{d.outcome}" + (
                 f":{d.reason}" if d.outcome == "suppressed" else ""
             )
             counts[name] = counts.get(name, 0) + 1
         for name, n in counts.items():
             self.unit.hincrby(keyspace.RULE_STATS, name, n)
+
+
+def with_unsubscribe_token(action: Action, privacy_key: bytes) -> Action:
+    """The action with the token that opts its customer out of its channel, whatever a rule's
+    params said under that name (a rule cannot hand out another customer's token)."""
+    token = unsubscribe_token(action.customer_id, action.channel, privacy_key)
+    return action.model_copy(update={"params": {**action.params, "unsubscribe_token": token}})
 
 
 def decision_row(d: Decision) -> dict[str, Any]:

@@ -13,7 +13,7 @@
 -- it once, as the live worker did.
 SELECT
     event_id, kind, customer_id, shop_id, ts, order_id, status, amount, currency,
-    sku, qty, price, category, url, campaign, items, extra
+    sku, qty, price, category, url, campaign, attributes, items, extra
 FROM events
 WHERE ts >= {since:DateTime64(3, 'UTC')}
   AND ts < {until:DateTime64(3, 'UTC')}

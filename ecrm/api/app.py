@@ -20,6 +20,7 @@ from ecrm.api.keys import ApiKey, Keyring, load_keys
 from ecrm.api.producer import AckedProducer
 from ecrm.api.ratelimit import RateLimits
 from streams.clickhouse import ClickHouse
+from streams.kafka_auth import KafkaAuth
 from streams.settings import Settings
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -38,7 +39,7 @@ def create_app(
         settings=settings,
         keyring=Keyring(keys),
         keys=keys,
-        producer=AckedProducer(settings.kafka_bootstrap),
+        producer=AckedProducer(settings.kafka_bootstrap, auth=KafkaAuth.of(settings)),
         analysis=Analysis(settings.clickhouse_url, clickhouse),
         limits=RateLimits(settings.api_rate_per_s),
     )

@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError as AioKafkaError
 
 from schemas.errors import KafkaError
+from streams.kafka_auth import PLAINTEXT, KafkaAuth
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +30,12 @@ class BrokerUnavailable(KafkaError):
 class AckedProducer:
     """Sends messages and returns once the broker acknowledged all of them."""
 
-    def __init__(self, bootstrap: str, *, timeout_s: float = SEND_TIMEOUT_S) -> None:
+    def __init__(
+        self, bootstrap: str, *, timeout_s: float = SEND_TIMEOUT_S, auth: KafkaAuth = PLAINTEXT
+    ) -> None:
         self.bootstrap = bootstrap
         self.timeout_s = timeout_s
+        self.auth = auth
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
 
@@ -47,6 +51,7 @@ class AckedProducer:
                 linger_ms=2,
                 request_timeout_ms=int(self.timeout_s * 1000),
                 max_request_size=1_048_576,
+                **self.auth.aiokafka(),
             )
             try:
                 await asyncio.wait_for(producer.start(), self.timeout_s)

@@ -16,6 +16,7 @@ COMMANDS = (
     "up",
     "worker",
     "profile",
+    "customer",
     "imports",
     "rules",
     "sql",

@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from ecrm.api.keys import add_key, load_keys
+from streams.kafka_auth import KafkaAuth
 from streams.settings import Settings
 
 
@@ -51,7 +52,10 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
 
     try:  # the topics the API writes to, identities among them, as `ecrm worker` makes them
         ensure_topics(
-            settings.kafka_bootstrap, list(contract_topics(settings).values()), settings.partitions
+            settings.kafka_bootstrap,
+            list(contract_topics(settings).values()),
+            settings.partitions,
+            auth=KafkaAuth.of(settings),
         )
     except KafkaError as exc:  # served anyway: every send answers 503 until the broker is back
         print(f"ecrm api: {exc}", file=sys.stderr)

@@ -148,6 +148,7 @@ def run_backtest(
     source: str = "",
     page_rows: int = PAGE_ROWS,
     keep_decisions: bool = False,
+    consent_default: bool = True,
 ) -> tuple[BacktestRun, Replay]:
     """Replay [since - warm_up, until) and run the clock to `until`; decisions from `since` on
     are tallied (and kept in `Replay.decisions` with `keep_decisions`)."""
@@ -156,7 +157,14 @@ def run_backtest(
     uplift = measured_uplift(ch, [r.id for r in rules.rules], since, until, window)
     started = time.perf_counter()
     tally = Tally(rules)
-    replay = Replay(rules, policy, report_from=since, tally=tally, keep_decisions=keep_decisions)
+    replay = Replay(
+        rules,
+        policy,
+        report_from=since,
+        tally=tally,
+        keep_decisions=keep_decisions,
+        consent_default=consent_default,
+    )
     replay.feed_all(history(ch, warm_from, until, page_rows=page_rows))
     replay.advance(until)
     seconds = time.perf_counter() - started
@@ -199,7 +207,14 @@ def run_backtest_cmd(
     ch = open_for_analysis(settings.clickhouse_url)  # as `ecrm sql`: a read-only user will do
     try:
         run, _ = run_backtest(
-            ch, rules, rfm_policy(settings), since=start, until=end, warm_up=warm, source=str(path)
+            ch,
+            rules,
+            rfm_policy(settings),
+            since=start,
+            until=end,
+            warm_up=warm,
+            source=str(path),
+            consent_default=settings.consent_granted,
         )
     finally:
         ch.close()

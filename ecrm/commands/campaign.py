@@ -34,6 +34,7 @@ from schemas.events import campaign_event_id
 from schemas.rules import Rule, RuleSet, load_rules
 from streams.analysis import open_for_analysis
 from streams.bulk_producer import BulkProducer
+from streams.kafka_auth import KafkaAuth
 from streams.settings import Settings
 from streams.topics import ensure_topics
 
@@ -174,8 +175,10 @@ def send_campaign(
 ) -> tuple[int, int, str | None]:
     """Produce one campaign event per member; (sent, not delivered, first error)."""
     topic = settings.topic("campaigns")
-    ensure_topics(settings.kafka_bootstrap, [topic], settings.partitions)
-    producer = BulkProducer(settings.kafka_bootstrap, topic)
+    ensure_topics(
+        settings.kafka_bootstrap, [topic], settings.partitions, auth=KafkaAuth.of(settings)
+    )
+    producer = BulkProducer(settings.kafka_bootstrap, topic, auth=KafkaAuth.of(settings))
     done = 0
     bar = Progress(len(members), lambda: done, enabled=progress)
     for member in members:

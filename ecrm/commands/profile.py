@@ -51,4 +51,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if not normalized_name(args.buyer):
             raise EcrmError("--buyer needs a name")
         customer_id = customer_id_for(args.buyer, settings.pii_key())
+    else:
+        from schemas.pii import looks_personal, personal_id
+
+        if looks_personal(customer_id):  # the worker keeps such an id as its keyed hash
+            customer_id = personal_id(customer_id, settings.privacy_key())
     return show_profile(settings, customer_id, args.json)

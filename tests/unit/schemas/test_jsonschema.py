@@ -26,6 +26,7 @@ CONTRACT_REQUIRED = {
     "cart": [*EVENT, "sku", "qty", "price"],
     "favorite": [*EVENT, "sku"],
     "browse": EVENT,
+    "customer": EVENT,
     "campaign": [*EVENT, "campaign"],
     "identity": [*EVENT, "previous_id"],
     "action": ["action_id", "rule_id", "customer_id", "kind", "fired_at"],
@@ -136,6 +137,10 @@ def _samples() -> dict[str, list[dict[str, Any]]]:
         "cart": [{**event, "sku": "s", "qty": 2, "price": "9.90"}],
         "favorite": [{**event, "sku": "s"}],
         "browse": [{**event, "sku": "s"}, {**event, "url": "/promo", "category": "tea"}],
+        "customer": [
+            {**event, "birthday": "02-29", "consent": {"sms": False, "wechat": True}},
+            {**event, "joined_at": 1718712000000},
+        ],
         "campaign": [{**event, "event_id": "campaign:spring-sale:c-1", "campaign": "spring-sale"}],
         "identity": [{**event, "previous_id": "anon-1"}],
         "action": [
