@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import redis
+
 from streams import keyspace
 from streams.outbox import CLICKHOUSE_OUTBOX, QUEUED_ENTRIES, QUEUED_ROWS, depth_from
 
@@ -57,8 +59,12 @@ async def outbox_depth(client: Any) -> int:
 
 
 async def memory_use(client: Any) -> float | None:
-    """Redis's used memory as a share of its maxmemory; None when it has no limit."""
-    info = await client.info("memory")
+    """Redis's used memory as a share of its maxmemory; None when it has no limit (or when
+    this user may not ask: INFO is in the worker's ACL, deploy/redis/users.acl.template)."""
+    try:
+        info = await client.info("memory")
+    except redis.ResponseError:
+        return None
     limit = int(info.get("maxmemory") or 0)
     if limit <= 0:
         return None

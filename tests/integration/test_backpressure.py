@@ -29,8 +29,10 @@ def _held(rds, pid: int) -> bool:
 
 
 def test_clickhouse_down_the_worker_holds_its_input_then_catches_up(
-    settings, start_worker, produce, rds, tmp_path: Path
+    settings, start_worker, produce, rds, tmp_path: Path, monkeypatch
 ) -> None:
+    # with a ClickHouse server a worker needs its privacy key (never passed on by as_env)
+    monkeypatch.setenv("ECRM_PRIVACY_SECRET", "a-test-key-of-enough-length")
     down = settings.model_copy(
         update={
             "clickhouse_url": f"http://ecrm:x@127.0.0.1:{_closed_port()}/ecrm",
