@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from schemas.pii import customer_id_for, mask_phone, mask_text, scrub
 
@@ -47,3 +49,20 @@ def test_display_forms_keep_only_the_ends() -> None:
 )
 def test_free_text_has_its_phones_and_emails_masked(text: str, scrubbed: str) -> None:
     assert scrub(text) == scrubbed
+
+
+@given(st.uuids())
+def test_a_uuid_event_id_is_never_taken_for_a_phone_number(value) -> None:
+    from schemas.pii import looks_personal_id
+
+    assert not looks_personal_id(str(value))
+
+
+def test_phone_numbers_and_e_mail_addresses_inside_ids_are_found() -> None:
+    from schemas.pii import looks_personal_id
+
+    for personal in ("13812345678", "tel-13812345678", "u_138-1234-5678", "0755-12345678",
+                     "li.lei@example.com"):  # fmt: skip
+        assert looks_personal_id(personal), personal
+    for plain in ("cust-000083", "order-20261130-0001", "f387b344-6138-4596-b027-08586588887e"):
+        assert not looks_personal_id(plain), plain
