@@ -147,7 +147,7 @@ def start_sink_thread(settings: Settings, stop: threading.Event) -> threading.Th
 
     ch = connect(settings.clickhouse_url)
     migrate(ch)
-    sink = ClickHouseSink(settings.redis_url, ch)
+    sink = ClickHouseSink.from_settings(settings, ch)
 
     def run() -> None:
         try:

@@ -22,6 +22,7 @@ COMMANDS = (
     "audience",
     "campaign",
     "relay",
+    "sink",
     "bench",
     "schemas",
 )
