@@ -99,7 +99,7 @@ def block(
         gaps = any(name not in row for row in rows)
         if gaps and column.has_default:
             types.append(_nullable(column.type))
-            converts.append(lambda v, c=convert: None if v is None else c(v))
+            converts.append(_or_null(convert))
             missing.append(None)
         else:
             types.append(column.type)
@@ -118,6 +118,10 @@ def block(
                 raise BadValue(f"{table}.{name} = {row[name]!r}: {e}") from e
         data.append(values)
     return names, types, data
+
+
+def _or_null(convert: Convert) -> Convert:
+    return lambda v: None if v is None else convert(v)
 
 
 def _nullable(type_name: str) -> str:

@@ -295,7 +295,7 @@ class ClickHouseSink:
                     self.stream, self.group, self.consumer, min_idle_time=0, message_ids=missing
                 ):
                     if mfields is not None:
-                        by_id[mid] = (mfields, n)
+                        by_id[bytes(mid)] = (mfields, n)
             parts = [
                 Parsed(m, by_id[m][0], *parse_entry(by_id[m][0]), by_id[m][1])
                 for m in members

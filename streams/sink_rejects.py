@@ -101,7 +101,7 @@ def retry(
     refused: dict[str, str] = {}
     rows_done = 0
     for rid, fields in records:
-        reject_id = rid.decode()
+        reject_id = rid.decode() if isinstance(rid, bytes) else str(rid)
         try:
             table, rows = parse_entry(fields)
             ch.insert(table, rows, token=f"{rejects_stream}/{reject_id}")
