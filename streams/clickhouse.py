@@ -200,6 +200,7 @@ class ConnectClickHouse:
                 data,
                 column_names=names,
                 column_type_names=types,
+                column_oriented=True,
                 settings={**INSERT_SETTINGS, "insert_deduplication_token": token},
             )
 

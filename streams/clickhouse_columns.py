@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
+from functools import partial
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -61,11 +63,7 @@ def converter(type_name: str) -> Convert:
     if base in ("String", "FixedString"):
         return _string
     if base in _INT_BITS:
-        bits = _INT_BITS[base]
-        low, high = (
-            (0, 2**bits - 1) if base.startswith("U") else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
-        )
-        return _ranged(_int, low, high, type_name)
+        return _ranged(_int, *_int_range(base), type_name)
     if base.startswith(("Float", "BFloat")):
         return lambda v: 0.0 if v is None else float(v)
     if base == "Bool":
@@ -76,48 +74,112 @@ def converter(type_name: str) -> Convert:
 def block(
     rows: Sequence[Mapping[str, Any]], columns: Mapping[str, Column], table: str
 ) -> tuple[list[str], list[str], list[list[Any]]]:
-    """(column names, their types, row values) for one native insert of rows.
+    """(column names, their types, the values column by column) for one native insert.
 
     A column some rows lack gets, in those rows, what JSONEachRow gave a missing field: its
     DEFAULT expression when it has one (sent as NULL in a Nullable column, which ClickHouse
     turns into the default), else the type's zero value. Every value is converted (and
     range-checked) before anything is sent, so a refused value never leaves half an insert.
     """
-    present: set[str] = set()
-    for row in rows:
-        present.update(row)
-    unknown = sorted(present - set(columns))
-    if unknown:
-        raise BadValue(f"table {table} has no column {', '.join(map(repr, unknown))}")
-    names = [name for name in columns if name in present]
+    names = [name for name in columns if name in rows[0]]
+    complete = len(names) == len(rows[0]) and sum(map(len, rows)) == len(names) * len(rows)
+    try:  # the usual case, every row with the same known keys: columns pulled out by C code
+        if len(names) == 1:
+            raw = [[row[names[0]] for row in rows]]
+        else:
+            raw = [list(c) for c in zip(*map(itemgetter(*names), rows), strict=True)]
+    except (KeyError, TypeError):
+        complete = False
+    if not complete:  # some rows lack some columns, or have unknown ones
+        present: set[str] = set()
+        for row in rows:
+            present.update(row)
+        unknown = sorted(present - set(columns))
+        if unknown:
+            raise BadValue(f"table {table} has no column {', '.join(map(repr, unknown))}")
+        names = [name for name in columns if name in present]
+        raw = [[row.get(name, _ABSENT) for row in rows] for name in names]
     types: list[str] = []
-    converts: list[Convert] = []
-    missing: list[Any] = []
-    for name in names:
+    data: list[list[Any]] = []
+    for name, values in zip(names, raw, strict=True):
         column = columns[name]
         convert = converter(column.type)
-        gaps = any(name not in row for row in rows)
-        if gaps and column.has_default:
-            types.append(_nullable(column.type))
-            converts.append(_or_null(convert))
-            missing.append(None)
-        else:
-            types.append(column.type)
-            converts.append(convert)
-            missing.append(convert(None) if gaps else None)
-    data = []
-    for row in rows:
-        values = []
-        for name, convert, absent in zip(names, converts, missing, strict=True):
-            if name not in row:
-                values.append(absent)
+        where = f"{table}.{name}"
+        if not complete and any(v is _ABSENT for v in values):
+            if column.has_default:
+                types.append(_nullable(column.type))
+                convert = _or_null(convert)
+                values = [None if v is _ABSENT else v for v in values]
+                data.append(_converted(values, _each(convert), convert, where))
                 continue
-            try:
-                values.append(convert(row[name]))
-            except (ValueError, TypeError, InvalidOperation) as e:
-                raise BadValue(f"{table}.{name} = {row[name]!r}: {e}") from e
-        data.append(values)
+            absent = convert(None)
+            values = [absent if v is _ABSENT else v for v in values]
+        types.append(column.type)
+        data.append(_converted(values, _column(column.type, convert), convert, where))
     return names, types, data
+
+
+_ABSENT = object()
+
+
+def _column(type_name: str, convert: Convert) -> Callable[[list[Any]], list[Any]]:
+    """A whole column converted, values already of the right type passed through (fast)."""
+    inner = _unwrap(type_name, "LowCardinality") or type_name
+    base = inner.split("(", 1)[0]
+    if base.startswith("Decimal"):
+        return partial(_decimals, -_decimal_limit(inner), _decimal_limit(inner), convert)
+    if base in ("DateTime", "DateTime64"):
+        return partial(_datetimes, *_TIME_RANGES[base], convert)
+    if inner == "String":
+        return lambda values: [v if v.__class__ is str else convert(v) for v in values]
+    if inner in _INT_BITS:
+        low, high = _int_range(inner)
+        return lambda values: [
+            v if v.__class__ is int and low <= v <= high else convert(v) for v in values
+        ]
+    return _each(convert)
+
+
+def _decimals(low: Decimal, high: Decimal, convert: Convert, values: list[Any]) -> list[Any]:
+    out = []
+    for v in values:
+        if v.__class__ is str:
+            number = Decimal(v)
+            if low <= number <= high:
+                out.append(number)
+                continue
+        out.append(convert(v))
+    return out
+
+
+def _datetimes(low: datetime, high: datetime, convert: Convert, values: list[Any]) -> list[Any]:
+    out = []
+    for v in values:
+        if v.__class__ is str:
+            moment = datetime.fromisoformat(v)
+            if moment.tzinfo is not None and low <= moment <= high:
+                out.append(moment)
+                continue
+        out.append(convert(v))
+    return out
+
+
+def _each(convert: Convert) -> Callable[[list[Any]], list[Any]]:
+    return lambda values: [convert(v) for v in values]
+
+
+def _converted(
+    values: list[Any], column: Callable[[list[Any]], list[Any]], convert: Convert, where: str
+) -> list[Any]:
+    try:
+        return column(values)
+    except (ValueError, TypeError, InvalidOperation):
+        for value in values:  # the first value refused, for the message
+            try:
+                convert(value)
+            except (ValueError, TypeError, InvalidOperation) as e:
+                raise BadValue(f"{where} = {value!r}: {e}") from e
+        raise
 
 
 def _or_null(convert: Convert) -> Convert:
@@ -143,6 +205,11 @@ _TIME_RANGES: dict[str, tuple[Any, Any]] = {
         datetime(2299, 12, 31, 23, 59, 59, tzinfo=UTC),
     ),
 }
+
+
+def _int_range(base: str) -> tuple[int, int]:
+    bits = _INT_BITS[base]
+    return (0, 2**bits - 1) if base.startswith("U") else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
 
 
 def _ranged(convert: Convert, low: Any, high: Any, type_name: str) -> Convert:

@@ -29,6 +29,10 @@ COLUMNS = {
 }
 
 
+def by_row(columns: list[list[object]]) -> list[list[object]]:
+    return [list(row) for row in zip(*columns, strict=True)]
+
+
 def test_an_outbox_row_comes_back_typed_in_table_column_order() -> None:
     shanghai = timezone(timedelta(hours=8))
     row = {
@@ -41,9 +45,9 @@ def test_an_outbox_row_comes_back_typed_in_table_column_order() -> None:
         "qty": 2,
     }
     [stored] = orjson.loads(rows_json([row]))  # what the sink reads back from Redis
-    names, _, data = block([stored], COLUMNS, "events")
+    names, _, columns = block([stored], COLUMNS, "events")
     assert names == ["event_id", "ts", "amount", "qty", "items", "last_order_at", "tags"]
-    assert data == [
+    assert by_row(columns) == [
         [
             "e1",
             datetime(2024, 5, 1, 0, 0, tzinfo=UTC),
@@ -61,6 +65,12 @@ def test_a_column_the_table_lacks_is_refused_by_name() -> None:
         block([{"event_id": "e1", "colour": "red"}], COLUMNS, "events")
 
 
+def test_a_value_the_column_cannot_hold_names_the_column_and_the_value() -> None:
+    rows = [{"qty": 1}, {"qty": 2**32}, {"qty": 3}]
+    with pytest.raises(BadValue, match=r"events\.qty = 4294967296: .*out of range for UInt32"):
+        block(rows, COLUMNS, "events")
+
+
 def test_a_value_the_column_cannot_parse_names_the_column() -> None:
     with pytest.raises(BadValue, match=r"events\.amount = 'lots'"):
         block([{"amount": "lots"}], COLUMNS, "events")
@@ -69,18 +79,18 @@ def test_a_value_the_column_cannot_parse_names_the_column() -> None:
 
 
 def test_null_in_a_column_that_is_not_nullable_is_the_type_default_as_json_input_was() -> None:
-    names, _, data = block([{"qty": None, "event_id": None, "tags": None}], COLUMNS, "events")
-    assert data == [["", 0, []]]
+    names, _, columns = block([{"qty": None, "event_id": None, "tags": None}], COLUMNS, "events")
+    assert by_row(columns) == [["", 0, []]]
     assert names == ["event_id", "qty", "tags"]
 
 
 def test_a_column_some_rows_lack_gets_its_default_expression_or_its_zero_value() -> None:
     rows = [{"event_id": "e1", "qty": 3, "written_at": "2024-01-01T00:00:00Z"}, {"event_id": "e2"}]
-    names, types, data = block(rows, COLUMNS, "events")
+    names, types, columns = block(rows, COLUMNS, "events")
     assert names == ["event_id", "qty", "written_at"]
     # written_at has a DEFAULT: NULL in a Nullable column makes ClickHouse compute it
     assert types == ["String", "UInt32", "Nullable(DateTime64(3, 'UTC'))"]
-    assert data == [["e1", 3, datetime(2024, 1, 1, tzinfo=UTC)], ["e2", 0, None]]
+    assert by_row(columns) == [["e1", 3, datetime(2024, 1, 1, tzinfo=UTC)], ["e2", 0, None]]
 
 
 def test_a_time_without_an_offset_is_utc_and_dates_parse() -> None:
