@@ -24,7 +24,7 @@ from urllib.parse import unquote, urlsplit
 import orjson
 
 from schemas.errors import ClickHouseError
-from streams.clickhouse_columns import BadValue, Column, block
+from streams.clickhouse_columns import BadValue, Column, UnknownColumn, block
 
 SQL_DIR = Path(__file__).resolve().parents[1] / "clickhouse"
 QUERIES_DIR = SQL_DIR / "queries"
@@ -193,8 +193,12 @@ class ConnectClickHouse:
             return
         statement = f"INSERT INTO {_checked_table(table)}"
         with _named_errors(statement):
-            columns = self._table_columns(table)
-            names, types, data = block(rows, columns, table)
+            try:
+                names, types, data = block(rows, self._table_columns(table), table)
+            except UnknownColumn:  # maybe added since it was cached (another process migrated)
+                with self._columns_lock:
+                    self._columns.pop(table, None)
+                names, types, data = block(rows, self._table_columns(table), table)
             self._client.insert(
                 table,
                 data,

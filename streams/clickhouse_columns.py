@@ -30,6 +30,10 @@ class BadValue(ValueError):
     """A row value that its column cannot hold; the message names the column."""
 
 
+class UnknownColumn(BadValue):
+    """A row names a column the table (as last read) does not have."""
+
+
 @dataclass(frozen=True)
 class Column:
     """One column of a table: its name, type, and whether it has a DEFAULT expression
@@ -96,7 +100,7 @@ def block(
             present.update(row)
         unknown = sorted(present - set(columns))
         if unknown:
-            raise BadValue(f"table {table} has no column {', '.join(map(repr, unknown))}")
+            raise UnknownColumn(f"table {table} has no column {', '.join(map(repr, unknown))}")
         names = [name for name in columns if name in present]
         raw = [[row.get(name, _ABSENT) for row in rows] for name in names]
     types: list[str] = []

@@ -230,3 +230,14 @@ def test_ecrm_sink_rejects_lists_each_refused_row_with_its_reason(
     assert listed["table"] == "events" and listed["rows"] == 1
     assert "events.amount" in listed["reason"] and "out of range" in listed["reason"]
     assert '"huge"' in listed["first_row"]
+
+
+def test_a_column_added_by_another_process_is_seen_without_a_restart(
+    ch: ConnectClickHouse, tmp_path: Path
+) -> None:
+    ch.insert("events", [order("e1", "a", "paid", "1", JAN)], token="before")  # columns cached
+    other = connect(f"chdb://{tmp_path / 'clickhouse'}")  # another client, as a migration would
+    other.execute("ALTER TABLE events ADD COLUMN IF NOT EXISTS coupon String DEFAULT ''")
+    ch.insert("events", [order("e2", "a", "paid", "1", JAN) | {"coupon": "NY24"}], token="after")
+    assert ch.query("SELECT coupon FROM events WHERE event_id = 'e2'") == [{"coupon": "NY24"}]
+    other.close()
