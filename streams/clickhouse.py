@@ -55,7 +55,9 @@ TRANSIENT_CODES = frozenset(
 #: Error codes that blame the data of some rows (a value a column cannot hold): the sink
 #: bisects such an insert to find them. Errors with no code (a value refused before it was
 #: sent) count too.
-ROW_CODES = frozenset({6, 26, 27, 32, 33, 38, 41, 53, 69, 70, 72, 117, 131, 190, 321, 407, 691})
+ROW_CODES = frozenset(
+    {6, 26, 27, 32, 33, 38, 41, 53, 69, 70, 72, 117, 131, 190, 321, 407, 469, 691}
+)
 _CODE = re.compile(r"Code: (\d+)")
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -241,3 +241,19 @@ def test_a_column_added_by_another_process_is_seen_without_a_restart(
     ch.insert("events", [order("e2", "a", "paid", "1", JAN) | {"coupon": "NY24"}], token="after")
     assert ch.query("SELECT coupon FROM events WHERE event_id = 'e2'") == [{"coupon": "NY24"}]
     other.close()
+
+
+def test_rows_the_server_itself_refuses_are_isolated_the_same_way(
+    r: redis.Redis, redis_url: str, ch: ConnectClickHouse
+) -> None:
+    ch.execute("ALTER TABLE events ADD CONSTRAINT IF NOT EXISTS sane_qty CHECK qty < 1000")
+    rows = [order(f"e{i:02}", "a", "paid", "1", JAN) | {"qty": 1} for i in range(9)]
+    rows[3]["qty"] = rows[7]["qty"] = 5000  # fits UInt32, but the table's constraint says no
+    r.xadd(STREAM, outbox_entry("events", rows))
+    sink = ClickHouseSink(redis_url, ch, stream=STREAM)
+    drain(sink)
+    sink.close()
+    assert event_ids(ch) == [f"e{i:02}" for i in range(9) if i not in (3, 7)]
+    rejects = list_rejects(r, STREAM)
+    assert [row["event_id"] for reject in rejects for row in reject.rows] == ["e03", "e07"]
+    assert all("sane_qty" in reject.reason for reject in rejects)
