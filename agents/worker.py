@@ -242,7 +242,7 @@ def start_sink_thread(settings: Settings, stop: threading.Event) -> threading.Th
         if ch is None:
             return
         try:
-            ClickHouseSink(settings.redis_url, ch).run(stop)
+            ClickHouseSink.from_settings(settings, ch).run(stop)
         finally:
             ch.close()
 

@@ -18,7 +18,14 @@ class RedisStoreError(EcrmError):
 
 
 class ClickHouseError(EcrmError):
-    """A ClickHouse statement failed."""
+    """A ClickHouse statement failed. `code` is the server's error code when it gave one;
+    `transient` says the same statement may well succeed later (an outage, too many parts,
+    memory): retry it as it is rather than blame the rows in it."""
+
+    def __init__(self, message: str, *, code: int | None = None, transient: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.transient = transient
 
 
 class EmbeddedStackError(EcrmError):

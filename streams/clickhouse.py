@@ -4,8 +4,9 @@ URLs: ``http(s)://user:pass@host:port/db`` for a server (the database is created
 ``chdb://PATH`` for embedded, PATH being a filesystem path taken literally: absolute when it
 starts with ``/`` (``chdb:///var/lib/ecrm/clickhouse``), else relative to the working directory
 (``chdb://.ecrm/clickhouse``), so ``f"chdb://{path}"`` is always right. Query parameters
-use ClickHouse's ``{name:Type}`` syntax with both backends. Inserts send JSONEachRow and
-are idempotent per ``token``.
+use ClickHouse's ``{name:Type}`` syntax. Both kinds go through one clickhouse-connect
+client (it serves chdb itself), so embedded and server run the same code. Inserts go in the
+native format and are idempotent per ``token``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,21 +24,41 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import orjson
 
 from schemas.errors import ClickHouseError
+from streams.clickhouse_columns import BadValue, Column, UnknownColumn, block
 
 SQL_DIR = Path(__file__).resolve().parents[1] / "clickhouse"
 QUERIES_DIR = SQL_DIR / "queries"
 
 #: Every insert carries these: the token makes a retried insert a no-op (with the table's
-#: non_replicated_deduplication_window), ISO timestamps with offsets parse, JSON objects and
-#: arrays land as text in String columns (events.items, events.extra), and a misspelt
-#: column fails instead of being dropped.
-INSERT_SETTINGS: dict[str, str | int] = {
-    "insert_deduplicate": 1,
-    "date_time_input_format": "best_effort",
-    "input_format_skip_unknown_fields": 0,
-    "input_format_json_read_objects_as_strings": 1,
-    "input_format_json_read_arrays_as_strings": 1,
-}
+#: non_replicated_deduplication_window).
+INSERT_SETTINGS: dict[str, str | int] = {"insert_deduplicate": 1}
+
+#: ClickHouse error codes that say "not now" rather than "not this": the insert is retried
+#: as it is, never split or rejected (the server's src/Common/ErrorCodes.cpp).
+TRANSIENT_CODES = frozenset(
+    {
+        159,  # TIMEOUT_EXCEEDED
+        164,  # READONLY (a replica in read-only mode, e.g. Keeper away)
+        202,  # TOO_MANY_SIMULTANEOUS_QUERIES
+        203,  # NO_FREE_CONNECTION
+        209,  # SOCKET_TIMEOUT
+        210,  # NETWORK_ERROR
+        241,  # MEMORY_LIMIT_EXCEEDED
+        242,  # TABLE_IS_READ_ONLY
+        252,  # TOO_MANY_PARTS
+        285,  # TOO_FEW_LIVE_REPLICAS
+        319,  # UNKNOWN_STATUS_OF_INSERT
+        425,  # SYSTEM_ERROR
+        999,  # KEEPER_EXCEPTION
+    }
+)
+#: Error codes that blame the data of some rows (a value a column cannot hold): the sink
+#: bisects such an insert to find them. Errors with no code (a value refused before it was
+#: sent) count too.
+ROW_CODES = frozenset(
+    {6, 26, 27, 32, 33, 38, 41, 53, 69, 70, 72, 117, 131, 190, 321, 407, 469, 691}
+)
+_CODE = re.compile(r"Code: (\d+)")
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")
@@ -46,7 +67,6 @@ _SQL_COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.S)
 _SQL_TOKENS = re.compile(
     r"""--[^\n]*|/\*.*?\*/|'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.)*"|`[^`]*`|;|[^-/'"`;]+|.""", re.S
 )
-_ESCAPED = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
 class ClickHouse(Protocol):
@@ -62,8 +82,8 @@ class ClickHouse(Protocol):
 
 
 def rows_json(rows: Sequence[Mapping[str, Any]]) -> bytes:
-    """Rows as one JSON array (JSONEachRow accepts it): Decimal as a string, datetimes ISO with
-    their offset (a naive one would be read in the column's zone, UTC: build only aware ones)."""
+    """Rows as one JSON array (the outbox's format): Decimal as a string, datetimes ISO with
+    their offset (a naive one would be read as UTC: build only aware ones)."""
     return orjson.dumps(list(rows), default=_json_default)
 
 
@@ -73,43 +93,14 @@ def _json_default(value: object) -> str:
     raise TypeError(f"cannot store {type(value).__name__} in ClickHouse: {value!r}")
 
 
-def bind_param(value: Any) -> str:
-    """A query parameter value in ClickHouse's escaped text form (what chdb's params expect)."""
-    if value is None:
-        return "\\N"
-    if isinstance(value, str):
-        return value.translate(_ESCAPED)
-    if isinstance(value, list | tuple):
-        return "[" + ",".join(_literal(v) for v in value) + "]"
-    return _scalar(value)
-
-
-def _literal(value: Any) -> str:
-    if value is None:
-        return "NULL"
-    if isinstance(value, str):
-        return sql_string(value)
-    if isinstance(value, list | tuple):
-        return "[" + ",".join(_literal(v) for v in value) + "]"
-    text = _scalar(value)
-    return text if isinstance(value, int | float | Decimal) else sql_string(text)
-
-
-def _scalar(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise ClickHouseError(f"naive datetime {value!r} as a query parameter; use UTC")
-        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-    if isinstance(value, int | float | Decimal | date):
-        return str(value)
-    raise ClickHouseError(f"unsupported query parameter type {type(value).__name__}")
-
-
 def sql_string(text: str) -> str:
     """A ClickHouse string literal."""
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def refuses_rows(error: ClickHouseError) -> bool:
+    """Whether the error says some rows of an insert are bad (not the insert, nor the moment)."""
+    return not error.transient and (error.code is None or error.code in ROW_CODES)
 
 
 def split_statements(sql: str) -> list[str]:
@@ -154,104 +145,112 @@ def _checked_table(table: str) -> str:
 
 
 @contextmanager
-def _named_errors(what: str, errors: type[Exception]) -> Iterator[None]:
-    """Re-raise a driver's error as ClickHouseError naming the statement."""
+def _named_errors(what: str) -> Iterator[None]:
+    """Re-raise the driver's error (or a value a column cannot hold) as ClickHouseError naming
+    the statement, with the server's error code and whether a retry may succeed."""
+    from clickhouse_connect.driver.exceptions import Error, OperationalError
+
     try:
         yield
-    except errors as e:
+    except BadValue as e:
         raise ClickHouseError(f"{first_line(what)}: {e}") from e
+    except Error as e:
+        code = getattr(e, "code", None)
+        if not isinstance(code, int):
+            match = _CODE.search(str(e))
+            code = int(match.group(1)) if match else None
+        transient = code in TRANSIENT_CODES or (code is None and isinstance(e, OperationalError))
+        raise ClickHouseError(f"{first_line(what)}: {e}", code=code, transient=transient) from e
 
 
-def _insert_settings_sql(token: str) -> str:
-    settings = {**INSERT_SETTINGS, "insert_deduplication_token": token}
-    return ", ".join(
-        f"{k} = {sql_string(v) if isinstance(v, str) else v}" for k, v in settings.items()
-    )
+class ConnectClickHouse:
+    """ClickHouse through a clickhouse-connect Client: a server over HTTP(S), or embedded chdb
+    (clickhouse-connect's chdb client), so tests run the code path a server gets.
 
-
-class ChdbClickHouse:
-    """Embedded ClickHouse: one chdb engine per process, one process per data folder.
-
-    Calls are serialized by a lock: chdb sessions are documented thread-safe, but an open
-    streaming insert blocks every other statement on the connection.
+    Inserts are native-format blocks: the table's columns are read once (cached until the
+    next `execute`, which may be DDL) and each outbox value converted to its column's type
+    (streams/clickhouse_columns.py): all of them before anything is sent, so an insert goes
+    in whole or not at all.
     """
 
-    def __init__(self, path: str) -> None:
-        from chdb import session  # imported here: it loads a large native library
-
-        self.path = path
-        self._lock = threading.Lock()
-        if path != ":memory:":
-            Path(path).mkdir(parents=True, exist_ok=True)
-        # chdb allows one data folder per process and one process per folder
-        busy = f"cannot open embedded ClickHouse at {path!r} (is another process, e.g. `ecrm up`, using it?)"
-        with _named_errors(busy, RuntimeError):
-            self._session = session.Session(path)
-
-    def execute(self, sql: str) -> None:
-        self._run(sql, "CSV", None)
-
-    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        bound = {k: bind_param(v) for k, v in (params or {}).items()}
-        table = self._run(sql, "Arrowtable", bound)
-        return list(table.to_pylist())
-
-    def insert(self, table: str, rows: Sequence[Mapping[str, Any]], *, token: str) -> None:
-        if not rows:
-            return
-        data = rows_json(rows)
-        statement = f"INSERT INTO {_checked_table(table)} SETTINGS {_insert_settings_sql(token)}"
-        with self._lock, _named_errors(statement, RuntimeError):
-            with self._session.send_insert(statement, "JSONEachRow") as inserter:
-                inserter.append(data)
-                inserter.finish()
-
-    def close(self) -> None:
-        with self._lock:
-            self._session.close()
-
-    def _run(self, sql: str, fmt: str, params: dict[str, str] | None) -> Any:
-        with self._lock, _named_errors(sql, RuntimeError):
-            return self._session.query(sql, fmt, params=params)
-
-
-class ServerClickHouse:
-    """A ClickHouse server over HTTP(S), through clickhouse-connect."""
-
     def __init__(self, client: Any) -> None:
-        from clickhouse_connect.driver.exceptions import Error
-
         self._client = client
-        self._driver_error = Error
+        self._columns: dict[str, dict[str, Column]] = {}
+        self._columns_lock = threading.Lock()
 
     def execute(self, sql: str) -> None:
-        with _named_errors(sql, self._driver_error):
+        with _named_errors(sql):
             self._client.command(sql)
+        with self._columns_lock:
+            self._columns.clear()
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        with _named_errors(sql, self._driver_error):
+        for name, value in (params or {}).items():
+            _check_param(name, value)
+        with _named_errors(sql):
             return list(self._client.query(sql, parameters=params).named_results())
 
     def insert(self, table: str, rows: Sequence[Mapping[str, Any]], *, token: str) -> None:
         if not rows:
             return
-        settings = {**INSERT_SETTINGS, "insert_deduplication_token": token}
-        with _named_errors(f"INSERT INTO {table}", self._driver_error):
-            self._client.raw_insert(
-                _checked_table(table),
-                insert_block=rows_json(rows),
-                settings=settings,
-                fmt="JSONEachRow",
+        statement = f"INSERT INTO {_checked_table(table)}"
+        with _named_errors(statement):
+            try:
+                names, types, data = block(rows, self._table_columns(table), table)
+            except UnknownColumn:  # maybe added since it was cached (another process migrated)
+                with self._columns_lock:
+                    self._columns.pop(table, None)
+                names, types, data = block(rows, self._table_columns(table), table)
+            self._client.insert(
+                table,
+                data,
+                column_names=names,
+                column_type_names=types,
+                column_oriented=True,
+                settings={**INSERT_SETTINGS, "insert_deduplication_token": token},
             )
 
     def close(self) -> None:
         self._client.close()
 
+    def _table_columns(self, table: str) -> dict[str, Column]:
+        with self._columns_lock:
+            known = self._columns.get(table)
+        if known is not None:
+            return known
+        database, _, name = table.rpartition(".")
+        result = self._client.query(
+            "SELECT name, type, default_kind FROM system.columns "
+            "WHERE database = {db:String} AND table = {t:String} ORDER BY position",
+            parameters={"db": database or self._client.database or "default", "t": name},
+        )
+        columns = {
+            row[0]: Column(row[0], row[1], has_default=bool(row[2])) for row in result.result_rows
+        }
+        if not columns:
+            raise ClickHouseError(f"INSERT INTO {table}: no table {table}", code=60)
+        with self._columns_lock:
+            self._columns[table] = columns
+        return columns
+
+
+#: The names code written against the two former backends imports; both are this one class.
+ChdbClickHouse = ServerClickHouse = ConnectClickHouse
+
+
+def _check_param(name: str, value: Any) -> None:
+    """A naive datetime would be read in some zone nobody chose: refuse it."""
+    if isinstance(value, datetime) and value.tzinfo is None:
+        raise ClickHouseError(f"naive datetime {value!r} as query parameter {name}; use UTC")
+    if isinstance(value, list | tuple):
+        for item in value:
+            _check_param(name, item)
+
 
 def connect(url: str) -> ClickHouse:
     """chdb://PATH -> embedded ClickHouse; http(s)://user:pass@host:port/db -> a server."""
     if url.startswith("chdb://") and len(url) > len("chdb://"):
-        return ChdbClickHouse(url.removeprefix("chdb://"))
+        return _connect_embedded(url.removeprefix("chdb://"))
     if url.startswith(("http://", "https://")):
         return _connect_server(url)
     raise ClickHouseError(
@@ -259,10 +258,30 @@ def connect(url: str) -> ClickHouse:
     )
 
 
-def _connect_server(url: str) -> ServerClickHouse:
+def _connect_embedded(path: str) -> ConnectClickHouse:
     import clickhouse_connect
-    from clickhouse_connect.driver.exceptions import Error
 
+    if path == ":memory:":
+        dsn = "chdb://memory"
+    else:
+        folder = Path(path).resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+        dsn = f"chdb://{folder}"  # chdb:///abs/path: the whole path is the location
+    # chdb allows one data folder per process and one process per folder
+    busy = f"cannot open embedded ClickHouse at {path!r} (is another process, e.g. `ecrm up`, using it?)"
+    with _named_errors(busy):
+        return ConnectClickHouse(clickhouse_connect.get_client(dsn=dsn, tz_mode="aware"))
+
+
+def server_client(params: Mapping[str, Any]) -> Any:
+    """A clickhouse-connect client for a server; aware UTC datetimes, no HTTP session (so
+    threads can share it: a session runs one query at a time)."""
+    import clickhouse_connect
+
+    return clickhouse_connect.get_client(**params, tz_mode="aware", autogenerate_session_id=False)
+
+
+def _connect_server(url: str) -> ConnectClickHouse:
     parts = urlsplit(url)
     database = unquote(parts.path.strip("/")) or "default"
     if not _NAME.fullmatch(database):
@@ -279,11 +298,11 @@ def _connect_server(url: str) -> ServerClickHouse:
         "secure": secure,
         **({"verify": True, **tls} if secure else {}),
     }
-    with _named_errors(f"ClickHouse at {where['host']}:{where['port']}", Error):
-        admin = clickhouse_connect.get_client(**where)
+    with _named_errors(f"ClickHouse at {where['host']}:{where['port']}"):
+        admin = server_client(where)
         admin.command(f"CREATE DATABASE IF NOT EXISTS `{database}`")
         admin.close()
-        return ServerClickHouse(clickhouse_connect.get_client(**where, database=database))
+        return ConnectClickHouse(server_client({**where, "database": database}))
 
 
 _MIGRATIONS_TABLE = """

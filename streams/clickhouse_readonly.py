@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from schemas.errors import ClickHouseError
-from streams.clickhouse import ServerClickHouse
+from streams.clickhouse import ConnectClickHouse, server_client
 
 _DATABASE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 
@@ -34,15 +34,14 @@ def server_params(url: str) -> dict[str, Any]:
     }
 
 
-def connect_read_only(url: str) -> ServerClickHouse:
+def connect_read_only(url: str) -> ConnectClickHouse:
     """The server at url, its database taken as it is (an unknown one is an error)."""
-    import clickhouse_connect
     from clickhouse_connect.driver.exceptions import Error
 
     params = server_params(url)
     try:
-        client = clickhouse_connect.get_client(**params)
+        client = server_client(params)
     except Error as exc:
         where = f"{params['host']}:{params['port']}/{params['database']}"
         raise ClickHouseError(f"ClickHouse at {where} as {params['username']}: {exc}") from exc
-    return ServerClickHouse(client)
+    return ConnectClickHouse(client)

@@ -111,6 +111,12 @@ def rejects(stream: str) -> str:
     return f"{stream}:rejects"
 
 
+def sink_groups(stream: str) -> str:
+    """Hash of the merged inserts the sink is making from `stream`: member entry id -> the
+    group's table and member ids, so a drainer that claims them re-forms the same insert."""
+    return f"{stream}:groups"
+
+
 # -- the Kafka relay (streams/relay*.py) ------------------------------------------------------
 
 #: Messages the relay could not send (too large, malformed), whole, with the reason.

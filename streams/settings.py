@@ -104,6 +104,13 @@ class Settings(BaseSettings):
     #: Who drains the ClickHouse outbox: "auto" = a worker drains unless ClickHouse is chdb
     #: (embedded, single process: the stack process drains); "yes"/"no" force it.
     sink: Literal["auto", "yes", "no"] = "auto"
+    #: The ClickHouse sink (streams/sink.py): the most rows one insert merges from outbox
+    #: entries of a table; the least time between two partial inserts into a table (a full
+    #: one goes at once), so ClickHouse sees few, large parts; how long rows ClickHouse
+    #: refused stay in `ecrm:outbox:rejects` for `ecrm sink retry` before they are trimmed.
+    sink_max_rows: int = Field(default=100_000, ge=1)
+    sink_min_interval_s: float = Field(default=1.0, ge=0)
+    sink_rejects_max_age_days: float = Field(default=30.0, gt=0)
     #: Key of the HMAC that turns buyer names into customer ids (`ecrm import`, `ecrm profile
     #: --buyer`). No default and no generated one: a key that differed between machines or
     #: working folders would silently split every customer in two (docs/import.md).

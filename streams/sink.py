@@ -1,32 +1,42 @@
-"""Drains the Redis outbox into ClickHouse, exactly once per entry, surviving a crashed drainer.
+"""Drains the Redis outbox into ClickHouse, exactly once per row, surviving a crashed drainer.
 
 Workers append rows to a Redis Stream in the same MULTI as their state (``outbox_entry``),
 so a row exists in the outbox iff the state change it records was committed. This sink
-reads the stream through a consumer group and inserts each entry as one ClickHouse insert
-whose deduplication token is the entry id, then acknowledges and deletes it. Entry ids
-never change, so an entry inserted by a drainer that died before acknowledging is claimed
-by another (XAUTOCLAIM) and re-inserted with the same token: ClickHouse drops the copy.
+reads the stream through a consumer group, merges entries of one table into inserts of up
+to ``max_rows`` rows (streams/sink_groups.py: how a merged insert keeps its members and
+token after a crash), inserts each with its deduplication token, then acknowledges and
+deletes the members. An entry inserted by a drainer that died before acknowledging is
+claimed by another (XAUTOCLAIM) and re-inserted with the same token: ClickHouse drops the
+copy. The run loop inserts at most about once per ``min_interval_s`` per table unless
+there is a full insert's worth waiting, so ClickHouse sees few, large parts.
 
-Entries are not merged into bigger inserts: a claimer cannot know how a dead drainer had
-grouped them, and a different grouping would mean a different token and duplicate rows.
-Workers already put a whole batch's rows for a table into one entry.
+When ClickHouse refuses an insert, what happens depends on why (streams/clickhouse.py
+classifies its error codes):
 
-An entry that cannot be read (bad fields, bad JSON) is moved at once to the stream
-``{stream}:rejects`` with the reason; one that a healthy ClickHouse keeps refusing is moved
-there after ``max_deliveries`` attempts. Both are counted in ``rejected``; the rejects
-stream is not trimmed, so nothing is lost silently. While ClickHouse is down (it fails even
-``SELECT 1``) entries stay pending and the sink backs off.
+- *not now* (down, too many parts, memory limit, timeouts): nothing is blamed; the same
+  inserts are retried, first of all and unchanged, with backoff, for as long as it takes
+  (the worker's outbox back-pressure bounds how much waits meanwhile);
+- *bad rows* (a qty past UInt32, a sum past Decimal(18, 2)): the insert is bisected, the
+  halves inserted with tokens derived from the parent's, until the refused rows are alone;
+  each goes to ``{stream}:rejects`` with its reason and the others are inserted;
+- anything else (e.g. the table does not exist): the insert is retried after
+  ``claim_idle_ms`` and its entries set aside whole after ``max_deliveries`` attempts.
+
+An entry that cannot be read (bad fields, bad JSON) is set aside at once. Rejects are kept
+``rejects_max_age_s`` and listed or replayed with `ecrm sink rejects` / `ecrm sink retry`
+(streams/sink_rejects.py).
 
 Only ecrm's own tables are written (`CLICKHOUSE_TABLES`): an entry naming any other table is
-rejected, whatever Redis says. A reject keeps an entry's rows whole only when they are small
-and hold no phone number or e-mail address; otherwise their first bytes (masked), size and
-SHA-256 (schemas/pii.py `withheld_fields`).
+set aside, whatever Redis says. A reject keeps its rows whole only when they hold no phone
+number or e-mail address; otherwise their first bytes (masked), size and SHA-256
+(schemas/pii.py `withheld_fields`).
 
 An erasure entry (`ecrm customer erase`) deletes the customer's rows from every table with a
-`customer_id` (streams/customer_data.py) and writes the audit row. It waits until every
-entry older than itself is in ClickHouse (none pending with any drainer): rows of the
-customer queued before the erasure must not land after the delete. Entries queued after it
-hold nothing of the customer: the workers drop an erased customer's events.
+`customer_id` (streams/customer_data.py) and writes the audit row. Entries before it in the
+stream are inserted and acknowledged first (inserts are merged only between erasures), and
+it waits until no older entry is pending with any drainer: rows of the customer queued
+before the erasure must not land after the delete. Entries queued after it hold nothing of
+the customer: the workers drop an erased customer's events.
 """
 
 from __future__ import annotations
@@ -38,27 +48,52 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import orjson
 import redis
 
 from schemas.errors import ClickHouseError
 from schemas.pii import withheld_fields
 from streams import keyspace
-from streams.clickhouse import ClickHouse
+from streams.clickhouse import ClickHouse, refuses_rows
 from streams.customer_data import audit_row, delete_customer
 from streams.outbox import (
     CLICKHOUSE_OUTBOX,
     CLICKHOUSE_TABLES,
     ErasureRequest,
     MalformedEntry,
-    entry_token,
     parse_entry,
     parse_erasure,
 )
+from streams.settings import Settings
+from streams.sink_groups import (
+    Group,
+    Parsed,
+    group_of,
+    members_of,
+    merged_token,
+    plan,
+    record,
+)
+from streams.sink_rejects import min_id, reject_record
 
 log = logging.getLogger(__name__)
+
+Read = tuple[bytes, dict[bytes, bytes], int]
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """An erasure entry read from the outbox, carried out in stream order."""
+
+    entry_id: bytes
+    request: ErasureRequest
+
+
+#: what one read yields, in stream order: inserts to make and erasures to carry out
+Item = Group | Erasure
 
 
 class ClickHouseSink:
@@ -74,6 +109,9 @@ class ClickHouseSink:
         batch: int = 500,
         claim_idle_ms: int = 30000,
         max_deliveries: int = 5,
+        max_rows: int = 100_000,
+        min_interval_s: float = 1.0,
+        rejects_max_age_s: float = 30 * 86400,
         tables: frozenset[str] = CLICKHOUSE_TABLES,
         erasure_wait_s: float = 10.0,
     ) -> None:
@@ -81,46 +119,77 @@ class ClickHouseSink:
         self._ch = ch
         self.stream = stream
         self.rejects_stream = keyspace.rejects(stream)
+        self.groups_key = keyspace.sink_groups(stream)
         self.group = group
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.batch = batch
         self.claim_idle_ms = claim_idle_ms
         self.max_deliveries = max_deliveries
+        self.max_rows = max_rows
+        self.min_interval_s = min_interval_s
+        self.rejects_max_age_s = rejects_max_age_s
         self.tables = tables
         #: how long an erasure waits for older entries held by other drainers before it is
         #: left pending (and claimed again after claim_idle_ms)
         self.erasure_wait_s = erasure_wait_s
-        #: Counters for operators and tests.
+        #: Counters for operators and tests: rows in, reject records written, loop failures,
+        #: erasures carried out.
         self.erasures = 0
         self.inserted_rows = 0
         self.rejected = 0
         self.failures = 0
         self._group_ready = False
         self._claim_cursor = "0-0"
+        self._held: list[Item] = []  # refused for now (transient): retried first, unchanged
+        self._full = False
+        self._trimmed_at = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, ch: ClickHouse) -> ClickHouseSink:
+        """A sink on the settings' Redis with their merge, pacing and rejects-age policy."""
+        return cls(
+            settings.redis_url,
+            ch,
+            max_rows=settings.sink_max_rows,
+            min_interval_s=settings.sink_min_interval_s,
+            rejects_max_age_s=settings.sink_rejects_max_age_days * 86400,
+        )
 
     def drain_once(self, block_ms: int = 0) -> int:
-        """Insert what is claimable or new (waiting up to block_ms for new); rows inserted.
+        """Insert what is held, claimable or new (waiting up to block_ms for new); rows inserted.
 
         A row counts when ClickHouse accepted its insert, even if it dropped it as a retry.
+        Raises ClickHouseError while ClickHouse is down or refuses for now; what was read is
+        then held and retried first by the next call.
         """
         self._ensure_group()
-        entries = self._claim_stale()
-        if len(entries) < self.batch:
-            entries += self._read_new(self.batch - len(entries), block_ms if not entries else 0)
-        done: list[bytes] = []
-        rows_inserted = 0
+        self._trim_rejects()
+        items, self._held = (self._held, []) if self._held else (self._read(block_ms), [])
+        done: list[Group] = []
+        rows = 0
         try:
-            for entry_id, fields, deliveries in entries:
-                rows_inserted += self._insert(entry_id, fields, deliveries, done)
+            for i, item in enumerate(items):
+                if isinstance(item, Erasure):
+                    rows += self._finish(done)  # everything before it is in and acknowledged
+                    done = []
+                    self._erase(item)
+                    continue
+                try:
+                    if self._deliver(item):
+                        done.append(item)
+                except ClickHouseError:
+                    self._held = items[i:]
+                    raise
         finally:  # even when ClickHouse went down midway, what is in is acknowledged
-            self._acknowledge(done)
-        self.inserted_rows += rows_inserted
-        return rows_inserted
+            rows += self._finish(done)
+        self.inserted_rows += rows
+        return rows
 
     def run(self, stop: threading.Event, block_ms: int = 200) -> None:
         """Drain until stop is set; an error is logged and retried with backoff, never fatal."""
         backoff = 0.1
         while not stop.is_set():
+            started = time.monotonic()
             try:
                 self.drain_once(block_ms)
                 backoff = 0.1
@@ -129,7 +198,10 @@ class ClickHouseSink:
                 self._group_ready = False  # in case Redis lost it (NOGROUP)
                 log.exception("outbox sink %s failed; retrying in %.1fs", self.consumer, backoff)
                 stop.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            if not self._full:  # a partial read: wait, so the next insert is a larger one
+                stop.wait(max(0.0, self.min_interval_s - (time.monotonic() - started)))
 
     def pending(self) -> int:
         """Entries not yet in ClickHouse (nor rejected): the stream holds nothing else."""
@@ -147,52 +219,87 @@ class ClickHouseSink:
             pass  # no stream or group yet: nothing to leave
         self._redis.close()
 
-    def _insert(
-        self, entry_id: bytes, fields: dict[bytes, bytes], deliveries: int, done: list[bytes]
-    ) -> int:
-        try:
-            erasure = parse_erasure(fields)
-            if erasure is not None:
-                self._erase(entry_id, erasure, done)
-                return 0
-            table, rows = parse_entry(fields)
-        except MalformedEntry as e:
-            self._reject(entry_id, fields, str(e))
-            return 0
-        if table not in self.tables:
-            self._reject(entry_id, fields, f"table {table!r} is not one of ecrm's tables")
-            return 0
-        try:
-            self._ch.insert(table, rows, token=entry_token(self.stream, entry_id.decode()))
-        except ClickHouseError as e:
-            # while ClickHouse is down this raises too: an outage is not this entry's fault
-            self._ch.query("SELECT 1")
-            self._failed(entry_id, fields, deliveries, e)
-            return 0
-        done.append(entry_id)
-        return len(rows)
+    # -- inserting -----------------------------------------------------------------------------
 
-    def _erase(self, entry_id: bytes, erasure: ErasureRequest, done: list[bytes]) -> None:
+    def _deliver(self, group: Group) -> bool:
+        """Insert a group; True when it is finished (in, or its refused rows set aside)."""
+        try:
+            self._ch.insert(group.table, group.rows, token=group.token)
+            return True
+        except ClickHouseError as e:
+            if e.transient:
+                raise
+            self._ch.query("SELECT 1")  # while ClickHouse is down this raises: not the rows' fault
+            if refuses_rows(e):
+                group.refused = self._bisect(group, 0, len(group.rows), group.token, e)
+                return True
+            if group.attempts >= self.max_deliveries:
+                group.set_aside = f"refused {group.attempts} times: {e}"
+                return True
+            # left pending: claimed again (by this or another sink) after claim_idle_ms
+            log.warning(
+                "outbox insert %s not done (attempt %d): %s", group.token, group.attempts, e
+            )
+            return False
+
+    def _bisect(
+        self, group: Group, lo: int, hi: int, token: str, error: ClickHouseError
+    ) -> list[tuple[int, str]]:
+        """Rows in [lo, hi) ClickHouse refuses (it refused them together with `error`), with
+        reasons; the others inserted, each half under a token derived from its parent's."""
+        if hi - lo == 1:
+            return [(lo, str(error))]
+        refused: list[tuple[int, str]] = []
+        mid = (lo + hi) // 2
+        for a, b in ((lo, mid), (mid, hi)):
+            part = f"{token}/{a}-{b}"
+            try:
+                self._ch.insert(group.table, group.rows[a:b], token=part)
+            except ClickHouseError as e:
+                if not refuses_rows(e):
+                    raise  # down, or the table went away: retry the whole group later
+                refused += self._bisect(group, a, b, part, e)
+        return refused
+
+    def _finish(self, done: list[Group]) -> int:
+        """Set refused rows aside, acknowledge and delete the groups' entries, in one MULTI;
+        the rows that went in."""
+        if not done:
+            return 0
+        with self._redis.pipeline(transaction=True) as tx:
+            for group in done:
+                for record_fields in self._reject_records(group):
+                    tx.xadd(self.rejects_stream, record_fields)
+                    self.rejected += 1
+                tx.xack(self.stream, self.group, *group.entry_ids)
+                tx.xdel(self.stream, *group.entry_ids)
+                if group.recorded:
+                    tx.hdel(self.groups_key, *group.entry_ids)
+            tx.execute()
+        return sum(len(g.rows) - len(g.refused) for g in done if g.set_aside is None)
+
+    # -- erasures ------------------------------------------------------------------------------
+
+    def _erase(self, erasure: Erasure) -> None:
         """Delete the customer's rows once every older entry is in; audit; acknowledge."""
-        self._acknowledge(done)  # ours before it are in: let them stop counting as pending
-        done.clear()
+        entry_id, request = erasure.entry_id, erasure.request
         deadline = time.monotonic() + self.erasure_wait_s
         while self._older_pending(entry_id):
             if time.monotonic() > deadline:
-                log.warning("erasure %s waits for older outbox entries", erasure.erasure_id)
+                log.warning("erasure %s waits for older outbox entries", request.erasure_id)
                 return  # left pending: claimed again after claim_idle_ms
             time.sleep(0.05)
         try:
-            rows = delete_customer(self._ch, erasure.customer_id)
+            rows = delete_customer(self._ch, request.customer_id)
             now = datetime.now(UTC)
-            audit = audit_row(erasure.erasure_id, erasure.requested_at, now, erasure.operator, rows)
-            self._ch.insert("erasures", [audit], token=f"erasure/{erasure.erasure_id}")
+            audit = audit_row(request.erasure_id, request.requested_at, now, request.operator, rows)
+            self._ch.insert("erasures", [audit], token=f"erasure/{request.erasure_id}")
         except ClickHouseError as e:
-            log.warning("erasure %s not carried out yet: %s", erasure.erasure_id, e)
+            log.warning("erasure %s not carried out yet: %s", request.erasure_id, e)
             return  # left pending, tried again: an erasure is never given up
         report = json.dumps({"rows": rows, "done_at": now.isoformat()})
         with self._redis.pipeline(transaction=True) as tx:
-            tx.hset(keyspace.ERASURES_DONE, erasure.erasure_id, report)
+            tx.hset(keyspace.ERASURES_DONE, request.erasure_id, report)
             tx.xack(self.stream, self.group, entry_id)
             tx.xdel(self.stream, entry_id)
             tx.execute()
@@ -202,12 +309,119 @@ class ClickHouseSink:
         older = self._redis.xpending_range(self.stream, self.group, "-", b"(" + entry_id, 1)
         return bool(older)
 
-    def _acknowledge(self, ids: list[bytes]) -> None:
-        if ids:
-            with self._redis.pipeline(transaction=True) as tx:
-                tx.xack(self.stream, self.group, *ids)
-                tx.xdel(self.stream, *ids)
-                tx.execute()
+    def _reject_records(self, group: Group) -> list[dict[bytes, bytes]]:
+        if group.set_aside is not None:  # the whole insert refused: each entry as it was
+            reason = group.set_aside
+            log.error(
+                "outbox insert %s set aside to %s: %s", group.token, self.rejects_stream, reason
+            )
+            return [
+                {**withheld_fields(fields), b"entry_id": eid, b"reason": reason.encode()}
+                for eid, fields in zip(group.entry_ids, group.fields, strict=True)
+            ]
+        if group.refused:
+            log.error(
+                "%d rows of insert %s set aside to %s: %s",
+                len(group.refused),
+                group.token,
+                self.rejects_stream,
+                group.refused[0][1],
+            )
+        return [
+            withheld_fields(
+                reject_record(group.table, orjson.dumps([group.rows[i]]), group.origin(i), reason)
+            )
+            for i, reason in group.refused
+        ]
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _read(self, block_ms: int) -> list[Item]:
+        claimed = self._claim_stale()
+        fresh: list[Read] = []
+        if len(claimed) < self.batch:
+            fresh = self._read_new(self.batch - len(claimed), block_ms if not claimed else 0)
+        self._full = len(claimed) + len(fresh) >= self.batch
+        items = self._regroup(claimed)
+        new: list[Item] = []
+        segment: list[Parsed] = []  # entries are merged between erasures, never across one
+        for parsed in map(self._parse, fresh):
+            if isinstance(parsed, Erasure):
+                new += [group_of(self.stream, m) for m in plan(segment, self.max_rows)]
+                new.append(parsed)
+                segment = []
+            elif parsed is not None:
+                segment.append(parsed)
+        new += [group_of(self.stream, m) for m in plan(segment, self.max_rows)]
+        merged = [g for g in new if isinstance(g, Group) and g.recorded]
+        if merged:  # written down before inserting: a claimer re-forms exactly these
+            self._redis.hset(
+                self.groups_key,
+                mapping={eid: record(g) for g in merged for eid in g.entry_ids},
+            )
+        self._full = self._full or any(
+            isinstance(g, Group) and len(g.rows) >= self.max_rows for g in new
+        )
+        return items + new
+
+    def _regroup(self, claimed: list[Read]) -> list[Item]:
+        """Claimed entries as the groups they were inserted in: recorded ones re-formed, the
+        rest alone (an unrecorded entry was only ever inserted alone)."""
+        if not claimed:
+            return []
+        records = self._redis.hmget(self.groups_key, [eid for eid, _, _ in claimed])
+        by_id = {eid: (fields, n) for eid, fields, n in claimed}
+        groups: list[Item] = []
+        seen: set[bytes] = set()
+        for (eid, fields, n), recorded in zip(claimed, records, strict=True):
+            if eid in seen:
+                continue
+            if recorded is None:
+                parsed = self._parse((eid, fields, n))
+                if isinstance(parsed, Erasure):
+                    groups.append(parsed)
+                elif parsed is not None:
+                    groups.append(group_of(self.stream, [parsed]))
+                seen.add(eid)
+                continue
+            members = members_of(recorded)
+            missing = [m for m in members if m not in by_id]
+            if missing:  # got some members only: take the rest (same token, so harmless)
+                for mid, mfields in self._redis.xclaim(
+                    self.stream, self.group, self.consumer, min_idle_time=0, message_ids=missing
+                ):
+                    if mfields is not None:
+                        by_id[bytes(mid)] = (mfields, n)
+            parts = [
+                Parsed(m, by_id[m][0], *parse_entry(by_id[m][0]), by_id[m][1])
+                for m in members
+                if m in by_id
+            ]
+            seen.update(members)
+            if len(parts) < len(members):
+                log.warning("merged insert of %s lost members; inserting the rest", members[0])
+            group = group_of(self.stream, parts)
+            group.token = merged_token(self.stream, members[0], members[-1])
+            group.recorded = True
+            groups.append(group)
+        return groups
+
+    def _parse(self, read: Read) -> Parsed | Erasure | None:
+        """An entry as rows to insert or an erasure; None when it was set aside (unreadable,
+        or naming a table that is not ecrm's)."""
+        entry_id, fields, deliveries = read
+        try:
+            erasure = parse_erasure(fields)
+            if erasure is not None:
+                return Erasure(entry_id, erasure)
+            table, rows = parse_entry(fields)
+        except MalformedEntry as e:
+            self._reject(entry_id, fields, str(e))
+            return None
+        if table not in self.tables:
+            self._reject(entry_id, fields, f"table {table!r} is not one of ecrm's tables")
+            return None
+        return Parsed(entry_id, fields, table, rows, deliveries)
 
     def _ensure_group(self) -> None:
         if self._group_ready:
@@ -220,7 +434,7 @@ class ClickHouseSink:
                 raise
         self._group_ready = True
 
-    def _claim_stale(self) -> list[tuple[bytes, dict[bytes, bytes], int]]:
+    def _claim_stale(self) -> list[Read]:
         """Entries some drainer read but did not finish within claim_idle_ms, with attempt counts."""
         cursor, claimed, deleted = self._redis.xautoclaim(
             self.stream,
@@ -243,7 +457,7 @@ class ClickHouseSink:
         counts = [int(d[0]["times_delivered"]) if d else 1 for d in details]
         return [(eid, fields, n) for (eid, fields), n in zip(claimed, counts, strict=True)]
 
-    def _read_new(self, count: int, block_ms: int) -> list[tuple[bytes, dict[bytes, bytes], int]]:
+    def _read_new(self, count: int, block_ms: int) -> list[Read]:
         # redis-py reads block=0 as "wait forever"; None means do not wait
         reply = self._redis.xreadgroup(
             self.group, self.consumer, {self.stream: ">"}, count=count, block=block_ms or None
@@ -252,21 +466,26 @@ class ClickHouseSink:
             (entry_id, fields, 1) for _, messages in reply or [] for entry_id, fields in messages
         ]
 
-    def _failed(
-        self, entry_id: bytes, fields: dict[bytes, bytes], deliveries: int, error: ClickHouseError
-    ) -> None:
-        if deliveries >= self.max_deliveries:
-            self._reject(entry_id, fields, f"refused {deliveries} times: {error}")
-            return
-        # left pending: claimed again (by this or another sink) after claim_idle_ms
-        log.warning("outbox entry %s not inserted (attempt %d): %s", entry_id, deliveries, error)
-
-    def _reject(self, entry_id: bytes, fields: Mapping[bytes, bytes], reason: str) -> None:
+    def _reject(self, entry_id: bytes, fields: dict[bytes, bytes], reason: str) -> None:
         log.error("outbox entry %s rejected to %s: %s", entry_id, self.rejects_stream, reason)
-        record = {**withheld_fields(fields), b"entry_id": entry_id, b"reason": reason.encode()}
+        record_fields = {
+            **withheld_fields(fields),
+            b"entry_id": entry_id,
+            b"reason": reason.encode(),
+        }
         with self._redis.pipeline(transaction=True) as tx:
-            tx.xadd(self.rejects_stream, record)
+            tx.xadd(self.rejects_stream, record_fields)
             tx.xack(self.stream, self.group, entry_id)
             tx.xdel(self.stream, entry_id)
             tx.execute()
         self.rejected += 1
+
+    def _trim_rejects(self) -> None:
+        """Drop reject records older than rejects_max_age_s (checked at most once a minute)."""
+        now = time.time()
+        if now - self._trimmed_at < 60:
+            return
+        self._trimmed_at = now
+        self._redis.xtrim(
+            self.rejects_stream, minid=min_id(self.rejects_max_age_s, now), approximate=False
+        )

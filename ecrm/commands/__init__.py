@@ -23,6 +23,7 @@ COMMANDS = (
     "audience",
     "campaign",
     "relay",
+    "sink",
     "bench",
     "schemas",
     "api",

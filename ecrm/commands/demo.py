@@ -73,7 +73,7 @@ def run_demo(
         migrate(ch)
         stop = threading.Event()
         sink = threading.Thread(
-            target=ClickHouseSink(s.redis_url, ch).run, args=(stop,), name="sink", daemon=True
+            target=ClickHouseSink.from_settings(s, ch).run, args=(stop,), name="sink", daemon=True
         )
         sink.start()
         procs = [spawn_worker(s, data_dir / f"worker-{i + 1}.log") for i in range(workers)]

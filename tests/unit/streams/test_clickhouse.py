@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -12,7 +12,6 @@ import pytest
 from schemas.errors import ClickHouseError
 from streams.clickhouse import (
     SQL_DIR,
-    bind_param,
     first_line,
     load_query,
     migration_files,
@@ -83,27 +82,6 @@ def test_an_unknown_or_odd_query_name_is_refused_with_the_known_names() -> None:
         load_query("no_such_query")
     with pytest.raises(ClickHouseError, match="bad query name"):
         load_query("../001_events")
-
-
-def test_string_parameters_use_clickhouse_escaped_text() -> None:
-    assert bind_param("a\tb\nc\\d'e") == "a\\tb\\nc\\\\d'e"
-    assert bind_param(None) == "\\N"
-    assert bind_param(True) == "true"
-    assert bind_param(42) == "42"
-    assert bind_param(Decimal("12.50")) == "12.50"
-
-
-def test_array_parameters_quote_their_strings() -> None:
-    assert bind_param(["x'y", "z\\"]) == "['x\\'y','z\\\\']"
-    assert bind_param([1, 2]) == "[1,2]"
-
-
-def test_datetime_parameters_are_utc_with_milliseconds_and_never_naive() -> None:
-    shanghai = timezone(timedelta(hours=8))
-    moment = datetime(2024, 5, 1, 8, 30, 0, 123456, tzinfo=shanghai)
-    assert bind_param(moment) == "2024-05-01 00:30:00.123"
-    with pytest.raises(ClickHouseError, match="naive"):
-        bind_param(datetime(2024, 5, 1))  # noqa: DTZ001
 
 
 def test_sql_string_escapes_quotes_and_backslashes() -> None:
