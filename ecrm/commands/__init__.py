@@ -18,6 +18,7 @@ COMMANDS = (
     "profile",
     "imports",
     "rules",
+    "membership",
     "sql",
     "audience",
     "campaign",
