@@ -35,9 +35,56 @@ from schemas.membership import Programme
 _FAR = datetime.max.replace(tzinfo=None)  # noqa: DTZ901 - a sort key, never a time
 
 
-def _move(st: MemberState, kind: MovementKind, at: datetime, points: int, **kw: str) -> Movement:
-    """A points movement, with the balance after it."""
-    return Movement(kind, st.customer_id, at, points=points, balance=st.balance, **kw)
+def _move(
+    st: MemberState,
+    kind: MovementKind,
+    at: datetime,
+    points: int,
+    of: Lot | None = None,
+    **kw: str,
+) -> Movement:
+    """A points movement, with the balance after it and the lot it concerns (`of`, or a
+    `lot=` name)."""
+    return Movement(
+        kind,
+        st.customer_id,
+        at,
+        points=points,
+        balance=st.balance,
+        lot=of.id if of else kw.pop("lot", ""),
+        pending=of is not None and of.state == "pending",
+        expires_at=of.expires_at if of else None,
+        level=st.level,
+        **kw,
+    )
+
+
+Taken = list[tuple[Lot, int]]
+
+
+def _spent(
+    st: MemberState, kind: MovementKind, at: datetime, taken: Taken, source: str, reason: str
+) -> list[Movement]:
+    """One movement per lot a spend took from, each with the balance after it."""
+    balance = st.balance + sum(used for _, used in taken)
+    moves = []
+    for lot, used in taken:
+        balance -= used
+        moves.append(
+            Movement(
+                kind,
+                st.customer_id,
+                at,
+                points=-used,
+                balance=balance,
+                lot=lot.id,
+                source=source,
+                reason=reason,
+                expires_at=lot.expires_at,
+                level=st.level,
+            )
+        )
+    return moves
 
 
 def _spend_order(lot: Lot) -> tuple[datetime, datetime, str]:
@@ -80,7 +127,7 @@ def settle(st: MemberState, prog: Programme, until: datetime) -> list[Movement]:
         for lot in sorted(st.lots, key=_spend_order):
             if lot.state == "pending" and lot.unlock_at == moment:
                 _activate(st, lot)
-                moves.append(_move(st, "unlocked", moment, lot.remaining, lot=lot.id))
+                moves.append(_move(st, "unlocked", moment, lot.remaining, lot))
         for lot in list(st.lots):
             if lot.expires_at is not None and lot.expires_at <= moment:
                 _expire(st, lot, moment, moves, "expiry")
@@ -90,8 +137,7 @@ def settle(st: MemberState, prog: Programme, until: datetime) -> list[Movement]:
 def _expire(st: MemberState, lot: Lot, at: datetime, moves: list[Movement], why: str) -> None:
     st.lots.remove(lot)
     if lot.remaining:
-        points = -lot.remaining if lot.state == "active" else 0
-        moves.append(_move(st, "expired", at, points, lot=lot.id, reason=why))
+        moves.append(_move(st, "expired", at, -lot.remaining, lot, reason=why))
 
 
 def _activate(st: MemberState, lot: Lot) -> None:
@@ -141,7 +187,7 @@ def credit(
     if points <= 0 or st.saw(f"lot:{source}"):
         return settle_moves
     lot = _new_lot(st, prog, source, points, at, pending=False)
-    return [*settle_moves, _move(st, kind, at, points, lot=lot.id, source=source, reason=reason)]
+    return [*settle_moves, _move(st, kind, at, points, lot, source=source, reason=reason)]
 
 
 def earn_order(
@@ -162,12 +208,14 @@ def earn_order(
     _trim(st.earned)  # type: ignore[arg-type]
     if points > 0:
         lot = _new_lot(st, prog, f"order:{order_id}", points, at, pending=True)
-        moves.append(_move(st, "earned", at, points, lot=lot.id, source=f"order:{order_id}"))
+        moves.append(_move(st, "earned", at, points, lot, source=f"order:{order_id}"))
     return moves
 
 
-def _take(st: MemberState, points: int, first: Lot | None = None) -> int:
-    """Spend up to `points` from active lots (`first`, then soonest-expiring); the amount taken."""
+def _take(st: MemberState, points: int, first: Lot | None = None) -> Taken:
+    """Spend up to `points` from active lots (`first`, then soonest-expiring); what was taken
+    from which lot."""
+    taken: Taken = []
     left = points
     active = sorted((lot for lot in st.lots if lot.state == "active"), key=_spend_order)
     if first is not None and first in active:
@@ -179,9 +227,10 @@ def _take(st: MemberState, points: int, first: Lot | None = None) -> int:
         used = min(lot.remaining, left)
         lot.remaining -= used
         left -= used
+        taken.append((lot, used))
         if lot.remaining == 0:
             st.lots.remove(lot)
-    return points - left
+    return taken
 
 
 def _share(points: int, refunded: Decimal, paid: Decimal) -> int:
@@ -229,35 +278,35 @@ def refund_order(
 def _reverse(
     st: MemberState, prog: Programme, order_id: str, refund_id: str, due: int, at: datetime
 ) -> list[Movement]:
+    """Take back `due` points of a refunded order: its pending lot first, then (policy
+    permitting) active points, its own lot first; `unlimited` leaves the rest as a debt."""
     policy = prog.points.refund
+    source = f"refund:{refund_id}"
     own = next((lot for lot in st.lots if lot.id == f"order:{order_id}"), None)
-    taken_pending = 0
+    moves: list[Movement] = []
+    left = due
     if own is not None and own.state == "pending":
-        taken_pending = min(own.remaining, due)
-        own.remaining -= taken_pending
+        used = min(own.remaining, due)
+        own.remaining -= used
+        left -= used
         if own.remaining == 0:
             st.lots.remove(own)
-    left = due - taken_pending
-    taken_active = 0
+        # the pending total falls; the balance does not
+        moves.append(_move(st, "reversed", at, -used, own, source=source))
     if left and policy != "only_pending":
-        taken_active = _take(st, min(left, max(st.balance, 0)), first=own)
-        left -= taken_active
+        taken = _take(st, min(left, max(st.balance, 0)), first=own)
+        left -= sum(used for _, used in taken)
+        moves += _spent(st, "reversed", at, taken, source, "")
         if left and policy == "unlimited":
             st.debt += left
-            taken_active += left
+            moves.append(_move(st, "reversed", at, -left, lot="debt", source=source))
             left = 0
     if prog.levels.metric == "points" and (q := st.qualifying.get(f"order:{order_id}")):
         q.value = max(q.value - (due - left), Decimal(0))
-    reason = f"refund {refund_id}" + (f"; {left} not taken back (policy {policy})" if left else "")
-    moves = []
-    if taken_pending:
-        # the pending total falls; the balance does not
+    if left:
+        why = f"{left} not taken back (policy {policy})"
         moves.append(
-            _move(st, "reversed", at, -taken_pending, lot=f"order:{order_id}", reason=reason)
-        )
-    if taken_active or (left and not taken_pending):
-        moves.append(
-            _move(st, "reversed", at, -taken_active, lot=f"order:{order_id}:active", reason=reason)
+            _move(st, "reversed", at, 0, lot=f"order:{order_id}", source=source, reason=why)
         )
     return moves
 
@@ -282,10 +331,10 @@ def redeem(
     if points > st.balance:
         why = f"balance {st.balance} is below {points}"
         return [*moves, _move(st, "refused", at, points, source=source, reason=why)]
-    _take(st, points)
+    taken = _take(st, points)
     st.redemptions[request_id] = Redemption(points=points, order_id=order_id)
     _trim(st.redemptions)  # type: ignore[arg-type]
-    return [*moves, _move(st, "redeemed", at, -points, source=source, reason=reason)]
+    return [*moves, *_spent(st, "redeemed", at, taken, source, reason)]
 
 
 def adjust(
@@ -301,8 +350,8 @@ def adjust(
     if points == 0 or -points > st.balance:
         why = "points = 0" if points == 0 else f"balance {st.balance} is below {-points}"
         return [*moves, _move(st, "refused", at, points, source=source, reason=why)]
-    _take(st, -points)
-    return [*moves, _move(st, "adjusted", at, points, source=source, reason=reason)]
+    taken = _take(st, -points)
+    return [*moves, *_spent(st, "adjusted", at, taken, source, reason)]
 
 
 def soonest_expiries(st: MemberState, n: int = 2) -> list[tuple[datetime, int]]:

@@ -130,8 +130,9 @@ POINTS_KINDS = frozenset(
 class Movement:
     """One change to a member, as `ecrm.member-changes` and ClickHouse record it.
 
-    `points` is the change to the balance (or the pending total, for an `earned` lot that is
-    still pending), signed; a refused request carries the points asked for."""
+    `points` is the signed change to the balance, or to the pending total when `pending`
+    (an order's lot earned, reversed or lapsed before it unlocked); a refused request
+    carries the points asked for. A spend over several lots is one movement per lot."""
 
     kind: MovementKind
     customer_id: str
@@ -145,6 +146,13 @@ class Movement:
     level_to: str | None = None
     tag: str | None = None
     tag_source: str | None = None
+    #: the movement concerns pending points (an order's lot before it unlocks): the balance
+    #: does not move
+    pending: bool = False
+    #: when the lot it concerns lapses (finance's liability by month)
+    expires_at: datetime | None = None
+    #: the member's level at the movement
+    level: str | None = None
 
     @property
     def movement_id(self) -> str:
@@ -172,6 +180,10 @@ class Movement:
         }
         if self.kind in POINTS_KINDS:
             out.update(points=self.points, balance=self.balance, lot=self.lot or None)
+            if self.pending:
+                out["pending"] = True
+            if self.expires_at is not None:
+                out["expires_at"] = self.expires_at.isoformat()
         if self.source:
             out["source"] = self.source
         if self.reason:

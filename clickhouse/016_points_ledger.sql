@@ -1,0 +1,22 @@
+-- Every movement of the points ledger (agents/membership/ledger.py), once each: earned,
+-- unlocked, redeemed, refused, reversed, expired, adjusted, returned. `points` is the signed
+-- change (of the pending total for an order's pending lot and its reversal; the points asked
+-- for on a refused request); `balance` is the spendable balance after it.
+CREATE TABLE IF NOT EXISTS points_ledger
+(
+    movement_id  String,
+    customer_id  String,
+    kind         LowCardinality(String),
+    at           DateTime64(3, 'UTC'),
+    points       Int64,
+    balance      Int64,
+    lot          String,                  -- 'order:<id>', 'action:<id>', 'adjust:<request>', …
+    source       String,                  -- what caused it: 'order:<id>', 'request:<id>', …
+    reason       String,
+    expires_at   Nullable(DateTime64(3, 'UTC')),  -- for lots earned: when they lapse
+    level        LowCardinality(String)   -- the member's level at the movement
+)
+ENGINE = MergeTree
+PARTITION BY toYYYYMM(at)
+ORDER BY (customer_id, at, movement_id)
+SETTINGS non_replicated_deduplication_window = 10000
