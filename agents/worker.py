@@ -9,6 +9,7 @@ from typing import Any
 
 from faust.types import TP
 
+from agents.membership.book import ProgrammeBook
 from agents.profile.keeper import Incoming, ProfileKeeper, decode
 from agents.rules.book import RulesBook
 from streams.app import EcrmApp, create_app
@@ -25,7 +26,11 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
     """The Faust app with ecrm's agent, timer and relay registered on it."""
     ctx = create_app(settings)
     app = ctx.app
-    keeper = ProfileKeeper(ctx, rules=RulesBook(settings.rules_file))
+    keeper = ProfileKeeper(
+        ctx,
+        rules=RulesBook(settings.rules_file),
+        membership=ProgrammeBook(settings.membership_file),
+    )
 
     def highwater(topic: str, partition: int) -> int | None:
         try:
@@ -76,8 +81,9 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
 
     @app.timer(settings.rules_reload_s, name="ecrm.rules-reload")
     async def reload_rules() -> None:
-        assert keeper.rules is not None
+        assert keeper.rules is not None and keeper.membership is not None
         keeper.rules.reload_if_changed()
+        keeper.membership.reload_if_changed()
 
     async def send(topic: str, key: bytes | None, value: bytes) -> Any:
         return await app.producer.send(topic, key, value, None, None, None)

@@ -13,9 +13,10 @@ from streams.redis_store import RedisStore, register_redis_store
 from streams.resume import SourcePositions
 from streams.settings import Settings
 
-#: the contract's storefront topics, and `campaigns` (written by `ecrm campaign send`)
-INPUT_TOPICS = ("orders", "cart", "favorites", "browse", "campaigns")
-OUTPUT_TOPICS = ("actions", "segment-changes", "dead-letter")
+#: the contract's storefront topics, `campaigns` (written by `ecrm campaign send`), and the
+#: membership requests: `points` (redeem, adjust) and `tags` (manual tags)
+INPUT_TOPICS = ("orders", "cart", "favorites", "browse", "campaigns", "points", "tags")
+OUTPUT_TOPICS = ("actions", "segment-changes", "dead-letter", "member-changes")
 #: What a record adds to its key and value on the wire (batch and record headers), with room.
 RECORD_OVERHEAD_BYTES = 1024
 

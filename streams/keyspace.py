@@ -41,6 +41,17 @@ def rule_state(customer_id: str) -> str:
     return f"{PREFIX}rules:{customer_id}"
 
 
+def member(customer_id: str) -> str:
+    """A customer's member state: the points lots, the level and its term, manual tags
+    (agents/membership/state.py); written only once the customer has one."""
+    return f"{PREFIX}member:{customer_id}"
+
+
+def customer_keys(customer_id: str) -> list[str]:
+    """Every key that holds one customer's own state (to read, copy or erase a customer)."""
+    return [profile(customer_id), rule_state(customer_id), member(customer_id)]
+
+
 # -- per Kafka partition -----------------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ EMBEDDED_REDIS = "redis://127.0.0.1:16379/0"
 EMBEDDED_CLICKHOUSE = "chdb://.ecrm/clickhouse"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_RULES = REPO_ROOT / "rules" / "example.yaml"
+EXAMPLE_MEMBERSHIP = REPO_ROOT / "rules" / "membership.yaml"
 
 
 class Settings(BaseSettings):
@@ -32,6 +33,9 @@ class Settings(BaseSettings):
     redis_url: str = EMBEDDED_REDIS
     clickhouse_url: str = EMBEDDED_CLICKHOUSE
     rules_file: Path = EXAMPLE_RULES
+    #: The membership programme (levels, points, benefits, tags; docs/membership.md),
+    #: re-read when it changes like the rules file.
+    membership_file: Path = EXAMPLE_MEMBERSHIP
     topic_prefix: str = "ecrm."
 
     #: Partitions of every input topic (tables are co-partitioned with them).

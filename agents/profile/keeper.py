@@ -21,9 +21,13 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any, cast
 
+import orjson
 from pydantic import ValidationError
 
 from agents.customer_step import Customer, Step, StepContext, advance, on_event
+from agents.membership.book import ProgrammeBook
+from agents.membership.rows import rows_by_table
+from agents.membership.state import MemberState, Movement
 from agents.profile.event_time import EventClock
 from agents.profile.fold import RfmPolicy
 from agents.profile.poison import apply_or_split, reason
@@ -33,6 +37,7 @@ from agents.rules.contact_policy import BudgetBook
 from agents.rules.shell import MarketingStep
 from agents.rules.state import CustomerRuleState
 from schemas.events import EVENT_BY_TOPIC, TIME_WINDOW, Event, TimeWindow
+from schemas.membership import Programme
 from schemas.outputs import DeadLetter, SegmentChange, bounded_key
 from schemas.profile import Profile, empty_profile
 from streams import keyspace
@@ -125,7 +130,17 @@ class ProfileKeeper:
     #: unknown); set by the worker. Without it (tests driving the keeper with their own
     #: clock) events are applied as they come and timers follow the clock given.
     highwater: Callable[[str, int], int | None] | None = None
+    #: the membership programme in force (None: no membership; levels, points, tags stay)
+    membership: ProgrammeBook | None = None
     _event_clock: EventClock | None = None
+
+    @property
+    def programme(self) -> Programme | None:
+        return self.membership.programme if self.membership is not None else None
+
+    def member_keys(self, customers: Iterable[str]) -> list[str]:
+        """The member states a unit reads beside the profiles (none without a programme)."""
+        return [keyspace.member(c) for c in customers] if self.membership is not None else []
 
     @property
     def event_clock(self) -> EventClock | None:
@@ -250,6 +265,7 @@ class ProfileKeeper:
         times = [i.event.ts for i in items if i.event is not None]
         span = (min([*times, now]), now)  # events are decided at their own times, up to now
         raw_keys = MarketingStep.keys(rules, list(by_customer), span) if rules else []
+        raw_keys += self.member_keys(by_customer)
         async with store.unit([c.encode() for c in by_customer], sources, raw_keys) as unit:
             marketing = MarketingStep.begin(rules, unit, span) if rules else None
             batch = _Batch(self, unit, marketing, wall=now)
@@ -324,6 +340,7 @@ class ProfileKeeper:
         earliest = datetime.fromtimestamp(due_at[0][1] / 1000, UTC)
         span = (min(earliest, clock), clock)
         raw_keys = MarketingStep.keys(rules, customers, span) if rules else []
+        raw_keys += self.member_keys(customers)
         try:
             async with store.unit(due, (), raw_keys) as unit:
                 marketing = MarketingStep.begin(rules, unit, span) if rules else None
@@ -357,18 +374,32 @@ class _Batch:
     event_rows: list[dict[str, Any]] = field(default_factory=list)
     snapshots: list[dict[str, Any]] = field(default_factory=list)
     changes: list[SegmentChange] = field(default_factory=list)
+    movements: list[Movement] = field(default_factory=list)
+
+    @cached_property
+    def programme(self) -> Programme | None:
+        """Read once per unit: a reload takes effect at the next unit."""
+        return self.keeper.programme
 
     @cached_property
     def ctx(self) -> StepContext:
         m = self.marketing
         return StepContext(
-            self.keeper.policy, m.rules if m else None, m.budget if m else BudgetBook(), self.wall
+            self.keeper.policy,
+            m.rules if m else None,
+            m.budget if m else BudgetBook(),
+            self.wall,
+            programme=self.programme,
         )
 
     def customer(self, customer_id: str) -> Customer:
         m = self.marketing
         rules = m.state(customer_id) if m else CustomerRuleState(customer_id=customer_id)
-        return Customer(self.keeper.load(customer_id), rules)
+        member = None
+        if self.programme is not None:
+            raw = self.unit.get(keyspace.member(customer_id))
+            member = MemberState.model_validate_json(raw) if raw else None
+        return Customer(self.keeper.load(customer_id), rules, member)
 
     def took(self, step: Step, partition: int) -> None:
         """Keep what a customer step did: the profile, rule state, changes, wake-up."""
@@ -379,6 +410,13 @@ class _Batch:
         if self.marketing is not None:
             self.marketing.took(step.customer.rules, step.rules_changed, step.decisions)
         self.keeper.app.profiles[profile.customer_id.encode()] = profile.model_dump_json().encode()
+        member = step.customer.member
+        if self.programme is not None and member is not None and not member.is_empty():
+            key = keyspace.member(profile.customer_id)
+            value = member.model_dump_json().encode()
+            if value != self.unit.get(key):
+                self.unit.put(key, value)
+        self.movements.extend(step.movements)
         self.snapshots.append(profile_row(profile, self.written_at))
         due = keyspace.due(partition)
         if step.wake is None:
@@ -420,6 +458,14 @@ class _Batch:
             for change in self.changes:
                 unit.add(kafka_message(topic, change.customer_id, change.to_json()))
             self.stats["segment_changes"] = len(self.changes)
+        if self.movements:
+            for table, rows in rows_by_table(self.movements).items():
+                unit.add(clickhouse_entry(table, rows))
+            topic = settings.topic("member-changes")
+            for move in self.movements:
+                message = orjson.dumps(move.as_message())
+                unit.add(kafka_message(topic, move.customer_id, message))
+            self.stats["member_changes"] = len(self.movements)
         for name, n in self.stats.items():
             if n:
                 unit.hincrby(keyspace.STATS, name, n)
