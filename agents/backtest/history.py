@@ -19,6 +19,8 @@ from schemas.events import (
     Event,
     FavoriteEvent,
     OrderEvent,
+    PointsEvent,
+    TagEvent,
 )
 
 #: The `events` columns a replay reads (clickhouse/001_events.sql).
@@ -79,4 +81,8 @@ def event_from_row(row: Mapping[str, Any]) -> Event:
         return BrowseEvent.model_validate(fields)
     if kind == "campaign":
         return CampaignEvent.model_validate({**fields, "campaign": row["campaign"]})
+    if kind == "points":
+        return PointsEvent.model_validate({**fields, "order_id": row.get("order_id") or None})
+    if kind == "tag":
+        return TagEvent.model_validate(fields)
     raise ValueError(f"events row {row.get('event_id')!r} has unknown kind {kind!r}")

@@ -16,6 +16,8 @@ from schemas.events import (
     Event,
     FavoriteEvent,
     OrderEvent,
+    PointsEvent,
+    TagEvent,
 )
 from schemas.outputs import SegmentChange
 from schemas.profile import Profile
@@ -79,6 +81,12 @@ def event_row(
         row.update(sku=event.sku or "", url=event.url or "", category=event.category or "")
     elif isinstance(event, CampaignEvent):
         row.update(campaign=event.campaign)
+    elif isinstance(event, PointsEvent):
+        # a request's own fields ride in `extra`, so the backtest reads the request back
+        request = {"kind": event.request, "points": event.points, "reason": event.reason}
+        row.update(order_id=event.order_id or "", extra=json_text({**event.extra, **request}))
+    elif isinstance(event, TagEvent):
+        row.update(extra=json_text({**event.extra, "tag": event.tag, "op": event.op}))
     return row
 
 

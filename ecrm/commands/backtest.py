@@ -31,6 +31,7 @@ from agents.profile.keeper import rfm_policy
 from agents.rules.check import check_rules
 from schemas.errors import ConfigError
 from schemas.events import Event
+from schemas.membership import Programme, load_programme
 from schemas.rule_values import parse_duration
 from schemas.rules import RuleSet, load_rules
 from streams.analysis import open_for_analysis
@@ -148,6 +149,7 @@ def run_backtest(
     source: str = "",
     page_rows: int = PAGE_ROWS,
     keep_decisions: bool = False,
+    programme: Programme | None = None,
 ) -> tuple[BacktestRun, Replay]:
     """Replay [since - warm_up, until) and run the clock to `until`; decisions from `since` on
     are tallied (and kept in `Replay.decisions` with `keep_decisions`)."""
@@ -156,7 +158,14 @@ def run_backtest(
     uplift = measured_uplift(ch, [r.id for r in rules.rules], since, until, window)
     started = time.perf_counter()
     tally = Tally(rules)
-    replay = Replay(rules, policy, report_from=since, tally=tally, keep_decisions=keep_decisions)
+    replay = Replay(
+        rules,
+        policy,
+        report_from=since,
+        tally=tally,
+        keep_decisions=keep_decisions,
+        programme=programme,
+    )
     replay.feed_all(history(ch, warm_from, until, page_rows=page_rows))
     replay.advance(until)
     seconds = time.perf_counter() - started
@@ -199,7 +208,14 @@ def run_backtest_cmd(
     ch = open_for_analysis(settings.clickhouse_url)  # as `ecrm sql`: a read-only user will do
     try:
         run, _ = run_backtest(
-            ch, rules, rfm_policy(settings), since=start, until=end, warm_up=warm, source=str(path)
+            ch,
+            rules,
+            rfm_policy(settings),
+            since=start,
+            until=end,
+            warm_up=warm,
+            source=str(path),
+            programme=load_programme(settings.membership_file),
         )
     finally:
         ch.close()

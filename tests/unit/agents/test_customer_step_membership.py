@@ -178,3 +178,55 @@ def test_stepping_wake_by_wake_or_all_at_once_ends_alike(
     assert lazy.profile.points == eager.profile.points
     assert lazy.profile.level == eager.profile.level
     assert Decimal(lazy.profile.points) >= 0
+
+
+WARNINGS = parse_rules(
+    """
+rules:
+  - id: keep-reminder
+    when: {level_expiring: {within: 14d}}
+    action: {kind: message, channel: sms, params: {template: keep}}
+  - id: birthday-gift
+    when: {birthday: {}}
+    if: {level: [silver, gold]}
+    action: {kind: coupon, params: {value: 20, valid_for: 7d}}
+"""
+)
+
+
+def test_a_level_about_to_drop_starts_the_keep_reminder_14_days_before_the_term_end() -> None:
+    customer = Customer.new("c1")
+    ctx = _ctx(rules=WARNINGS)
+    on_event(customer, [paid(1, T0, "1500")], ctx)  # silver until T0 + 365d, keep 800
+    assert customer.member is not None and customer.member.term_end == T0 + 365 * DAY
+    step = advance(customer, T0 + 360 * DAY, ctx, inclusive=True)
+    [reminder] = [d for d in step.decisions if d.rule_id == "keep-reminder"]
+    assert reminder.decided_at == T0 + 351 * DAY and reminder.outcome == "fired"
+    step = advance(customer, T0 + 366 * DAY, ctx, inclusive=True)
+    assert [(m.level_from, m.level_to, m.at) for m in step.movements if m.level_to] == [
+        ("silver", "member", T0 + 365 * DAY)
+    ]
+
+
+def test_a_member_who_keeps_spending_gets_no_keep_reminder() -> None:
+    customer = Customer.new("c1")
+    ctx = _ctx(rules=WARNINGS)
+    on_event(customer, [paid(1, T0, "1500"), paid(2, T0 + 300 * DAY, "900")], ctx)
+    step = advance(customer, T0 + 366 * DAY, ctx, inclusive=True)
+    assert not [d for d in step.decisions if d.rule_id == "keep-reminder"]
+    assert customer.profile.level == "silver"
+
+
+def test_the_birthday_rule_fires_at_the_shops_midnight_once_a_year_for_its_levels() -> None:
+    customer = Customer.new("c1")
+    ctx = _ctx(rules=WARNINGS)
+    on_event(customer, [paid(1, T0, "1500")], ctx)
+    customer.profile.birthday = "03-10"  # as `ecrm.customers` would have set it
+    assert wake_of(customer, ctx) == datetime(2026, 3, 9, 16, tzinfo=UTC)  # 00:00 in Shanghai
+    step = advance(customer, T0 + 30 * DAY, ctx, inclusive=True)
+    gifts = [d for d in step.decisions if d.rule_id == "birthday-gift"]
+    assert [(d.decided_at, d.outcome) for d in gifts] == [
+        (datetime(2026, 3, 9, 16, tzinfo=UTC), "fired")
+    ]
+    step = advance(customer, T0 + 30 * DAY, ctx, inclusive=True)
+    assert not [d for d in step.decisions if d.rule_id == "birthday-gift"]
