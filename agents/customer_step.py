@@ -226,14 +226,14 @@ def _member_moves(
 ) -> list[Movement]:
     """The member side of an event (None: of the clock), and the profile's member fields."""
     prog = ctx.programme
-    if prog is None:
+    if prog is None or not membership.concerns(prog, event):
         return []
     member, profile = step.member(), step.customer.profile
     if event is None:
         moves = membership.on_time(member, prog, now)
     else:
         moves = membership.on_event(member, prog, profile, event, now)
-    return moves + membership.finish(member, prog, profile, now)
+    return moves + membership.finish(member, prog, profile, now, event)
 
 
 #: rounds of "a membership rule credits points, which moves the level, which starts a rule"
@@ -253,6 +253,8 @@ def _member_follows(
     prog = ctx.programme
     if prog is None:
         return
+    if not moves and not _points_fired(step, mark) and not (ctx.rules and member_rules(ctx.rules)):
+        return  # nothing moved, nothing to credit, no membership rule to decide
     member, profile = step.member(), step.customer.profile
     new = moves
     for _ in range(MEMBER_ROUNDS):
@@ -282,6 +284,10 @@ def _member_follows(
         moves = moves + credited
         new = credited
     step.movements.extend(moves)
+
+
+def _points_fired(step: Step, mark: int) -> bool:
+    return any(d.kind == "points" and d.outcome == "fired" for d in step.decisions[mark:])
 
 
 def _clock(step: Step, now: datetime, ctx: StepContext) -> None:

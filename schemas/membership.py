@@ -209,6 +209,23 @@ class Programme(Strict):
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
+    @cached_property
+    def tag_fields(self) -> frozenset[str]:
+        """The profile fields the rule tags test (computed once: read on every step)."""
+        return frozenset(name for conditions in self.tags.values() for name in conditions)
+
+    @cached_property
+    def recency_marks(self) -> tuple[int, ...]:
+        """Whole days since the last order at which a rule tag's recency test can change."""
+        days: set[int] = set()
+        for conditions in self.tags.values():
+            test = conditions.get("recency_days")
+            for value in test.operators().values() if test is not None else ():
+                for x in value if isinstance(value, list) else [value]:
+                    n = int(Decimal(str(x)).to_integral_value(rounding=ROUND_FLOOR))
+                    days.update(d for d in (n, n + 1) if d >= 0)
+        return tuple(sorted(days))
+
     def expires_at(self, earned_at: datetime) -> datetime | None:
         """When a lot earned at `earned_at` lapses by itself (inactivity: see the ledger)."""
         expiry = self.points.expiry

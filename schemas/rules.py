@@ -293,6 +293,11 @@ class RuleSet(Strict):
         return tuple(rule for rule in self.rules if rule.enabled)
 
     @cached_property
+    def member_rules(self) -> tuple[tuple[int, Rule], ...]:
+        """(file position, rule) of the enabled rules membership starts (computed once)."""
+        return tuple((n, r) for n, r in enumerate(self.rules) if r.enabled and r.when.member)
+
+    @cached_property
     def _enabled_by_id(self) -> dict[str, Rule]:
         return {rule.id: rule for rule in self.enabled}
 

@@ -109,11 +109,12 @@ def inactivity_deadline(st: MemberState, prog: Programme) -> datetime | None:
 
 def next_lot_change(st: MemberState, prog: Programme) -> datetime | None:
     """The next instant a lot unlocks or lapses (None: only an event changes the ledger)."""
-    moments = [lot.unlock_at for lot in st.lots if lot.state == "pending" and lot.unlock_at]
-    moments += [lot.expires_at for lot in st.lots if lot.expires_at]
-    if (deadline := inactivity_deadline(st, prog)) is not None:
-        moments.append(deadline)
-    return min(moments, default=None)
+    soonest = inactivity_deadline(st, prog)
+    for lot in st.lots:
+        for moment in (lot.unlock_at if lot.state == "pending" else None, lot.expires_at):
+            if moment is not None and (soonest is None or moment < soonest):
+                soonest = moment
+    return soonest
 
 
 def settle(st: MemberState, prog: Programme, until: datetime) -> list[Movement]:

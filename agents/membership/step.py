@@ -20,7 +20,7 @@ from decimal import Decimal
 
 from agents.membership import ledger, levels, tags
 from agents.membership.state import MemberState, Movement
-from schemas.events import Event, OrderEvent, PointsEvent, TagEvent
+from schemas.events import CartEvent, Event, OrderEvent, PointsEvent, TagEvent
 from schemas.membership import Programme
 from schemas.profile import PointsExpiry, Profile
 
@@ -108,8 +108,24 @@ def on_time(st: MemberState, prog: Programme, now: datetime) -> list[Movement]:
     return moves
 
 
-def finish(st: MemberState, prog: Programme, profile: Profile, now: datetime) -> list[Movement]:
-    """The member totals into the profile, then the rule tags on the finished profile."""
+#: events that can change what a rule tag tests (carts only when a tag tests the cart)
+_RETAG = (OrderEvent, PointsEvent, TagEvent)
+_CART_FIELDS = frozenset(("cart_items", "cart_value"))
+
+
+def concerns(prog: Programme, event: Event | None) -> bool:
+    """Whether the clock or this event can move the member (or a rule tag): views,
+    favourites and campaigns cannot, nor a cart add unless a tag tests the cart."""
+    if event is None or isinstance(event, _RETAG):
+        return True
+    return isinstance(event, CartEvent) and bool(prog.tag_fields & _CART_FIELDS)
+
+
+def finish(
+    st: MemberState, prog: Programme, profile: Profile, now: datetime, event: Event | None = None
+) -> list[Movement]:
+    """The member totals into the profile, then the rule tags on the finished profile (after
+    the clock, or an event that can change what they test)."""
     if st.is_member:
         profile.level = st.level
         profile.points = st.balance
@@ -120,6 +136,8 @@ def finish(st: MemberState, prog: Programme, profile: Profile, now: datetime) ->
         profile.level_until = st.term_end
         profile.benefits = dict(prog.levels.get(st.level).benefits)
     if not prog.tags and not st.manual_tags and not profile.tags:
+        return []
+    if not concerns(prog, event):
         return []
     return tags.retag(st, prog, profile, now)
 

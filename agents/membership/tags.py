@@ -6,7 +6,6 @@ their truth (a recency threshold crossed), so a tag also falls off when its reas
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from decimal import Decimal
 
 from agents.membership.state import MemberState, Movement
 from agents.rules.conditions import profile_matches
@@ -57,16 +56,7 @@ def next_tag_change(prog: Programme, profile: Profile) -> datetime | None:
     """The next instant a rule tag's recency test can change its answer (whole days since the
     last paid order crossing a number the test names); other fields change only with events
     or at the instants the profile and the ledger already wake up for."""
-    if profile.last_order_at is None or profile.as_of is None:
+    last, as_of = profile.last_order_at, profile.as_of
+    if last is None or as_of is None or not prog.recency_marks:
         return None
-    days: set[int] = set()
-    for conditions in prog.tags.values():
-        test = conditions.get("recency_days")
-        if test is None:
-            continue
-        for value in test.operators().values():
-            for x in value if isinstance(value, list) else [value]:
-                n = int(Decimal(str(x)).to_integral_value(rounding="ROUND_FLOOR"))
-                days.update((n, n + 1))
-    moments = [profile.last_order_at + d * DAY for d in days if d >= 0]
-    return min((m for m in moments if m > profile.as_of), default=None)
+    return next((m for d in prog.recency_marks if (m := last + d * DAY) > as_of), None)

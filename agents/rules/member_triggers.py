@@ -28,8 +28,9 @@ from schemas.rules import Rule, RuleSet
 DAY = timedelta(days=1)
 
 
-def member_rules(rules: RuleSet) -> list[tuple[int, Rule]]:
-    return [(n, r) for n, r in enumerate(rules.rules) if r.enabled and r.when.member]
+def member_rules(rules: RuleSet) -> tuple[tuple[int, Rule], ...]:
+    """The enabled rules membership starts, with their position in the file."""
+    return rules.member_rules
 
 
 def member_in_place(

@@ -39,12 +39,16 @@ def read_member(settings: Settings, customer_id: str) -> tuple[Profile | None, M
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    profile, member = read_member(settings, args.customer_id)
+    return show_member(settings, args.customer_id, args.json)
+
+
+def show_member(settings: Settings, customer_id: str, as_json: bool) -> int:
+    profile, member = read_member(settings, customer_id)
     if profile is None and member is None:
-        print(f"no customer {args.customer_id!r}")
+        print(f"no customer {customer_id!r}")
         return 1
     view = member_view(member, profile, load_programme(settings.membership_file), datetime.now(UTC))
-    if args.json:
+    if as_json:
         print(json.dumps(view, ensure_ascii=False, indent=2))
         return 0
     points, progress = view["points"], view["progress"]

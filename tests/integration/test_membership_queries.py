@@ -109,7 +109,7 @@ def test_points_liability_is_what_the_members_lots_still_hold_by_the_month_they_
     for c in customers.values():
         for lot in c.member.lots if c.member else []:
             if lot.state == "active":
-                local = lot.expires_at.astimezone(zone)
+                local = (lot.expires_at - timedelta(milliseconds=1)).astimezone(zone)
                 want[(local.year, local.month)] += lot.remaining
             else:
                 pending += lot.remaining
