@@ -19,7 +19,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from schemas.events import BrowseEvent, CampaignEvent, CartEvent, FavoriteEvent, OrderEvent
+from schemas.events import (
+    BrowseEvent,
+    CampaignEvent,
+    CartEvent,
+    FavoriteEvent,
+    OrderEvent,
+    PointsEvent,
+    TagEvent,
+)
 from schemas.outputs import Action, DeadLetter, SegmentChange
 from schemas.profile import Profile
 
@@ -33,6 +41,8 @@ CONTRACT_MODELS: dict[str, tuple[type[BaseModel], Literal["validation", "seriali
     "favorite": (FavoriteEvent, "validation"),
     "browse": (BrowseEvent, "validation"),
     "campaign": (CampaignEvent, "validation"),
+    "points": (PointsEvent, "validation"),
+    "tag": (TagEvent, "validation"),
     "action": (Action, "serialization"),
     "segment-change": (SegmentChange, "serialization"),
     "dead-letter": (DeadLetter, "serialization"),

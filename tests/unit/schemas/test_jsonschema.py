@@ -27,6 +27,8 @@ CONTRACT_REQUIRED = {
     "favorite": [*EVENT, "sku"],
     "browse": EVENT,
     "campaign": [*EVENT, "campaign"],
+    "points": [*EVENT, "kind", "points"],
+    "tag": [*EVENT, "tag"],
     "action": ["action_id", "rule_id", "customer_id", "kind", "fired_at"],
     "segment-change": ["customer_id", "from", "to", "at"],
     "dead-letter": ["topic", "partition", "offset", "error", "value_b64", "at"],
@@ -136,6 +138,11 @@ def _samples() -> dict[str, list[dict[str, Any]]]:
         "favorite": [{**event, "sku": "s"}],
         "browse": [{**event, "sku": "s"}, {**event, "url": "/promo", "category": "tea"}],
         "campaign": [{**event, "event_id": "campaign:spring-sale:c-1", "campaign": "spring-sale"}],
+        "points": [
+            {**event, "kind": "redeem", "points": 500, "reason": "checkout", "order_id": "o-1"},
+            {**event, "kind": "adjust", "points": -20},
+        ],
+        "tag": [{**event, "tag": "wholesale"}, {**event, "tag": "wholesale", "op": "remove"}],
         "action": [
             json.loads(
                 Action(
