@@ -1,6 +1,6 @@
 -- Every change of a member's level: 'upgrade' (the metric crossed a threshold), 'term_end'
 -- (below the keep threshold at the end of the term and the grace), 'pinned' (by hand).
--- `from_level` is '' when the customer joined.
+-- Joining (on the lowest level, with the first paid order or points) is not a change.
 CREATE TABLE IF NOT EXISTS level_changes
 (
     movement_id String,

@@ -5,7 +5,8 @@
 --   {until:DateTime64(3)}  end of the period (exclusive)
 --
 -- From every level change (level_changes); one row per move:
---   from_level   the level before ('' : the customer was not a member)
+--   from_level   the level before (a new member starts on the lowest level, so an order
+--                that makes a first-time buyer silver at once is a move from the lowest)
 --   to_level     the level after
 --   reason       upgrade | term_end | pinned
 --   members      customers who moved so (a customer moving twice counts in both rows)
