@@ -153,7 +153,7 @@ class Levels(Strict):
     term: Duration | None = timedelta(days=365)
     grace: Duration | None = None
     downgrade: Literal["one_step", "to_supported"] = "one_step"
-    ladder: tuple[Level, ...]
+    ladder: list[Level]
 
     @model_validator(mode="after")
     def _a_ladder(self) -> Levels:
