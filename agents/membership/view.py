@@ -18,7 +18,8 @@ def member_view(
     member: MemberState | None, profile: Profile | None, prog: Programme, now: datetime
 ) -> dict[str, Any]:
     """The member as of `now` (None: a customer who is not a member yet)."""
-    customer_id = (member or profile).customer_id if (member or profile) else ""
+    known = member or profile
+    customer_id = known.customer_id if known is not None else ""
     st = member.model_copy(deep=True) if member else MemberState(customer_id=customer_id)
     on_time(st, prog, now)
     ladder = prog.levels
