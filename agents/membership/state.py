@@ -164,6 +164,9 @@ class Movement:
                 self.at.isoformat(),
                 self.lot,
                 self.source,
+                str(self.points),
+                str(self.pending),
+                self.reason,
                 str(self.level_to),
                 str(self.tag),
             )

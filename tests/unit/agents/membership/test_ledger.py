@@ -96,6 +96,14 @@ def test_movements_add_up_to_the_balance(ops: list[Op]) -> None:
     assert sum(_to_balance(m) for m in moves) == member.balance
 
 
+@settings(max_examples=150, deadline=None)
+@given(OPS, st.sampled_from(sorted(POLICIES)))
+def test_every_movement_has_its_own_id(ops: list[Op], policy: str) -> None:
+    member = _member()
+    moves = [m for op in ops for m in _apply(member, POLICIES[policy], op)]
+    assert len({m.movement_id for m in moves}) == len(moves)
+
+
 def _to_balance(m: Movement) -> int:
     """What a movement did to the balance: nothing while pending, nothing when refused."""
     return 0 if m.pending or m.kind == "refused" else m.points
@@ -190,6 +198,23 @@ def _redeem_then_refund(policy: str) -> MemberState:
 )
 def test_redeem_then_refund_takes_back_what_the_policy_allows(policy: str, balance: int) -> None:
     assert _redeem_then_refund(policy).balance == balance
+
+
+def test_a_refund_taking_back_part_of_a_spent_lot_records_the_shortfall_as_its_own_movement() -> (
+    None
+):
+    prog = programme("pending: 15d\nrefund: within_balance")
+    member = _member()
+    ledger.earn_order(member, prog, "O1", Decimal(100), T0)
+    ledger.settle(member, prog, T0 + 15 * DAY)
+    ledger.redeem(member, prog, "q1", 80, T0 + 16 * DAY)
+    moves = ledger.refund_order(member, prog, "O1", "R1", Decimal(100), T0 + 17 * DAY)
+    assert [(m.kind, m.lot, m.points) for m in moves] == [
+        ("reversed", "order:O1", -20),
+        ("reversed", "order:O1", 0),
+    ]
+    assert moves[1].reason == "80 not taken back (policy within_balance)"
+    assert moves[0].movement_id != moves[1].movement_id
 
 
 def test_refund_then_redeem_refuses_the_points_the_refund_took() -> None:
