@@ -40,6 +40,12 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
         return end
 
     keeper.highwater = highwater
+
+    async def end_offsets(sources: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        ends = await app.consumer.highwaters(*(TP(t, p) for t, p in sources))
+        return {(tp.topic, tp.partition): end for tp, end in ends.items() if end is not None}
+
+    keeper.end_offsets = end_offsets
     prefix = len(settings.topic_prefix)
 
     batches = subscribe_batches(app, ctx.inputs)

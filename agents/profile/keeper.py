@@ -15,7 +15,7 @@ import asyncio
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -132,7 +132,15 @@ class ProfileKeeper:
     highwater: Callable[[str, int], int | None] | None = None
     #: the membership programme in force (None: no membership; levels, points, tags stay)
     membership: ProgrammeBook | None = None
+    #: asks the broker for the end offsets of (topic, partition)s; set by the worker. A
+    #: partition the consumer has not fetched from yet has no known end, and the event-time
+    #: clock must hold everything until it has one: a rarely used topic (points, tags) would
+    #: otherwise hold a whole backlog until the busy topics are drained
+    end_offsets: Callable[[list[tuple[str, int]]], Awaitable[dict[tuple[str, int], int]]] | None = (
+        None
+    )
     _event_clock: EventClock | None = None
+    _ends: dict[tuple[str, int], int] = field(default_factory=dict)
 
     @property
     def programme(self) -> Programme | None:
@@ -147,14 +155,37 @@ class ProfileKeeper:
         """The partitions' event-time clocks and held events (agents/profile/event_time.py)."""
         if self._event_clock is None and self.highwater is not None:
             topics = tuple(self.app.settings.topic(name) for name in INPUT_TOPICS)
-            self._event_clock = EventClock(topics, self.highwater)
+            self._event_clock = EventClock(topics, self._end_of)
         return self._event_clock
+
+    def _end_of(self, topic: str, partition: int) -> int | None:
+        """The consumer's end offset; until it has fetched there, the broker's, if asked."""
+        end = self.highwater(topic, partition) if self.highwater is not None else None
+        return end if end is not None else self._ends.get((topic, partition))
+
+    async def _know_ends(self, partitions: Iterable[int]) -> None:
+        """Ask the broker once for the ends the consumer does not know yet."""
+        clock = self.event_clock
+        if clock is None or self.end_offsets is None:
+            return
+        unknown = [
+            (t, p)
+            for p in partitions
+            for t in clock.topics
+            if (t, p) not in self._ends and self._end_of(t, p) is None
+        ]
+        if unknown:
+            try:
+                self._ends.update(await self.end_offsets(unknown))
+            except Exception as exc:  # noqa: BLE001 - the consumer's own fetch will tell later
+                log.info("end offsets of %d partitions not known yet: %s", len(unknown), exc)
 
     def rebalanced(self) -> None:
         """Partitions moved: the consumer re-reads from the committed offsets, so whatever
         was held is read again, and each partition's clock starts over."""
         if self._event_clock is not None:
             self._event_clock.reset()
+        self._ends.clear()
 
     def clock_for(self, partition: int, wall: datetime) -> tuple[datetime | None, bool]:
         """(the time a partition's timers may act on, live). Live, the wall clock; while a
@@ -178,6 +209,7 @@ class ProfileKeeper:
                 ready = list(items)
             else:
                 await self._know_positions({i.partition for i in items})
+                await self._know_ends({i.partition for i in items})
                 clock.read(items, wall)
                 ready = self._release(clock, {i.partition for i in items}, wall)
             if ready:
@@ -311,6 +343,7 @@ class ProfileKeeper:
                     live = True
                 else:
                     await self._know_positions([partition])
+                    await self._know_ends([partition])
                     clock, live = self.clock_for(partition, wall)
                 if clock is not None:
                     total += await self._sweep_partition(partition, clock, live, wall)
