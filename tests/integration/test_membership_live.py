@@ -218,4 +218,3 @@ def test_adjustments_tags_and_a_reloaded_programme_reach_the_member_view(
         lambda: (v := member_json(settings, "vip-1"))["points"]["pending"] > 1200 and v, timeout=60
     )
     assert view["points"]["pending"] == 1200 + 240  # 2 per yuan × 1.2 (银卡)
-
