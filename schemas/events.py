@@ -347,15 +347,17 @@ class CampaignEvent(Event):
 
 
 class PointsEvent(Event):
-    """A points request from the shop (`ecrm.points`): spend points (`redeem`) or correct the
-    balance by hand (`adjust`, ±). `event_id` is the idempotency key: the same request
-    redelivered applies once. The JSON field is `kind`; in Python it is `request`."""
+    """A points request from the shop (`ecrm.points`): spend points (`redeem`), correct the
+    balance by hand (`adjust`, ±), or set the level by hand (`level`: pinned there, never
+    moved automatically; `level: null` unpins). `event_id` is the idempotency key: the same
+    request redelivered applies once. The JSON field is `kind`; in Python it is `request`."""
 
     model_config = ConfigDict(populate_by_name=True)
     kind: ClassVar[str] = "points"
 
-    request: Literal["redeem", "adjust"] = Field(alias="kind")
-    points: int = Field(ge=-(10**12), le=10**12)
+    request: Literal["redeem", "adjust", "level"] = Field(alias="kind")
+    points: int = Field(ge=-(10**12), le=10**12)  # 0 for a level request
+    level: Annotated[str | None, Field(max_length=64)] = None
     reason: str = Field(default="", max_length=256)
     order_id: NonEmpty | None = None
 

@@ -140,6 +140,8 @@ def prune(st: MemberState, prog: Programme, now: datetime) -> None:
 def pin(st: MemberState, prog: Programme, level: str | None, at: datetime) -> list[Movement]:
     """Set a level by hand and keep it (None: unpin, and the metric decides again)."""
     if level is None:
+        if st.pinned and prog.levels.rank(st.level) > 0 and prog.levels.term is not None:
+            st.term_end = at + prog.levels.term  # judged again at the end of a new term
         st.pinned = False
         return upgrade(st, prog, at)
     was = st.level

@@ -35,7 +35,16 @@ def on_event(
         moves += _order(st, prog, event, now)
     elif isinstance(event, PointsEvent):
         levels.join(st, prog, now)
-        if event.request == "redeem":
+        if event.request == "level":
+            st.saw(f"request:{event.event_id}")
+            if event.level is None or event.level in prog.levels.ids:
+                moves += levels.pin(st, prog, event.level, now)
+            else:
+                why = f'no level "{event.level}" in the programme'
+                moves.append(
+                    Movement("refused", st.customer_id, now, reason=why, source=event.event_id)
+                )
+        elif event.request == "redeem":
             moves += ledger.redeem(
                 st,
                 prog,

@@ -84,6 +84,8 @@ def event_row(
     elif isinstance(event, PointsEvent):
         # a request's own fields ride in `extra`, so the backtest reads the request back
         request = {"kind": event.request, "points": event.points, "reason": event.reason}
+        if event.level is not None:
+            request["level"] = event.level
         row.update(order_id=event.order_id or "", extra=json_text({**event.extra, **request}))
     elif isinstance(event, TagEvent):
         row.update(extra=json_text({**event.extra, "tag": event.tag, "op": event.op}))

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import uuid
 from datetime import UTC, datetime
 
 import redis
 
 from agents.membership.state import MemberState
 from agents.membership.view import member_view
+from ecrm.commands.tags import send_request
+from schemas.errors import EcrmError
 from schemas.membership import load_programme
 from schemas.profile import Profile
 from streams import keyspace
@@ -23,6 +26,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     show = member_sub.add_parser("show", help="the member view, as of now")
     show.add_argument("customer_id")
     show.add_argument("--json", action="store_true", help="print JSON")
+    pin = member_sub.add_parser("pin", help="set a level by hand; it never moves by itself")
+    pin.add_argument("customer_id")
+    pin.add_argument("level", help="a level id of the programme file")
+    unpin = member_sub.add_parser("unpin", help="let the metric decide the level again")
+    unpin.add_argument("customer_id")
 
 
 def read_member(settings: Settings, customer_id: str) -> tuple[Profile | None, MemberState | None]:
@@ -39,7 +47,22 @@ def read_member(settings: Settings, customer_id: str) -> tuple[Profile | None, M
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    return show_member(settings, args.customer_id, args.json)
+    if args.member_command == "show":
+        return show_member(settings, args.customer_id, args.json)
+    level = args.level if args.member_command == "pin" else None
+    if level is not None and level not in load_programme(settings.membership_file).levels.ids:
+        raise EcrmError(f"no level {level!r} in {settings.membership_file}")
+    request = {
+        "event_id": f"level-{uuid.uuid4()}",
+        "customer_id": args.customer_id,
+        "ts": datetime.now(UTC).isoformat(),
+        "kind": "level",
+        "points": 0,
+        "level": level,
+    }
+    send_request(settings, "points", request)
+    print(f"sent: {args.member_command} {args.customer_id}" + (f" at {level}" if level else ""))
+    return 0
 
 
 def show_member(settings: Settings, customer_id: str, as_json: bool) -> int:

@@ -230,3 +230,37 @@ def test_the_birthday_rule_fires_at_the_shops_midnight_once_a_year_for_its_level
     ]
     step = advance(customer, T0 + 30 * DAY, ctx, inclusive=True)
     assert not [d for d in step.decisions if d.rule_id == "birthday-gift"]
+
+
+def _level_request(request: str, at: datetime, level: str | None) -> PointsEvent:
+    return PointsEvent.model_validate(
+        {"event_id": request, "customer_id": "c1", "ts": at, "kind": "level"}
+        | {"points": 0, "level": level}
+    )
+
+
+def test_a_level_set_by_hand_stays_until_unpinned_and_is_then_judged_after_a_new_term() -> None:
+    customer = Customer.new("c1")
+    ctx = _ctx(rules=None)
+    on_event(customer, [paid(1, T0, "100")], ctx)
+    step = on_event(customer, [_level_request("pin-1", T0 + DAY, "gold")], ctx)
+    assert [(m.level_from, m.level_to, m.reason) for m in step.movements] == [
+        ("member", "gold", "pinned")
+    ]
+    advance(customer, T0 + 800 * DAY, ctx, inclusive=True)
+    assert customer.profile.level == "gold"  # pinned: no term, no drop
+    on_event(customer, [_level_request("unpin-1", T0 + 800 * DAY, None)], ctx)
+    assert customer.profile.level_until == T0 + 1165 * DAY
+    step = advance(customer, T0 + 1200 * DAY, ctx, inclusive=True)
+    assert [m.level_to for m in step.movements if m.level_to] == ["silver"]
+
+
+def test_a_level_the_programme_does_not_have_is_refused() -> None:
+    customer = Customer.new("c1")
+    ctx = _ctx(rules=None)
+    on_event(customer, [paid(1, T0, "100")], ctx)
+    step = on_event(customer, [_level_request("pin-1", T0 + DAY, "platinum")], ctx)
+    assert [(m.kind, m.reason) for m in step.movements] == [
+        ("refused", 'no level "platinum" in the programme')
+    ]
+    assert customer.profile.level == "member"
