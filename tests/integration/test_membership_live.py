@@ -205,6 +205,11 @@ def test_adjustments_tags_and_a_reloaded_programme_reach_the_member_view(
     ecrm(settings, "tags", "add", "vip-1", "wholesale")
     view = wait_for(lambda: (v := member_json(settings, "vip-1"))["manual_tags"] and v, timeout=60)
     assert view["points"]["balance"] == 100 and view["manual_tags"] == ["wholesale"]
+    ecrm(settings, "member", "pin", "vip-1", "diamond")
+    view = wait_for(lambda: (v := member_json(settings, "vip-1")).get("pinned") and v, timeout=60)
+    assert view["level"] == "diamond" and view["benefits"]["member_price"] == 0.95
+    ecrm(settings, "member", "unpin", "vip-1")
+    wait_for(lambda: member_json(settings, "vip-1").get("pinned") is False, timeout=60)
 
     log = tmp_path / "worker-1.log"
     programme.write_text("levels: {ladder: [{id: a, upgrade: 5}]}\n", encoding="utf-8")
@@ -217,4 +222,4 @@ def test_adjustments_tags_and_a_reloaded_programme_reach_the_member_view(
     view = wait_for(
         lambda: (v := member_json(settings, "vip-1"))["points"]["pending"] > 1200 and v, timeout=60
     )
-    assert view["points"]["pending"] == 1200 + 240  # 2 per yuan × 1.2 (银卡)
+    assert view["points"]["pending"] == 1200 + 400  # 2 per yuan × 2 (钻石, kept after unpinning)
