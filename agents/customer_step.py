@@ -206,7 +206,8 @@ def _event(step: Step, event: Event, now: datetime, ctx: StepContext) -> None:
             event.event_id,
         )
         _segment_changed(step, change, now, ctx, event)
-    _member_follows(step, moves, mark, now, ctx, event.origin)
+    relevant = ctx.programme is not None and membership.concerns(ctx.programme, event)
+    _member_follows(step, moves, mark, now, ctx, event.origin, relevant)
 
 
 def _member_request(step: Step, event: Event, now: datetime, ctx: StepContext) -> None:
@@ -247,14 +248,19 @@ def _member_follows(
     now: datetime,
     ctx: StepContext,
     origin: str | None,
+    relevant: bool = True,
 ) -> None:
     """After the rules: their points actions credited (once per action id), the membership
-    rules decided on what moved, and the movements kept."""
+    rules decided on what moved, and the movements kept. `relevant`: the clock, or an event
+    that can move the member (agents/membership/step.py `concerns`)."""
     prog = ctx.programme
     if prog is None:
         return
-    if not moves and not _points_fired(step, mark) and not (ctx.rules and member_rules(ctx.rules)):
-        return  # nothing moved, nothing to credit, no membership rule to decide
+    if not moves and not _points_fired(step, mark):
+        if not (ctx.rules and member_rules(ctx.rules)) or not relevant:
+            # nothing moved and nothing to credit; a view cannot open a warning's window
+            # (the window's opening is a wake-up of its own)
+            return
     member, profile = step.member(), step.customer.profile
     new = moves
     for _ in range(MEMBER_ROUNDS):
