@@ -17,6 +17,14 @@ time moved the segment, then the rules' timers and deferred deliveries (`on_cloc
 customer's next wake-up is the sooner of "time alone changes the segment" and the rules'
 next timer. Budgets are booked in `ctx.budget` as decisions are made, so the caller decides
 how widely a budget is shared (one Redis unit, or one whole replay).
+
+With a membership programme (`ctx.programme`), each event and each wake-up also moves the
+member (agents/membership/step.py: points earned, unlocked, expired, levels, rule tags)
+before the rules see the profile, so `if: points / level / tags` read what is true now; a
+rule's `kind: points` action is credited to the ledger once per action id; and the
+membership rules (agents/rules/member_triggers.py: level_change, level_expiring,
+points_expiring, birthday) are decided on what moved. `step.movements` are the member's
+movements, for `ecrm.member-changes` and ClickHouse.
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from agents.membership import step as membership
+from agents.membership.state import MemberState, Movement
 from agents.profile.fold import RfmPolicy, apply_event, next_time_change, rerate
 from agents.rules.contact_policy import BudgetBook
 from agents.rules.engine import (
@@ -33,8 +43,10 @@ from agents.rules.engine import (
     next_wakeup,
     segment_change_in_place,
 )
+from agents.rules.member_triggers import member_in_place, member_rules, member_wakeup
 from agents.rules.state import CustomerRuleState, Decision
-from schemas.events import Event
+from schemas.events import MEMBER_REQUESTS, Event
+from schemas.membership import Programme
 from schemas.outputs import SegmentChange
 from schemas.profile import Profile, empty_profile
 from schemas.rules import RuleSet
@@ -42,10 +54,12 @@ from schemas.rules import RuleSet
 
 @dataclass
 class Customer:
-    """What ecrm keeps about one customer: the profile and the rule state beside it."""
+    """What ecrm keeps about one customer: the profile, and the rule state and the member
+    state beside it (None: not read, or nothing kept yet)."""
 
     profile: Profile
     rules: CustomerRuleState
+    member: MemberState | None = None
 
     @classmethod
     def new(cls, customer_id: str) -> Customer:
@@ -69,6 +83,8 @@ class StepContext:
     #: whether a channel the customer never said anything about may be used
     #: (ECRM_CONSENT_DEFAULT; agents/rules/contact_policy.py)
     consent_default: bool = True
+    #: the membership programme (None: no membership — levels, points and tags stay as read)
+    programme: Programme | None = None
 
 
 @dataclass
@@ -80,6 +96,8 @@ class Step:
     duplicates: list[Event] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
     changes: list[SegmentChange] = field(default_factory=list)
+    #: the member's movements (points, level, tags), in the order they happened
+    movements: list[Movement] = field(default_factory=list)
     #: the rule state is a new object (it changed and must be written)
     rules_changed: bool = False
     #: when time next matters to this customer (None: only a new event will)
@@ -95,6 +113,13 @@ class Step:
             self._given = self.customer.rules
             self.customer.rules = self._given.copied()
         return self.customer.rules
+
+    def member(self) -> MemberState:
+        """The customer's member state (a new one the first time)."""
+        customer = self.customer
+        if customer.member is None:
+            customer.member = MemberState(customer_id=customer.customer_id)
+        return customer.member
 
     def _done(self, ctx: StepContext) -> Step:
         """The wake-up; and the given rule state back when nothing changed it."""
@@ -151,12 +176,17 @@ def _advance(step: Step, until: datetime, ctx: StepContext, *, inclusive: bool) 
 def _event(step: Step, event: Event, now: datetime, ctx: StepContext) -> None:
     customer = step.customer
     profile = customer.profile
+    if isinstance(event, MEMBER_REQUESTS):
+        _member_request(step, event, now, ctx)
+        return
     applied = apply_event(profile, event)
     if applied is None:
         step.duplicates.append(event)
         return
     step.applied.append(event)
     rerate(profile, now, ctx.policy)
+    mark = len(step.decisions)
+    moves = _member_moves(step, event, now, ctx)
     if ctx.rules is not None:
         changed, found = event_in_place(
             ctx.rules,
@@ -180,6 +210,94 @@ def _event(step: Step, event: Event, now: datetime, ctx: StepContext) -> None:
             event.event_id,
         )
         _segment_changed(step, change, now, ctx, event)
+    relevant = ctx.programme is not None and membership.concerns(ctx.programme, event)
+    _member_follows(step, moves, mark, now, ctx, event.origin, relevant)
+
+
+def _member_request(step: Step, event: Event, now: datetime, ctx: StepContext) -> None:
+    """A points or tag request: applied once (its event_id is the key); the profile's RFM and
+    behaviour do not move, it is the shop's doing, not the customer's."""
+    if ctx.programme is None or membership.is_duplicate(step.member(), event):
+        step.duplicates.append(event)
+        return
+    step.applied.append(event)
+    mark = len(step.decisions)
+    moves = _member_moves(step, event, now, ctx)
+    _member_follows(step, moves, mark, now, ctx, event.origin)
+
+
+def _member_moves(
+    step: Step, event: Event | None, now: datetime, ctx: StepContext
+) -> list[Movement]:
+    """The member side of an event (None: of the clock), and the profile's member fields."""
+    prog = ctx.programme
+    if prog is None or not membership.concerns(prog, event):
+        return []
+    member, profile = step.member(), step.customer.profile
+    if event is None:
+        moves = membership.on_time(member, prog, now)
+    else:
+        moves = membership.on_event(member, prog, profile, event, now)
+    return moves + membership.finish(member, prog, profile, now, event)
+
+
+#: rounds of "a membership rule credits points, which moves the level, which starts a rule"
+MEMBER_ROUNDS = 4
+
+
+def _member_follows(
+    step: Step,
+    moves: list[Movement],
+    mark: int,
+    now: datetime,
+    ctx: StepContext,
+    origin: str | None,
+    relevant: bool = True,
+) -> None:
+    """After the rules: their points actions credited (once per action id), the membership
+    rules decided on what moved, and the movements kept. `relevant`: the clock, or an event
+    that can move the member (agents/membership/step.py `concerns`)."""
+    prog = ctx.programme
+    if prog is None:
+        return
+    if not moves and not _points_fired(step, mark):
+        if not (ctx.rules and member_rules(ctx.rules)) or not relevant:
+            # nothing moved and nothing to credit; a view cannot open a warning's window
+            # (the window's opening is a wake-up of its own)
+            return
+    member, profile = step.member(), step.customer.profile
+    new = moves
+    for _ in range(MEMBER_ROUNDS):
+        if ctx.rules is not None and member_rules(ctx.rules):
+            found = member_in_place(
+                ctx.rules,
+                step.owned_rules(),
+                profile,
+                member,
+                prog,
+                new,
+                now,
+                budget=ctx.budget,
+                wall=ctx.wall,
+                origin=origin,
+            )
+            _take(step, bool(found), found, ctx)
+        credited: list[Movement] = []
+        for d in step.decisions[mark:]:
+            if d.outcome == "fired" and d.kind == "points":
+                points = int(d.params["points"])
+                credited += membership.credit_action(member, prog, d.action_id, points, now)
+        mark = len(step.decisions)
+        if not credited:
+            break
+        credited += membership.finish(member, prog, profile, now)
+        moves = moves + credited
+        new = credited
+    step.movements.extend(moves)
+
+
+def _points_fired(step: Step, mark: int) -> bool:
+    return any(d.kind == "points" and d.outcome == "fired" for d in step.decisions[mark:])
 
 
 def _clock(step: Step, now: datetime, ctx: StepContext) -> None:
@@ -187,6 +305,8 @@ def _clock(step: Step, now: datetime, ctx: StepContext) -> None:
     profile = customer.profile
     was = profile.segment
     rerate(profile, now, ctx.policy)
+    mark = len(step.decisions)
+    moves = _member_moves(step, None, now, ctx)
     if profile.segment != was:
         change = SegmentChange.of(profile.customer_id, was, profile.segment, now, "time", None)
         _segment_changed(step, change, now, ctx)
@@ -201,17 +321,26 @@ def _clock(step: Step, now: datetime, ctx: StepContext) -> None:
             consent_default=ctx.consent_default,
         )
         _take(step, True, found, ctx)
+    _member_follows(step, moves, mark, now, ctx, None)
 
 
 def wake_of(customer: Customer, ctx: StepContext) -> datetime | None:
-    """The sooner of: time alone changes the segment; a rule's timer or delivery is due."""
-    segment = next_time_change(customer.profile, ctx.policy)
-    if ctx.rules is None:
-        return segment
-    rules = next_wakeup(customer.rules)
-    if segment is None or rules is None:
-        return segment if rules is None else rules
-    return min(segment, rules)
+    """The soonest of: time alone changes the segment; a rule's timer or delivery is due;
+    time alone moves the member (a lot, the level, a rule tag) or opens a membership rule's
+    window (a warning, a birthday)."""
+    profile = customer.profile
+    moments = [next_time_change(profile, ctx.policy)]
+    if ctx.rules is not None:
+        moments.append(next_wakeup(customer.rules))
+    prog = ctx.programme
+    if prog is not None:
+        member = customer.member or MemberState(customer_id=customer.customer_id)
+        if not member.is_empty() or prog.tags:
+            moments.append(membership.next_change(member, prog, profile))
+        if ctx.rules is not None and profile.as_of is not None:
+            if not member.is_empty() or profile.birthday:
+                moments.append(member_wakeup(ctx.rules, member, prog, profile, profile.as_of))
+    return min((m for m in moments if m is not None), default=None)
 
 
 def _segment_changed(

@@ -11,6 +11,7 @@ from typing import Any, cast
 
 from faust.types import TP
 
+from agents.membership.book import ProgrammeBook
 from agents.profile.keeper import Incoming, ProfileKeeper, decode
 from agents.rules.book import RulesBook
 from streams import keyspace
@@ -31,7 +32,11 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
     """The Faust app with ecrm's agent, timer and relay registered on it."""
     ctx = create_app(settings)
     app = ctx.app
-    keeper = ProfileKeeper(ctx, rules=RulesBook(settings.rules_file))
+    keeper = ProfileKeeper(
+        ctx,
+        rules=RulesBook(settings.rules_file),
+        membership=ProgrammeBook(settings.membership_file),
+    )
 
     def highwater(topic: str, partition: int) -> int | None:
         try:
@@ -41,6 +46,12 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
         return end
 
     keeper.highwater = highwater
+
+    async def end_offsets(sources: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        ends = await app.consumer.highwaters(*(TP(t, p) for t, p in sources))
+        return {(tp.topic, tp.partition): end for tp, end in ends.items() if end is not None}
+
+    keeper.end_offsets = end_offsets
     prefix = len(settings.topic_prefix)
 
     batches = subscribe_batches(app, ctx.inputs)
@@ -142,8 +153,9 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
 
     @app.timer(settings.rules_reload_s, name="ecrm.rules-reload")
     async def reload_rules() -> None:
-        assert keeper.rules is not None
+        assert keeper.rules is not None and keeper.membership is not None
         keeper.rules.reload_if_changed()
+        keeper.membership.reload_if_changed()
 
     async def send(topic: str, key: bytes | None, value: bytes) -> Any:
         return await app.producer.send(topic, key, value, None, None, None)

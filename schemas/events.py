@@ -405,6 +405,36 @@ class CustomerEvent(Event):
     consent: dict[Channel, bool] | None = None
 
 
+class PointsEvent(Event):
+    """A points request from the shop (`ecrm.points`): spend points (`redeem`), correct the
+    balance by hand (`adjust`, ±), or set the level by hand (`level`: pinned there, never
+    moved automatically; `level: null` unpins). `event_id` is the idempotency key: the same
+    request redelivered applies once. The JSON field is `kind`; in Python it is `request`."""
+
+    model_config = ConfigDict(populate_by_name=True)
+    kind: ClassVar[str] = "points"
+
+    request: Literal["redeem", "adjust", "level"] = Field(alias="kind")
+    points: int = Field(ge=-(10**12), le=10**12)  # 0 for a level request
+    level: Annotated[str | None, Field(max_length=64)] = None
+    reason: str = Field(default="", max_length=256)
+    order_id: NonEmpty | None = None
+
+
+class TagEvent(Event):
+    """A manual tag set or taken off by another system or `ecrm tags` (`ecrm.tags`). Manual
+    tags are kept apart from the programme's rule tags: a rule never removes one."""
+
+    kind: ClassVar[str] = "tag"
+
+    tag: Annotated[str, Field(min_length=1, max_length=64)]
+    op: Literal["add", "remove"] = "add"
+
+
+#: Events that are requests to the membership programme, not something the customer did.
+MEMBER_REQUESTS = (PointsEvent, TagEvent)
+
+
 def campaign_event_id(campaign: str, customer_id: str) -> str:
     """The one event id of a campaign for a customer: sending a campaign again repeats it,
     so the worker counts it once and the rules decide it once."""
@@ -419,6 +449,8 @@ AnyEvent = (
     | CustomerEvent
     | CampaignEvent
     | IdentityEvent
+    | PointsEvent
+    | TagEvent
 )
 
 #: Input topic name (without prefix) -> the event it carries: the contract's storefront
@@ -432,4 +464,7 @@ EVENT_BY_TOPIC: dict[str, type[Event]] = {
     "customers": CustomerEvent,
     "campaigns": CampaignEvent,
     "identities": IdentityEvent,
+    # membership requests (docs/membership.md)
+    "points": PointsEvent,
+    "tags": TagEvent,
 }

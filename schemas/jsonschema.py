@@ -27,6 +27,8 @@ from schemas.events import (
     FavoriteEvent,
     IdentityEvent,
     OrderEvent,
+    PointsEvent,
+    TagEvent,
 )
 from schemas.outputs import Action, DeadLetter, SegmentChange
 from schemas.profile import Profile
@@ -43,6 +45,8 @@ CONTRACT_MODELS: dict[str, tuple[type[BaseModel], Literal["validation", "seriali
     "customer": (CustomerEvent, "validation"),
     "campaign": (CampaignEvent, "validation"),
     "identity": (IdentityEvent, "validation"),
+    "points": (PointsEvent, "validation"),
+    "tag": (TagEvent, "validation"),
     "action": (Action, "serialization"),
     "segment-change": (SegmentChange, "serialization"),
     "dead-letter": (DeadLetter, "serialization"),

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic_core import to_jsonable_python
 
 from schemas.outputs import Segment
 
@@ -48,6 +50,17 @@ class ConsentMark(BaseModel):
     at: AwareDatetime
 
 
+def _empty(value: object) -> bool:
+    return not value
+
+
+class PointsExpiry(BaseModel):
+    """Active points that lapse at one instant."""
+
+    at: AwareDatetime
+    points: int
+
+
 class Profile(BaseModel):
     """Everything ecrm knows about one customer, kept small (well under 1 KB typically)."""
 
@@ -83,10 +96,18 @@ class Profile(BaseModel):
     #: missing here follows ECRM_CONSENT_DEFAULT (docs/privacy.md)
     consent: dict[str, ConsentMark] = Field(default_factory=dict)
 
-    # membership, filled by later capabilities
+    # membership (agents/membership, docs/membership.md): the totals; the lots live in their
+    # own key beside the profile. Left out of the stored JSON while empty (profiles stay small).
     level: str | None = None
     points: int = 0
     tags: list[str] = Field(default_factory=list)
+    points_pending: int = Field(default=0, exclude_if=_empty)
+    #: the soonest instants active points lapse, with how many
+    points_expiring: list[PointsExpiry] = Field(default_factory=list, exclude_if=_empty)
+    #: when the level's term ends (re-evaluated against the keep threshold then)
+    level_until: AwareDatetime | None = Field(default=None, exclude_if=_empty)
+    #: the level's benefits as the programme file names them
+    benefits: dict[str, Any] = Field(default_factory=dict, exclude_if=_empty)
 
     #: set when this id was linked to another customer (an anonymous session that logged
     #: in, agents/identity.py): this profile is only a redirect, everything lives there
@@ -106,6 +127,9 @@ class Profile(BaseModel):
             mode="json", exclude={"recent_event_ids", "campaign_event_ids", "orders"}
         )
         data["orders_in_window"] = len([o for o in self.orders.values() if o.paid])
+        for name, info in type(self).model_fields.items():
+            if info.exclude_if is not None and name not in data:  # empty: printed all the same
+                data[name] = to_jsonable_python(getattr(self, name))
         return data
 
 
@@ -138,6 +162,7 @@ __all__ = [
     "CartLine",
     "ConsentMark",
     "OrderLine",
+    "PointsExpiry",
     "Profile",
     "ViewStat",
     "empty_profile",

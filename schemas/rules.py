@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
-from pydantic import AfterValidator, Field, PlainValidator, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    PlainValidator,
+    ValidationError,
+    model_validator,
+)
 
 from schemas.errors import RulesError
 from schemas.rule_action import CHANNELS, KINDS, ActionSpec, Budget
@@ -33,6 +40,7 @@ from schemas.rule_values import (
     Strict,
     TimeOfDay,
     ZoneName,
+    as_list,
     did_you_mean,
     one_of,
 )
@@ -98,6 +106,42 @@ class SegmentMove(Strict):
         return self
 
 
+class LevelMove(Strict):
+    """`level_change: {from: [...], to: [gold]}`; a side left out means any level (the ids of
+    the membership programme file, docs/membership.md)."""
+
+    from_: Annotated[list[str], BeforeValidator(as_list)] | None = Field(default=None, alias="from")
+    to: Annotated[list[str], BeforeValidator(as_list)] | None = None
+    #: only upgrades (`up`), only downgrades (`down`), or either
+    direction: Annotated[str, PlainValidator(one_of(("up", "down", "any"), "a direction"))] = "any"
+
+
+class LevelExpiring(Strict):
+    """`level_expiring: {within: 14d}`: the level will drop within this time unless the
+    member reaches the keep threshold (a 保级 reminder)."""
+
+    within: Duration
+
+
+class PointsExpiring(Strict):
+    """`points_expiring: {within: 7d, at_least: 100}`: at least this many points lapse within
+    this time (积分即将过期)."""
+
+    within: Duration
+    at_least: int = Field(default=1, ge=1)
+
+
+class Birthday(Strict):
+    """`birthday: {before: 3d}`: the member's birthday (from `ecrm.customers`), at the shop's
+    midnight, `before` ahead of it (default: on the day)."""
+
+    before: Duration | None = None
+
+
+#: the triggers that come from the membership programme, not from an event
+MEMBER_TRIGGERS = ("level_change", "level_expiring", "points_expiring", "birthday")
+
+
 class Trigger(Strict):
     """`when:` — what starts a rule: an event (maybe counted, maybe awaiting a follow-up) or a
     segment change."""
@@ -114,18 +158,32 @@ class Trigger(Strict):
         "restart"
     )
     segment_change: SegmentMove | None = None
+    level_change: LevelMove | None = None
+    level_expiring: LevelExpiring | None = None
+    points_expiring: PointsExpiring | None = None
+    birthday: Birthday | None = None
+
+    @property
+    def member(self) -> str | None:
+        """Which membership trigger this is, if it is one."""
+        return next((name for name in MEMBER_TRIGGERS if getattr(self, name) is not None), None)
 
     @model_validator(mode="after")
     def _fits_together(self) -> Trigger:
         given = self.model_fields_set
+        if (member := self.member) is not None:
+            for name in sorted(given - {member}):
+                raise FieldProblem(name, f"a {member} rule cannot also say {name}:")
+            return self
         if self.segment_change is not None:
             for name in sorted(given - {"segment_change"}):
                 raise FieldProblem(name, f"a segment_change rule cannot also say {name}:")
             return self
         if self.event is None:
             raise ValueError(
-                "say what starts the rule: event: (orders, cart, favorites, browse, campaigns) "
-                "or segment_change: {from: [...], to: [...]}"
+                "say what starts the rule: event: (orders, cart, favorites, browse, campaigns), "
+                "segment_change: {from: [...], to: [...]}, level_change:, level_expiring:, "
+                "points_expiring: or birthday:"
             )
         _check_where(self.where, self.event)
         if self.first_order and self.event != "orders":
@@ -233,6 +291,11 @@ class RuleSet(Strict):
     def enabled(self) -> tuple[Rule, ...]:
         """The rules in force (computed once: the engine asks on every event)."""
         return tuple(rule for rule in self.rules if rule.enabled)
+
+    @cached_property
+    def member_rules(self) -> tuple[tuple[int, Rule], ...]:
+        """(file position, rule) of the enabled rules membership starts (computed once)."""
+        return tuple((n, r) for n, r in enumerate(self.rules) if r.enabled and r.when.member)
 
     @cached_property
     def _enabled_by_id(self) -> dict[str, Rule]:

@@ -14,9 +14,21 @@ from streams.redis_store import RedisStore, register_redis_store
 from streams.resume import SourcePositions
 from streams.settings import Settings
 
-#: the contract's storefront topics, and `campaigns` (written by `ecrm campaign send`)
-INPUT_TOPICS = ("orders", "cart", "favorites", "browse", "customers", "campaigns", "identities")
-OUTPUT_TOPICS = ("actions", "segment-changes", "dead-letter")
+#: the contract's storefront topics, `campaigns` (written by `ecrm campaign send`),
+#: `identities` (written by `ecrm api`), and the membership requests: `points` (redeem,
+#: adjust, level) and `tags` (manual tags)
+INPUT_TOPICS = (
+    "orders",
+    "cart",
+    "favorites",
+    "browse",
+    "customers",
+    "campaigns",
+    "identities",
+    "points",
+    "tags",
+)
+OUTPUT_TOPICS = ("actions", "segment-changes", "dead-letter", "member-changes")
 #: What a record adds to its key and value on the wire (batch and record headers), with room.
 RECORD_OVERHEAD_BYTES = 1024
 

@@ -41,10 +41,16 @@ def rule_state(customer_id: str) -> str:
     return f"{PREFIX}rules:{customer_id}"
 
 
+def member(customer_id: str) -> str:
+    """A customer's member state: the points lots, the level and its term, manual tags
+    (agents/membership/state.py); written only once the customer has one."""
+    return f"{PREFIX}member:{customer_id}"
+
+
 def customer_keys(customer_id: str) -> list[str]:
     """Every key that holds one customer's data, all of which an erasure deletes in one unit.
     A new per-customer key (a membership ledger, tags) is added here, and only here."""
-    return [profile(customer_id), rule_state(customer_id)]
+    return [profile(customer_id), rule_state(customer_id), member(customer_id)]
 
 
 def customer_members(customer_id: str, partitions: int) -> list[tuple[str, str]]:

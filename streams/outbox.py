@@ -24,7 +24,16 @@ KAFKA_OUTBOX = keyspace.KAFKA_OUTBOX
 #: other, whatever an entry says: write access to Redis must not become write access to
 #: every table the sink's ClickHouse user can reach. A new table is added here.
 CLICKHOUSE_TABLES = frozenset(
-    {"events", "segment_changes", "rule_decisions", "profile_snapshots", "identity_merges"}
+    {
+        "events",
+        "segment_changes",
+        "rule_decisions",
+        "profile_snapshots",
+        "identity_merges",
+        "points_ledger",
+        "tag_changes",
+        "level_changes",
+    }
 )
 
 

@@ -22,6 +22,7 @@ EXAMPLE_RULES = REPO_ROOT / "rules" / "example.yaml"
 #: The privacy key of the embedded stack when ECRM_PRIVACY_SECRET is unset: published here, so
 #: it protects nothing; a ClickHouse server (production) refuses to run without a real one.
 DEV_PRIVACY_KEY = b"ecrm-embedded-development-key-not-a-secret"
+EXAMPLE_MEMBERSHIP = REPO_ROOT / "rules" / "membership.yaml"
 
 
 class Settings(BaseSettings):
@@ -43,6 +44,9 @@ class Settings(BaseSettings):
     redis_url: str = EMBEDDED_REDIS
     clickhouse_url: str = EMBEDDED_CLICKHOUSE
     rules_file: Path = EXAMPLE_RULES
+    #: The membership programme (levels, points, benefits, tags; docs/membership.md),
+    #: re-read when it changes like the rules file.
+    membership_file: Path = EXAMPLE_MEMBERSHIP
     topic_prefix: str = "ecrm."
 
     #: Partitions of every input topic (tables are co-partitioned with them).

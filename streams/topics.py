@@ -14,9 +14,19 @@ from streams.settings import Settings
 
 #: Topics storefronts write to (CONTRACT.md "Input topics"), and `campaigns`, ecrm's own
 #: input topic that `ecrm campaign send` writes (docs/campaigns.md).
-INPUT_KINDS = ("orders", "cart", "favorites", "browse", "customers", "campaigns", "identities")
+INPUT_KINDS = (
+    "orders",
+    "cart",
+    "favorites",
+    "browse",
+    "customers",
+    "campaigns",
+    "identities",
+    "points",
+    "tags",
+)
 #: Topics ecrm writes to (CONTRACT.md "Output topics").
-OUTPUT_KINDS = ("actions", "segment-changes", "dead-letter")
+OUTPUT_KINDS = ("actions", "segment-changes", "dead-letter", "member-changes")
 
 
 def contract_topics(settings: Settings) -> dict[str, str]:

@@ -20,6 +20,8 @@ from schemas.events import (
     Event,
     FavoriteEvent,
     OrderEvent,
+    PointsEvent,
+    TagEvent,
 )
 
 #: The `events` columns a replay reads (clickhouse/001_events.sql).
@@ -84,4 +86,8 @@ def event_from_row(row: Mapping[str, Any]) -> Event:
     if kind == "customer":
         attributes = json.loads(row["attributes"]) if row.get("attributes") else {}
         return CustomerEvent.model_validate({**fields, **attributes})
+    if kind == "points":
+        return PointsEvent.model_validate({**fields, "order_id": row.get("order_id") or None})
+    if kind == "tag":
+        return TagEvent.model_validate(fields)
     raise ValueError(f"events row {row.get('event_id')!r} has unknown kind {kind!r}")

@@ -24,10 +24,12 @@ from datetime import datetime
 
 from agents.backtest.report import Tally
 from agents.customer_step import Customer, Step, StepContext, on_clock, on_event
+from agents.membership.state import MemberState
 from agents.profile.fold import RfmPolicy
 from agents.rules.contact_policy import BudgetBook
 from agents.rules.state import CustomerRuleState, Decision
 from schemas.events import Event
+from schemas.membership import Programme
 from schemas.profile import Profile
 from schemas.rules import RuleSet
 
@@ -66,6 +68,9 @@ class Replay:
     clock: datetime | None = None
     profiles: dict[str, Profile] = field(default_factory=dict)
     states: dict[str, CustomerRuleState] = field(default_factory=dict)
+    #: the membership programme (levels, points, tags move as live; its triggers fire)
+    programme: Programme | None = None
+    members: dict[str, MemberState] = field(default_factory=dict)
     _due: dict[str, datetime] = field(default_factory=dict)
     _heap: list[tuple[datetime, str]] = field(default_factory=list)
 
@@ -95,14 +100,19 @@ class Replay:
     @property
     def ctx(self) -> StepContext:
         return StepContext(
-            self.policy, self.rules, self.budget, consent_default=self.consent_default
+            self.policy,
+            self.rules,
+            self.budget,
+            consent_default=self.consent_default,
+            programme=self.programme,
         )
 
     def _customer(self, cid: str) -> Customer:
         profile = self.profiles.get(cid)
         if profile is None:
             return Customer.new(cid)
-        return Customer(profile, self.states.get(cid) or CustomerRuleState(customer_id=cid))
+        rules = self.states.get(cid) or CustomerRuleState(customer_id=cid)
+        return Customer(profile, rules, self.members.get(cid))
 
     def _event(self, event: Event, now: datetime) -> None:
         """The keeper's batch step, for one customer's one event."""
@@ -118,6 +128,8 @@ class Replay:
         cid = customer.customer_id
         self.profiles[cid] = customer.profile
         self.states[cid] = customer.rules
+        if customer.member is not None and not customer.member.is_empty():
+            self.members[cid] = customer.member
         self.stats.events += len(step.applied)
         self.stats.duplicates += len(step.duplicates)
         self.stats.segment_changes += len(step.changes)

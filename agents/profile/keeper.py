@@ -17,16 +17,20 @@ import asyncio
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any, cast
 
+import orjson
 from pydantic import ValidationError
 
 from agents.customer_step import Customer, Step, StepContext, advance, on_event, wake_of
 from agents.identity import MAX_REDIRECTS, merge
+from agents.membership.book import ProgrammeBook
+from agents.membership.rows import rows_by_table
+from agents.membership.state import MemberState, Movement
 from agents.profile.event_time import EventClock
 from agents.profile.fold import RfmPolicy
 from agents.profile.poison import apply_or_split, reason
@@ -36,6 +40,7 @@ from agents.rules.contact_policy import BudgetBook
 from agents.rules.shell import MarketingStep
 from agents.rules.state import CustomerRuleState
 from schemas.events import EVENT_BY_TOPIC, TIME_WINDOW, Event, IdentityEvent, TimeWindow
+from schemas.membership import Programme
 from schemas.outputs import DeadLetter, SegmentChange, bounded_key
 from schemas.pii import PiiGuard, looks_personal, scrub
 from schemas.privacy import erasure_token
@@ -148,24 +153,65 @@ class ProfileKeeper:
     #: unknown); set by the worker. Without it (tests driving the keeper with their own
     #: clock) events are applied as they come and timers follow the clock given.
     highwater: Callable[[str, int], int | None] | None = None
+    #: the membership programme in force (None: no membership; levels, points, tags stay)
+    membership: ProgrammeBook | None = None
+    #: asks the broker for the end offsets of (topic, partition)s; set by the worker. A
+    #: partition the consumer has not fetched from yet has no known end, and the event-time
+    #: clock must hold everything until it has one: a rarely used topic (points, tags) would
+    #: otherwise hold a whole backlog until the busy topics are drained
+    end_offsets: Callable[[list[tuple[str, int]]], Awaitable[dict[tuple[str, int], int]]] | None = (
+        None
+    )
     _event_clock: EventClock | None = None
     #: ids linked to another customer, as learnt from their redirect stubs in Redis (a link
     #: is never undone, so what is learnt stays true)
     redirects: dict[str, str] = field(default_factory=dict)
+    _ends: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    @property
+    def programme(self) -> Programme | None:
+        return self.membership.programme if self.membership is not None else None
+
+    def member_keys(self, customers: Iterable[str]) -> list[str]:
+        """The member states a unit reads beside the profiles (none without a programme)."""
+        return [keyspace.member(c) for c in customers] if self.membership is not None else []
 
     @property
     def event_clock(self) -> EventClock | None:
         """The partitions' event-time clocks and held events (agents/profile/event_time.py)."""
         if self._event_clock is None and self.highwater is not None:
             topics = tuple(self.app.settings.topic(name) for name in INPUT_TOPICS)
-            self._event_clock = EventClock(topics, self.highwater)
+            self._event_clock = EventClock(topics, self._end_of)
         return self._event_clock
+
+    def _end_of(self, topic: str, partition: int) -> int | None:
+        """The consumer's end offset; until it has fetched there, the broker's, if asked."""
+        end = self.highwater(topic, partition) if self.highwater is not None else None
+        return end if end is not None else self._ends.get((topic, partition))
+
+    async def _know_ends(self, partitions: Iterable[int]) -> None:
+        """Ask the broker once for the ends the consumer does not know yet."""
+        clock = self.event_clock
+        if clock is None or self.end_offsets is None:
+            return
+        unknown = [
+            (t, p)
+            for p in partitions
+            for t in clock.topics
+            if (t, p) not in self._ends and self._end_of(t, p) is None
+        ]
+        if unknown:
+            try:
+                self._ends.update(await self.end_offsets(unknown))
+            except Exception as exc:  # noqa: BLE001 - the consumer's own fetch will tell later
+                log.info("end offsets of %d partitions not known yet: %s", len(unknown), exc)
 
     def rebalanced(self) -> None:
         """Partitions moved: the consumer re-reads from the committed offsets, so whatever
         was held is read again, and each partition's clock starts over."""
         if self._event_clock is not None:
             self._event_clock.reset()
+        self._ends.clear()
 
     def clock_for(self, partition: int, wall: datetime) -> tuple[datetime | None, bool]:
         """(the time a partition's timers may act on, live). Live, the wall clock; while a
@@ -199,6 +245,7 @@ class ProfileKeeper:
                 ready = list(items)
             else:
                 await self._know_positions({i.partition for i in items})
+                await self._know_ends({i.partition for i in items})
                 clock.read(items, wall)
                 ready = self._release(clock, {i.partition for i in items}, wall)
             if ready:
@@ -318,6 +365,7 @@ class ProfileKeeper:
         times = [i.event.ts for i in items if i.event is not None]
         span = (min([*times, now]), now)  # events are decided at their own times, up to now
         raw_keys = MarketingStep.keys(rules, customers, span) if rules else []
+        raw_keys += self.member_keys(customers)
         markers = self.erasure_markers(customers)
         raw_keys += markers.values()
         async with store.unit([c.encode() for c in customers], sources, raw_keys) as unit:
@@ -392,6 +440,7 @@ class ProfileKeeper:
                     live = True
                 else:
                     await self._know_positions([partition])
+                    await self._know_ends([partition])
                     clock, live = self.clock_for(partition, wall)
                 if clock is not None:
                     total += await self._sweep_partition(partition, clock, live, wall)
@@ -421,6 +470,7 @@ class ProfileKeeper:
         earliest = datetime.fromtimestamp(due_at[0][1] / 1000, UTC)
         span = (min(earliest, clock), clock)
         raw_keys = MarketingStep.keys(rules, customers, span) if rules else []
+        raw_keys += self.member_keys(customers)
         markers = self.erasure_markers(customers)
         raw_keys += markers.values()
         try:
@@ -470,6 +520,12 @@ class _Batch:
     linked: dict[str, str] = field(default_factory=dict)
     #: rows for ClickHouse `identity_merges`
     merges: list[dict[str, Any]] = field(default_factory=list)
+    movements: list[Movement] = field(default_factory=list)
+
+    @cached_property
+    def programme(self) -> Programme | None:
+        """Read once per unit: a reload takes effect at the next unit."""
+        return self.keeper.programme
 
     @cached_property
     def ctx(self) -> StepContext:
@@ -480,12 +536,17 @@ class _Batch:
             m.budget if m else BudgetBook(),
             self.wall,
             consent_default=self.keeper.app.settings.consent_granted,
+            programme=self.programme,
         )
 
     def customer(self, customer_id: str) -> Customer:
         m = self.marketing
         rules = m.state(customer_id) if m else CustomerRuleState(customer_id=customer_id)
-        return Customer(self.keeper.load(customer_id), rules)
+        member = None
+        if self.programme is not None:
+            raw = self.unit.get(keyspace.member(customer_id))
+            member = MemberState.model_validate_json(raw) if raw else None
+        return Customer(self.keeper.load(customer_id), rules, member)
 
     def took(self, step: Step, partition: int) -> None:
         """Keep what a customer step did: the profile, rule state, changes, wake-up."""
@@ -496,6 +557,13 @@ class _Batch:
         if self.marketing is not None:
             self.marketing.took(step.customer.rules, step.rules_changed, step.decisions)
         self.keeper.app.profiles[profile.customer_id.encode()] = stored(profile)
+        member = step.customer.member
+        if self.programme is not None and member is not None and not member.is_empty():
+            key = keyspace.member(profile.customer_id)
+            value = member.model_dump_json().encode()
+            if value != self.unit.get(key):
+                self.unit.put(key, value)
+        self.movements.extend(step.movements)
         self.snapshots.append(profile_row(profile, self.written_at))
         due = keyspace.due(partition)
         if step.wake is None:
@@ -610,6 +678,14 @@ class _Batch:
             for change in self.changes:
                 unit.add(kafka_message(topic, change.customer_id, change.to_json()))
             self.stats["segment_changes"] = len(self.changes)
+        if self.movements:
+            for table, rows in rows_by_table(self.movements).items():
+                unit.add(clickhouse_entry(table, rows))
+            topic = settings.topic("member-changes")
+            for move in self.movements:
+                message = orjson.dumps(move.as_message())
+                unit.add(kafka_message(topic, move.customer_id, message))
+            self.stats["member_changes"] = len(self.movements)
         for name, n in self.stats.items():
             if n:
                 unit.hincrby(keyspace.STATS, name, n)

@@ -17,6 +17,8 @@ from schemas.events import (
     Event,
     FavoriteEvent,
     OrderEvent,
+    PointsEvent,
+    TagEvent,
 )
 from schemas.outputs import SegmentChange
 from schemas.profile import Profile
@@ -83,6 +85,14 @@ def event_row(
         row.update(campaign=event.campaign)
     elif isinstance(event, CustomerEvent):
         row.update(attributes=json_text(customer_attributes(event)))
+    elif isinstance(event, PointsEvent):
+        # a request's own fields ride in `extra`, so the backtest reads the request back
+        request = {"kind": event.request, "points": event.points, "reason": event.reason}
+        if event.level is not None:
+            request["level"] = event.level
+        row.update(order_id=event.order_id or "", extra=json_text({**event.extra, **request}))
+    elif isinstance(event, TagEvent):
+        row.update(extra=json_text({**event.extra, "tag": event.tag, "op": event.op}))
     return row
 
 

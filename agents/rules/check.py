@@ -57,6 +57,20 @@ def describe_rule(rule: Rule) -> str:
         move = when.segment_change
         before, after = "|".join(move.from_ or ["any"]), "|".join(move.to or ["any"])
         trigger = f"segment change from {before} to {after}"
+    elif when.level_change is not None:
+        level = when.level_change
+        before, after = "|".join(level.from_ or ["any"]), "|".join(level.to or ["any"])
+        trigger = f"level change from {before} to {after}" + (
+            f" ({level.direction})" if level.direction != "any" else ""
+        )
+    elif when.level_expiring is not None:
+        trigger = f"level drops within {format_duration(when.level_expiring.within)}"
+    elif when.points_expiring is not None:
+        pts = when.points_expiring
+        trigger = f"at least {pts.at_least} points lapse within {format_duration(pts.within)}"
+    elif when.birthday is not None:
+        ahead = when.birthday.before
+        trigger = "birthday" + (f", {format_duration(ahead)} ahead" if ahead else "")
     else:
         trigger = f"{when.event}{_where(when.where)}"
         if when.first_order:

@@ -3,7 +3,8 @@
 #   storefront  writes the storefront input topics, nothing else
 #   ecrm-worker reads the input topics, writes the output topics, its consumer group and
 #               Faust's own topics (prefix ECRM_APP_ID-)
-#   ecrm-ops    writes what `ecrm` commands produce: campaigns and customers (consent)
+#   ecrm-ops    writes what `ecrm` commands produce: campaigns, customers (consent), points
+#               and tags (membership)
 # Nobody else writes ecrm.actions: only the worker, whose user only ecrm's workers know.
 set -eu
 : "${KAFKA_ADMIN_PASSWORD:?}"
@@ -16,7 +17,7 @@ sasl.mechanism=SCRAM-SHA-512
 sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="${KAFKA_ADMIN_PASSWORD}";
 PROPERTIES
 K="--bootstrap-server kafka:9092 --command-config $ADMIN"
-for kind in orders cart favorites browse customers campaigns identities actions segment-changes dead-letter; do
+for kind in orders cart favorites browse customers campaigns identities points tags actions segment-changes member-changes dead-letter; do
   /opt/kafka/bin/kafka-topics.sh $K --create --if-not-exists --topic "${P}${kind}" \
     --partitions "${ECRM_PARTITIONS:-4}" --replication-factor 1
 done
@@ -24,16 +25,16 @@ acl() { /opt/kafka/bin/kafka-acls.sh $K --add --force "$@"; }
 for kind in orders cart favorites browse customers identities; do
   acl --allow-principal User:storefront --operation Write --operation Describe --topic "${P}${kind}"
 done
-for kind in orders cart favorites browse customers campaigns identities; do
+for kind in orders cart favorites browse customers campaigns identities points tags; do
   acl --allow-principal User:ecrm-worker --operation Read --operation Describe --topic "${P}${kind}"
 done
-for kind in actions segment-changes dead-letter; do
+for kind in actions segment-changes member-changes dead-letter; do
   acl --allow-principal User:ecrm-worker --operation Write --operation Read --operation Describe --topic "${P}${kind}"
 done
 acl --allow-principal User:ecrm-worker --operation All --resource-pattern-type prefixed --topic "${APP}-"
 acl --allow-principal User:ecrm-worker --operation Read --operation Describe --group "${APP}"
 acl --allow-principal User:ecrm-worker --operation Describe --cluster
-for kind in campaigns customers; do
+for kind in campaigns customers points tags; do
   acl --allow-principal User:ecrm-ops --operation Write --operation Describe --topic "${P}${kind}"
 done
 acl --allow-principal User:ecrm-ops --operation Describe --cluster

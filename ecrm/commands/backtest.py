@@ -31,6 +31,7 @@ from agents.profile.keeper import rfm_policy
 from agents.rules.check import check_rules
 from schemas.errors import ConfigError
 from schemas.events import Event
+from schemas.membership import Programme, load_programme
 from schemas.rule_values import parse_duration
 from schemas.rules import RuleSet, load_rules
 from streams.analysis import open_for_analysis
@@ -149,6 +150,7 @@ def run_backtest(
     page_rows: int = PAGE_ROWS,
     keep_decisions: bool = False,
     consent_default: bool = True,
+    programme: Programme | None = None,
 ) -> tuple[BacktestRun, Replay]:
     """Replay [since - warm_up, until) and run the clock to `until`; decisions from `since` on
     are tallied (and kept in `Replay.decisions` with `keep_decisions`)."""
@@ -164,6 +166,7 @@ def run_backtest(
         tally=tally,
         keep_decisions=keep_decisions,
         consent_default=consent_default,
+        programme=programme,
     )
     replay.feed_all(history(ch, warm_from, until, page_rows=page_rows))
     replay.advance(until)
@@ -215,6 +218,7 @@ def run_backtest_cmd(
             warm_up=warm,
             source=str(path),
             consent_default=settings.consent_granted,
+            programme=load_programme(settings.membership_file),
         )
     finally:
         ch.close()

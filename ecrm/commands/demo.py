@@ -23,9 +23,11 @@ import yaml
 from kafka import KafkaProducer
 
 from agents.profile.keeper import messages_handled
+from ecrm.commands.member import show_member
 from ecrm.commands.profile import show_profile
 from ecrm.dev.processes import spawn_worker, stop_process
 from ecrm.dev.traffic import StoreEvent, synthetic_traffic
+from schemas.membership import load_programme
 from schemas.outputs import SEGMENTS
 from schemas.profile import Profile, from_stored
 from streams import keyspace
@@ -200,6 +202,9 @@ def _summary(
     say(
         f"  segment changes      {stats.get('segment_changes', 0):>10,}   (on {s.topic('segment-changes')})"
     )
+    say(
+        f"  member changes       {stats.get('member_changes', 0):>10,}   (points, levels, tags, on {s.topic('member-changes')})"
+    )
     say(f"  throughput           {produced / elapsed:>10,.0f}   events/s")
     profiles = _profiles(client)
     counts = Counter(p.segment for p in profiles)
@@ -216,6 +221,7 @@ def _summary(
         say(f"  a sample profile (the top spender), as `ecrm profile {top.customer_id}` prints it:")
         show_profile(s, top.customer_id, as_json=False)
     _rules_table(client)
+    _membership(s, ch, profiles)
     say()
     say("  ClickHouse: GMV by current segment (clickhouse/queries/gmv_by_segment.sql)")
     _gmv_table(ch)
@@ -264,6 +270,38 @@ def _rules_table(client: redis.Redis) -> None:
         )
     if not per_rule:
         say("    (no rule fired)")
+
+
+def _membership(s: Settings, ch: ClickHouse, profiles: list[Profile]) -> None:
+    """Members per level, points outstanding and lapsing, top tags; a sample member view."""
+    programme = load_programme(s.membership_file)
+    levels = Counter(p.level for p in profiles if p.level)
+    say()
+    say(f"  membership ({s.membership_file.name}): members per level")
+    for level in programme.levels.ladder:
+        n = levels.get(level.id, 0)
+        bar = "#" * (max(1, 50 * n // max(levels.values())) if n else 0)
+        say(f"    {level.id:<10} {level.name or '':<6} {n:>7,}  {bar}")
+    say(
+        f"  points outstanding   {sum(p.points for p in profiles):>10,}   spendable "
+        f"(+{sum(p.points_pending for p in profiles):,} pending in return windows)"
+    )
+    today = datetime.now(programme.zone).date().replace(day=1)
+    next_month = (today + timedelta(days=32)).replace(day=1)
+    liability = ch.query(load_query("points_liability"), {"timezone": programme.timezone})
+    lapsing = sum(r["points"] for r in liability if r["expiry_month"] == next_month)
+    say(f"  lapsing next month   {lapsing:>10,}   ({next_month:%Y-%m}; ecrm sql points_liability)")
+    for row in liability[:3]:
+        month = f"{row['expiry_month']:%Y-%m}" if row["expiry_month"] else "never"
+        say(f"    lapse {month:<8} {row['points']:>10,} points  {row['members']:>6,} members")
+    tags = Counter(t for p in profiles for t in p.tags)
+    say(f"  top tags             {', '.join(f'{t} {n:,}' for t, n in tags.most_common(5)) or '-'}")
+    members = [p for p in profiles if p.level]
+    if members:
+        top = max(members, key=lambda p: (programme.levels.rank(p.level), p.points))
+        say()
+        say(f"  a sample member, as `ecrm member show {top.customer_id}` prints it:")
+        show_member(s, top.customer_id, as_json=False)
 
 
 def _gmv_table(ch: ClickHouse) -> None:

@@ -30,6 +30,12 @@ def show_profile(settings: Settings, customer_id: str, as_json: bool) -> int:
     print(f"favourites   {', '.join(profile.favorites) or '-'}")
     top = sorted(profile.views.items(), key=lambda kv: -kv[1].count)[:5]
     print(f"most viewed  {', '.join(f'{s} ({v.count})' for s, v in top) or '-'}")
+    if profile.level is not None:
+        print(
+            f"member       {profile.level}, {profile.points} points"
+            f" ({profile.points_pending} pending)  (ecrm member show {profile.customer_id})"
+        )
+    print(f"tags         {', '.join(profile.tags) or '-'}")
     return 0
 
 

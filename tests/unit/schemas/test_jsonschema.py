@@ -29,6 +29,8 @@ CONTRACT_REQUIRED = {
     "customer": EVENT,
     "campaign": [*EVENT, "campaign"],
     "identity": [*EVENT, "previous_id"],
+    "points": [*EVENT, "kind", "points"],
+    "tag": [*EVENT, "tag"],
     "action": ["action_id", "rule_id", "customer_id", "kind", "fired_at"],
     "segment-change": ["customer_id", "from", "to", "at"],
     "dead-letter": ["topic", "partition", "offset", "error", "value_b64", "at"],
@@ -143,6 +145,11 @@ def _samples() -> dict[str, list[dict[str, Any]]]:
         ],
         "campaign": [{**event, "event_id": "campaign:spring-sale:c-1", "campaign": "spring-sale"}],
         "identity": [{**event, "previous_id": "anon-1"}],
+        "points": [
+            {**event, "kind": "redeem", "points": 500, "reason": "checkout", "order_id": "o-1"},
+            {**event, "kind": "adjust", "points": -20},
+        ],
+        "tag": [{**event, "tag": "wholesale"}, {**event, "tag": "wholesale", "op": "remove"}],
         "action": [
             json.loads(
                 Action(

@@ -45,6 +45,9 @@ def test_the_shipped_example_loads_with_every_rule_the_issue_asks_for() -> None:
         "welcome",
         "big-order-thanks",
         "winback-campaign",
+        "level-up-gift",
+        "keep-your-level",
+        "points-lapsing",
     ]
     cart = rules.get("abandoned-cart")
     assert cart is not None
@@ -61,7 +64,8 @@ def test_the_shipped_example_loads_with_every_rule_the_issue_asks_for() -> None:
 def test_check_says_what_each_rule_does_and_exits_zero() -> None:
     code, message = check_rules(EXAMPLE)
     assert code == 0
-    assert "7 rules" in message
+    assert "10 rules" in message
+    assert "level change from any to gold|diamond (up)" in message
     assert (
         "abandoned-cart" in message and "not followed by orders(status=paid) within 30m" in message
     )
