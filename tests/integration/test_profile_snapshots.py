@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from streams.clickhouse import SQL_DIR, ConnectClickHouse, connect, migrate
+from streams.clickhouse import SQL_DIR, ConnectClickHouse, connect, migrate, migration_files
 
 pytestmark = pytest.mark.integration
 
@@ -57,8 +57,9 @@ def test_history_from_before_the_migration_gives_the_same_latest_profiles_after_
 ) -> None:
     old = tmp_path / "old-migrations"
     old.mkdir()
-    for path in SQL_DIR.glob("0[01]?_*.sql"):  # ecrm as it was: 001-015
-        shutil.copy(path, old)
+    for version, path in migration_files(SQL_DIR):  # ecrm as it was: 001-015
+        if version <= 15:
+            shutil.copy(path, old)
     migrate(ch, old)
     ch.insert(
         "profile_snapshots",
@@ -72,7 +73,7 @@ def test_history_from_before_the_migration_gives_the_same_latest_profiles_after_
     )
     before = ch.query("SELECT * FROM profiles_latest ORDER BY customer_id")
 
-    assert migrate(ch)[:5] == [
+    assert [m for m in migrate(ch) if m.startswith("03")][:5] == [
         "030_profile_snapshots_keep_history",
         "031_profiles_latest_drop",
         "032_profile_snapshots_drop",
