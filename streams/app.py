@@ -8,6 +8,7 @@ from typing import Any
 import faust
 from faust.types import TP
 
+from schemas.events import EVENT_BY_TOPIC
 from streams.batches import MAX_PARTITION_FETCH_BYTES, SCHEME, register_batch_transport
 from streams.kafka_auth import KafkaAuth
 from streams.redis_store import RedisStore, register_redis_store
@@ -17,17 +18,7 @@ from streams.settings import Settings
 #: the contract's storefront topics, `campaigns` (written by `ecrm campaign send`),
 #: `identities` (written by `ecrm api`), and the membership requests: `points` (redeem,
 #: adjust, level) and `tags` (manual tags)
-INPUT_TOPICS = (
-    "orders",
-    "cart",
-    "favorites",
-    "browse",
-    "customers",
-    "campaigns",
-    "identities",
-    "points",
-    "tags",
-)
+INPUT_TOPICS = tuple(EVENT_BY_TOPIC)
 OUTPUT_TOPICS = ("actions", "segment-changes", "dead-letter", "member-changes")
 #: What a record adds to its key and value on the wire (batch and record headers), with room.
 RECORD_OVERHEAD_BYTES = 1024

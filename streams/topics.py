@@ -9,22 +9,13 @@ from kafka import errors as kafka_errors
 from kafka.admin import NewTopic
 
 from schemas.errors import KafkaError
+from schemas.events import EVENT_BY_TOPIC
 from streams.kafka_auth import PLAINTEXT, KafkaAuth
 from streams.settings import Settings
 
 #: Topics storefronts write to (CONTRACT.md "Input topics"), and `campaigns`, ecrm's own
 #: input topic that `ecrm campaign send` writes (docs/campaigns.md).
-INPUT_KINDS = (
-    "orders",
-    "cart",
-    "favorites",
-    "browse",
-    "customers",
-    "campaigns",
-    "identities",
-    "points",
-    "tags",
-)
+INPUT_KINDS = tuple(EVENT_BY_TOPIC)
 #: Topics ecrm writes to (CONTRACT.md "Output topics").
 OUTPUT_KINDS = ("actions", "segment-changes", "dead-letter", "member-changes")
 
