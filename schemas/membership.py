@@ -27,7 +27,7 @@ from schemas.rule_values import (
     ZoneName,
     did_you_mean,
 )
-from schemas.rules_yaml import RulesSyntaxError, explain, read_yaml
+from schemas.rules_yaml import RulesSyntaxError, explain, read_text_file, read_yaml
 
 __all__ = [
     "Earn",
@@ -244,12 +244,7 @@ SECTIONS = ("timezone", "points", "levels", "tags")
 def load_programme(path: Path) -> Programme:
     """Read and check a programme file; MembershipSyntaxError if unreadable, else
     MembershipError naming each wrong field."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise MembershipSyntaxError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MembershipSyntaxError(f"{path}: cannot be read ({exc})") from None
+    text = read_text_file(path, MembershipSyntaxError)
     return parse_programme(text, str(path))
 
 

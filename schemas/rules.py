@@ -44,7 +44,7 @@ from schemas.rule_values import (
     did_you_mean,
     one_of,
 )
-from schemas.rules_yaml import RulesSyntaxError, explain, read_yaml
+from schemas.rules_yaml import RulesSyntaxError, explain, read_text_file, read_yaml
 
 __all__ = [
     "CHANNELS",
@@ -308,12 +308,7 @@ class RuleSet(Strict):
 
 def load_rules(path: Path) -> RuleSet:
     """Read and check a rules file; RulesSyntaxError if unreadable, RulesError if wrong."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RulesSyntaxError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RulesSyntaxError(f"{path}: cannot be read ({exc})") from None
+    text = read_text_file(path, RulesSyntaxError)
     return parse_rules(text, str(path))
 
 

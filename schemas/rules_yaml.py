@@ -4,6 +4,7 @@ override) and turning pydantic's errors into lines a marketer can act on."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Union, get_args, get_origin
 
@@ -42,6 +43,17 @@ _StrictLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
     _mapping_without_repeats,
 )
+
+
+def read_text_file(path: Path, error: type[Exception]) -> str:
+    """A rules or programme file's text; `error` (the file kind's syntax error) when it is
+    missing or unreadable."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: cannot be read ({exc})") from None
 
 
 def read_yaml(text: str, source: str) -> Any:
