@@ -99,9 +99,13 @@ def test_redis_crash_and_a_frozen_broker_lose_nothing_and_apply_nothing_twice(
 
         traffic.join(timeout=180)
         assert done.is_set(), "the storefront could not send everything"
-        wait_for(
-            lambda: stats(rds).get("events", 0) >= EVENTS, timeout=120, what="every event applied"
-        )
+        try:
+            wait_for(lambda: stats(rds).get("events", 0) >= EVENTS, timeout=120)
+        except AssertionError:  # say where it stood: counters, the worker, what it warned of
+            raise AssertionError(
+                f"not every event applied: {stats(rds)}; worker alive: "
+                f"{worker.proc.poll() is None}\n{_warnings(worker)}"
+            ) from None
         time.sleep(1)  # a late duplicate would show up here
         assert stats(rds)["events"] == EVENTS, worker.log_tail()
         assert stats(rds).get("duplicates", 0) == 0
@@ -114,3 +118,8 @@ def test_redis_crash_and_a_frozen_broker_lose_nothing_and_apply_nothing_twice(
     finally:
         producer.close(timeout=5)
         worker.stop()
+
+
+def _warnings(worker: WorkerProcess, n: int = 40) -> str:
+    lines = worker.log_path.read_text(errors="replace").splitlines()
+    return "\n".join([line for line in lines if "WARNING" in line or "ERROR" in line][-n:])
