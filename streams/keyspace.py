@@ -1,9 +1,16 @@
 """Every Redis name ecrm uses, in one place.
 
-Nothing else in the code writes `ecrm:`. Names that belong to a Kafka partition take the
-partition, so that moving to Redis Cluster (every key of one batch unit in one hash slot,
-`ecrm:{p3}:…`) is a change to this module alone. Everything starts with `PREFIX`, so one
-Redis can be shared with other programs and inspected with `SCAN MATCH ecrm:*`.
+Nothing else in the code writes `ecrm:`. Everything starts with `PREFIX`, so one Redis can be
+shared with other programs and inspected with `SCAN MATCH ecrm:*`.
+
+**Hash tags.** Every name a batch unit touches carries its Kafka partition's hash tag,
+`ecrm:{p3}:…`, so on a Redis Cluster one unit's keys share a slot and one MULTI/EXEC holds
+them (streams/redis_client.py); on one server the tag is only part of the name. A customer's
+keys carry the tag of their *home* partition: the one Kafka's default partitioner puts
+messages keyed by their id on (`home`). A partition's keys (due set, watermarks, outboxes,
+counters) carry its own. Names shared by all partitions (a rule's daily budget, a worker's
+counters, the relay's bookkeeping of one outbox) are written only by single-key commands or
+scripts, never inside a unit.
 """
 
 from __future__ import annotations
@@ -15,59 +22,71 @@ PREFIX = "ecrm:"
 #: Name of the Faust table holding the live profiles (its store writes `table_key`s).
 PROFILES_TABLE = "profiles"
 
-# -- per customer ----------------------------------------------------------------------------
+
+def tag(partition: int) -> str:
+    """The start of every name that belongs to Kafka partition `partition`'s slot."""
+    return f"{PREFIX}{{p{partition}}}:"
 
 
-def table_prefix(table: str) -> str:
-    """Prefix of every value of a Faust table kept in Redis (`streams/redis_store.py`)."""
-    return f"{PREFIX}{table}:"
+def home(customer_id: str, partitions: int) -> int:
+    """The partition whose tag a customer's keys carry: where Kafka's default partitioner
+    (murmur2: the Java client, kafka-python, aiokafka, Faust) puts messages keyed by the id."""
+    from kafka.partitioner.default import murmur2
+
+    return (murmur2(customer_id.encode()) & 0x7FFFFFFF) % partitions
 
 
-def table_key(table: str, key: str) -> str:
-    return table_prefix(table) + key
+# -- per customer (tagged by the customer's home partition) ------------------------------------
 
 
-def profile(customer_id: str) -> str:
+def table_key(table: str, key: str, partitions: int) -> str:
+    """A value of a Faust table kept in Redis (`streams/redis_store.py`), keyed by customer."""
+    return f"{tag(home(key, partitions))}{table}:{key}"
+
+
+def profile(customer_id: str, partitions: int) -> str:
     """A customer's live profile (JSON, schemas/profile.py)."""
-    return table_key(PROFILES_TABLE, customer_id)
+    return table_key(PROFILES_TABLE, customer_id, partitions)
 
 
-#: `SCAN MATCH` pattern over every live profile.
-PROFILES_PATTERN = table_prefix(PROFILES_TABLE) + "*"
+#: `SCAN MATCH` pattern over every live profile (a cluster client scans every master).
+PROFILES_PATTERN = f"{PREFIX}{{p*}}:{PROFILES_TABLE}:*"
 
 
-def rule_state(customer_id: str) -> str:
+def customer_of(profile_key: bytes | str) -> str:
+    """The customer id in a profile's name (as `SCAN MATCH PROFILES_PATTERN` yields them)."""
+    name = profile_key.decode() if isinstance(profile_key, bytes) else profile_key
+    return name.split(f"}}:{PROFILES_TABLE}:", 1)[1]
+
+
+def rule_state(customer_id: str, partitions: int) -> str:
     """A customer's rule state: armed waits, count windows, cooldowns, deferred actions."""
-    return f"{PREFIX}rules:{customer_id}"
+    return f"{tag(home(customer_id, partitions))}rules:{customer_id}"
 
 
-def member(customer_id: str) -> str:
+def member(customer_id: str, partitions: int) -> str:
     """A customer's member state: the points lots, the level and its term, manual tags
     (agents/membership/state.py); written only once the customer has one."""
-    return f"{PREFIX}member:{customer_id}"
+    return f"{tag(home(customer_id, partitions))}member:{customer_id}"
 
 
-def customer_keys(customer_id: str) -> list[str]:
+def customer_keys(customer_id: str, partitions: int) -> list[str]:
     """Every key that holds one customer's data, all of which an erasure deletes in one unit.
     A new per-customer key (a membership ledger, tags) is added here, and only here."""
-    return [profile(customer_id), rule_state(customer_id), member(customer_id)]
+    return [
+        profile(customer_id, partitions),
+        rule_state(customer_id, partitions),
+        member(customer_id, partitions),
+    ]
 
 
-def customer_members(customer_id: str, partitions: int) -> list[tuple[str, str]]:
-    """(sorted set, member) of every shared set that names the customer: the due sets of all
-    partitions (an erasure need not know which partition the customer's key hashes to)."""
-    return [(due(p), customer_id) for p in range(partitions)]
-
-
-def erased(token: str) -> str:
+def erased(token: str, partition: int) -> str:
     """The erasure list: one key per erased customer, named by the keyed hash of the id
-    (schemas/privacy.py `erasure_token`), so the list names nobody. The value says when and
-    which erasure (no personal data). Never expires: a replay years later is still dropped."""
-    return f"{PREFIX}erased:{token}"
-
-
-#: erasure id -> what the ClickHouse sink deleted for it (JSON: rows per table, when).
-ERASURES_DONE = f"{PREFIX}erasures:done"
+    (schemas/privacy.py `erasure_token`), so the list names nobody, and tagged by the
+    customer's home partition so the units that would rebuild them read it. The value says
+    when and which erasure (no personal data). Never expires: a replay years later is still
+    dropped."""
+    return f"{tag(partition)}erased:{token}"
 
 
 # -- per Kafka partition -----------------------------------------------------------------------
@@ -75,45 +94,50 @@ ERASURES_DONE = f"{PREFIX}erasures:done"
 
 def due(partition: int) -> str:
     """Sorted set of one partition's customers, scored by when time next matters to them."""
-    return f"{PREFIX}due:{partition}"
+    return f"{tag(partition)}due"
 
 
 def offset(cluster: str, topic: str, partition: int) -> str:
     """Watermark of one source partition. Keyed by the Kafka cluster id too: a broker that
     was recreated empty (the in-memory embedded one after a restart) counts offsets from 0
     again, and must not be mistaken for the one whose offsets Redis remembers."""
-    return f"{PREFIX}offset:{cluster}:{topic}:{partition}"
+    return f"{tag(partition)}offset:{cluster}:{topic}"
 
 
-# -- shared by all workers ---------------------------------------------------------------------
+def stats(partition: int) -> str:
+    """Counters of one partition's input messages (events, duplicates, dead letters — `poison`
+    of them raised when applied, `erased` of them were an erased customer's —, batches,
+    segment changes), `watermark_resets` (streams/resume.py), `erasures` (`ecrm customer
+    erase`) and the ClickHouse outbox's entries and rows (streams/outbox.py). Readers sum the
+    partitions (streams/counters.py)."""
+    return f"{tag(partition)}stats"
 
 
-def budget(rule_id: str, day: date) -> str:
-    """What a rule has spent on one day of the shop's calendar."""
-    return f"{PREFIX}budget:{rule_id}:{day.isoformat()}"
+def rule_stats(partition: int) -> str:
+    """Counters of rule decisions in one partition, `rule_id|outcome[:reason]`."""
+    return f"{tag(partition)}stats:rules"
 
 
-#: Counters of input messages (events, duplicates, dead letters — `poison` of them raised when
-#: applied, `erased` of them were an erased customer's —, batches, segment changes), of
-#: `watermark_resets` (streams/resume.py) and of `erasures` (`ecrm customer erase`).
-STATS = f"{PREFIX}stats"
-#: Counters of rule decisions, `rule_id|outcome[:reason]`.
-RULE_STATS = f"{PREFIX}stats:rules"
+def clickhouse_outbox(partition: int) -> str:
+    """Rows bound for ClickHouse from one partition's units (streams/outbox.py formats,
+    streams/sink.py drains every partition's)."""
+    return f"{tag(partition)}outbox"
 
 
-def worker_stats(pid: int) -> str:
-    """Per-process counters, so operators (and tests) see how work is shared between workers."""
-    return f"{PREFIX}stats:worker:{pid}"
+def kafka_outbox(partition: int) -> str:
+    """Messages bound for Kafka from one partition's units (streams/relay.py sends them)."""
+    return f"{tag(partition)}outbox:kafka"
 
 
-#: Rows bound for ClickHouse (streams/outbox.py formats, streams/sink.py drains).
-CLICKHOUSE_OUTBOX = f"{PREFIX}outbox"
-#: Messages bound for Kafka (streams/outbox.py formats, streams/relay.py sends).
-KAFKA_OUTBOX = f"{PREFIX}outbox:kafka"
+def erasures_done(partition: int) -> str:
+    """erasure id -> what the ClickHouse sink deleted for it (JSON: rows per table, when), for
+    the erasures of customers whose home is `partition`."""
+    return f"{tag(partition)}erasures:done"
 
 
 def rejects(stream: str) -> str:
-    """Where a drainer moves the entries of `stream` it cannot deliver, with the reason."""
+    """Where a drainer moves the entries of `stream` it cannot deliver, with the reason (in
+    the stream's slot)."""
     return f"{stream}:rejects"
 
 
@@ -123,19 +147,39 @@ def sink_groups(stream: str) -> str:
     return f"{stream}:groups"
 
 
-# -- the Kafka relay (streams/relay*.py) ------------------------------------------------------
-
-#: Messages the relay could not send (too large, malformed), whole, with the reason.
-RELAY_REJECTS = f"{PREFIX}relay:rejects"
-#: The relay's counters: sent, skipped, rejected, retries, taken_over.
-RELAY_STATS = f"{PREFIX}relay:stats"
+# -- shared by all partitions (single-key commands only) ---------------------------------------
 
 
-def relay_heartbeat(consumer: str) -> str:
+def budget(rule_id: str, day: date) -> str:
+    """What a rule has spent on one day of the shop's calendar: a hash of the totals and of
+    the bookings made (agents/rules/budget_booking.py)."""
+    return f"{PREFIX}budget:{rule_id}:{day.isoformat()}"
+
+
+def worker_stats(pid: int) -> str:
+    """Per-process counters, so operators (and tests) see how work is shared between workers."""
+    return f"{PREFIX}stats:worker:{pid}"
+
+
+# -- the Kafka relay (streams/relay*.py), in the slot of the outbox it drains -----------------
+
+
+def relay_rejects(stream: str) -> str:
+    """Messages the relay could not send from `stream` (too large, malformed), whole, with
+    the reason."""
+    return rejects(stream)
+
+
+def relay_stats(stream: str) -> str:
+    """The relay's counters for `stream`: sent, skipped, rejected, retries, taken_over."""
+    return f"{stream}:relay:stats"
+
+
+def relay_heartbeat(stream: str, consumer: str) -> str:
     """A relay's heartbeat (with a TTL): only a relay whose heartbeat stopped is taken over."""
-    return f"{PREFIX}relay:heartbeat:{consumer}"
+    return f"{stream}:relay:heartbeat:{consumer}"
 
 
-def relay_marks(consumer: str) -> str:
+def relay_marks(stream: str, consumer: str) -> str:
     """Per-partition topic offsets from which a relay's unacknowledged sends are looked for."""
-    return f"{PREFIX}relay:mark:{consumer}"
+    return f"{stream}:relay:mark:{consumer}"

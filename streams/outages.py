@@ -22,7 +22,7 @@ from streams.redis_store import UnitConflict
 log = logging.getLogger(__name__)
 
 #: Redis refused or could not answer, whatever was asked: down, loading its AOF, a replica
-#: after a failover (READONLY), out of memory, a cluster without a master for a slot.
+#: after a failover (READONLY, MOVED), out of memory, a cluster without a master for a slot.
 REDIS_AWAY: tuple[type[BaseException], ...] = (
     redis.ConnectionError,  # also BusyLoadingError
     redis.TimeoutError,
@@ -31,6 +31,7 @@ REDIS_AWAY: tuple[type[BaseException], ...] = (
     redis.exceptions.MasterDownError,
     redis.exceptions.ClusterDownError,
     redis.exceptions.TryAgainError,
+    redis.exceptions.AskError,  # also MovedError: a failover moved the slot; ask again
 )
 
 

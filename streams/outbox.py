@@ -1,9 +1,10 @@
 """The two outboxes: Redis streams written in the same MULTI as the state they follow.
 
 An entry exists in an outbox if and only if the state change it records was committed, so
-nothing is lost or sent for a change that never happened. This module owns both streams'
-names (from streams/keyspace.py) and their entry formats; streams/sink.py drains the
-ClickHouse one and streams/relay.py the Kafka one.
+nothing is lost or sent for a change that never happened. Each Kafka partition has its own
+pair of streams (`keyspace.clickhouse_outbox(p)`, `keyspace.kafka_outbox(p)`), in the slot of
+the units that write them; this module owns the entry formats; streams/sink.py drains the
+ClickHouse streams and streams/relay.py the Kafka ones.
 """
 
 from __future__ import annotations
@@ -11,15 +12,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
 from streams import keyspace
 from streams.clickhouse import rows_json
 
-CLICKHOUSE_OUTBOX = keyspace.CLICKHOUSE_OUTBOX
-KAFKA_OUTBOX = keyspace.KAFKA_OUTBOX
 #: The tables the workers fill (clickhouse/NNN_*.sql). The sink inserts into these and no
 #: other, whatever an entry says: write access to Redis must not become write access to
 #: every table the sink's ClickHouse user can reach. A new table is added here.
@@ -39,13 +38,19 @@ CLICKHOUSE_TABLES = frozenset(
 
 @dataclass(frozen=True)
 class OutboxEntry:
-    """One XADD: the stream and its fields."""
+    """One XADD: which outbox and the fields; the partition of the unit that writes it picks
+    the stream (`stream`)."""
 
-    stream: str
+    outbox: Literal["clickhouse", "kafka"]
     fields: dict[Any, Any]
     #: rows it carries for ClickHouse (0 for a Kafka message): counted into the outbox's
     #: depth estimate (`outbox_depth`)
     rows: int = 0
+
+    def stream(self, partition: int) -> str:
+        if self.outbox == "clickhouse":
+            return keyspace.clickhouse_outbox(partition)
+        return keyspace.kafka_outbox(partition)
 
 
 # -- rows bound for ClickHouse -----------------------------------------------------------------
@@ -58,10 +63,10 @@ def outbox_entry(table: str, rows: list[dict[str, Any]]) -> dict[str, bytes]:
 
 def clickhouse_entry(table: str, rows: list[dict[str, Any]]) -> OutboxEntry:
     """Rows for one ClickHouse table, inserted later by the sink with a stable token."""
-    return OutboxEntry(CLICKHOUSE_OUTBOX, outbox_entry(table, rows), rows=len(rows))
+    return OutboxEntry("clickhouse", outbox_entry(table, rows), rows=len(rows))
 
 
-#: Fields of `keyspace.STATS` counting every ClickHouse outbox entry ever written and the
+#: Fields of `keyspace.stats(p)` counting every ClickHouse outbox entry ever written and the
 #: rows in them, in the same commit as the entries (streams/redis_store.py `Unit.add`).
 QUEUED_ENTRIES = "clickhouse_outbox_entries"
 QUEUED_ROWS = "clickhouse_outbox_rows"
@@ -117,7 +122,7 @@ def erasure_entry(request: ErasureRequest) -> OutboxEntry:
         "operator": request.operator.encode(),
         "requested_at": request.requested_at.astimezone(UTC).isoformat().encode(),
     }
-    return OutboxEntry(CLICKHOUSE_OUTBOX, fields)
+    return OutboxEntry("clickhouse", fields)
 
 
 def parse_erasure(fields: Mapping[bytes, bytes]) -> ErasureRequest | None:
@@ -150,4 +155,4 @@ def kafka_entry(topic: str, key: bytes | str | None, value: bytes) -> dict[str, 
 
 def kafka_message(topic: str, key: bytes | str | None, value: bytes) -> OutboxEntry:
     """One message for the relay to send to `topic`."""
-    return OutboxEntry(KAFKA_OUTBOX, kafka_entry(topic, key, value))
+    return OutboxEntry("kafka", kafka_entry(topic, key, value))

@@ -1,10 +1,12 @@
 """A Faust table store whose durable copy is Redis, written in atomic batches with offsets.
 
 Faust calls `_get/_set` synchronously, so a Redis round trip there would block the event
-loop per access. Instead the agent opens a `Unit` per batch: it WATCHes and reads every
-key the batch needs (profiles and the source partitions' offset watermarks) in one MGET,
-serves the table from that working set, and commits the dirty values, the new watermarks
-and any outbox entries in one MULTI/EXEC. A worker killed at any instant therefore leaves
+loop per access. Instead the agent opens a `Unit` per partition of a batch: it WATCHes and
+reads every key the batch needs (profiles and the source partitions' offset watermarks) in
+one MGET, serves the table from that working set, and commits the dirty values, the new
+watermarks and any outbox entries in one MULTI/EXEC. Every key of a unit carries its
+partition's hash tag (streams/keyspace.py), so on a Redis Cluster the unit runs on the master
+of that one slot (streams/redis_client.py). A worker killed at any instant therefore leaves
 Redis either before or after the whole batch; a replayed event is recognised by its
 offset. If another worker wrote a watched key in between (a partition handed over), EXEC
 fails with `UnitConflict` and the caller redoes the batch on fresh data.
@@ -12,7 +14,7 @@ fails with `UnitConflict` and the caller redoes the batch on fresh data.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +28,7 @@ from redis.asyncio.client import Pipeline
 from schemas.errors import RedisStoreError
 from streams import keyspace
 from streams.outbox import QUEUED_ENTRIES, QUEUED_ROWS, OutboxEntry
+from streams.redis_client import AsyncRedis, PartitionClients, SyncRedis, async_client, sync_client
 
 
 class UnitConflict(RedisStoreError):
@@ -106,8 +109,14 @@ class Unit:
     committed. Values are written once each at commit, whatever order they changed in.
     """
 
-    def __init__(self, cluster_id: str) -> None:
+    def __init__(self, cluster_id: str, partition: int = 0) -> None:
         self.cluster_id = cluster_id
+        #: the Kafka partition whose slot the unit's keys are in (its outboxes and counters)
+        self.partition = partition
+        #: run just before MULTI (e.g. booking budgets shared across slots); raising aborts
+        self.before_commit: list[Callable[[], Awaitable[None]]] = []
+        #: run when the unit did not commit after `before_commit` ran (give a booking back)
+        self.on_abort: list[Callable[[], Awaitable[None]]] = []
         self.offsets: dict[tuple[str, int], int] = {}
         self._new_offsets: dict[tuple[str, int], int] = {}
         self.values: dict[str, bytes | None] = {}
@@ -147,10 +156,11 @@ class Unit:
     def add(self, entry: OutboxEntry) -> None:
         """Append an entry to an outbox (streams/outbox.py); rows for ClickHouse are counted
         with it, for the outbox's depth (back-pressure)."""
-        self._ops.append(Xadd(entry.stream, entry.fields))
+        self._ops.append(Xadd(entry.stream(self.partition), entry.fields))
         if entry.rows:
-            self._ops.append(Hincrby(keyspace.STATS, QUEUED_ENTRIES, 1))
-            self._ops.append(Hincrby(keyspace.STATS, QUEUED_ROWS, entry.rows))
+            counters = keyspace.stats(self.partition)
+            self._ops.append(Hincrby(counters, QUEUED_ENTRIES, 1))
+            self._ops.append(Hincrby(counters, QUEUED_ROWS, entry.rows))
 
     def zadd(self, key: str, member: str, score: float) -> None:
         self._ops.append(Zadd(key, member, score))
@@ -160,6 +170,10 @@ class Unit:
 
     def hincrby(self, key: str, field: str, amount: int) -> None:
         self._ops.append(Hincrby(key, field, amount))
+
+    def count(self, field: str, amount: int = 1) -> None:
+        """Add to one of the partition's counters (`keyspace.stats`) in the same commit."""
+        self._ops.append(Hincrby(keyspace.stats(self.partition), field, amount))
 
     def ops(self) -> list[Op]:
         """Everything the commit will do, in order: values, watermarks, then side effects."""
@@ -181,29 +195,39 @@ class RedisStore(SerializedStore):
     def __init__(self, url: Any, app: Any, table: Any, **kwargs: Any) -> None:
         super().__init__(url, app, table, **kwargs)
         self.redis_url = str(url)
-        self.key_prefix = keyspace.table_prefix(self.table_name)
+        settings = getattr(app, "settings", None)
+        #: the input topics' partitions: a customer's keys carry their home partition's tag
+        self.partitions: int = settings.partitions if settings is not None else 1
+        self.cluster: bool = settings.redis_cluster if settings is not None else False
         #: id of the Kafka cluster the source offsets belong to (set by the worker at start)
         self.cluster_id = "kafka"
         self._unit: Unit | None = None
-        self._sync: redis.Redis | None = None
-        self._async: aioredis.Redis | None = None
+        self._sync: SyncRedis | None = None
+        self._async: AsyncRedis | None = None
+        self.partition_clients = PartitionClients(self.redis_url, self.cluster)
 
     # -- connections -------------------------------------------------------------------
 
     @property
-    def sync_client(self) -> redis.Redis:
+    def sync_client(self) -> SyncRedis:
+        """For single-key commands and SCANs (a cluster client on a cluster)."""
         if self._sync is None:
-            self._sync = redis.Redis.from_url(self.redis_url)
+            self._sync = sync_client(self.redis_url, self.cluster)
         return self._sync
 
     @property
-    def client(self) -> aioredis.Redis:
+    def client(self) -> AsyncRedis:
+        """For single-key commands (a cluster client on a cluster); units use `for_partition`."""
         if self._async is None:
-            self._async = aioredis.Redis.from_url(self.redis_url)
+            self._async = async_client(self.redis_url, self.cluster)
         return self._async
 
+    async def for_partition(self, partition: int) -> aioredis.Redis:
+        """A client on the node that holds `partition`'s keys, for multi-key commands."""
+        return await self.partition_clients.get(partition)
+
     def redis_key(self, key: bytes) -> str:
-        return self.key_prefix + key.decode()
+        return keyspace.table_key(self.table_name, key.decode(), self.partitions)
 
     # -- the batch unit ----------------------------------------------------------------
 
@@ -213,13 +237,17 @@ class RedisStore(SerializedStore):
         keys: Iterable[bytes],
         sources: Iterable[tuple[str, int]] = (),
         raw_keys: Iterable[str] = (),
+        partition: int = 0,
     ) -> Any:
-        """Read `keys` (table keys), source watermarks and `raw_keys` under WATCH; commit on exit."""
+        """Read `keys` (table keys), source watermarks and `raw_keys` under WATCH; commit on
+        exit. Every key must carry `partition`'s tag (on a cluster, one slot)."""
         source_list = list(dict.fromkeys(sources))
         value_names = list(dict.fromkeys([self.redis_key(k) for k in keys] + list(raw_keys)))
         names = value_names + [keyspace.offset(self.cluster_id, t, p) for t, p in source_list]
-        unit = Unit(self.cluster_id)
-        async with self.client.pipeline(transaction=True) as pipe:
+        unit = Unit(self.cluster_id, partition)
+        client = await self.for_partition(partition)
+        hooked = False
+        async with client.pipeline(transaction=True) as pipe:
             try:
                 if names:
                     await pipe.watch(*names)
@@ -234,14 +262,24 @@ class RedisStore(SerializedStore):
                 self._unit = unit
                 yield unit
                 self._unit = None
+                hooked = True
+                for hook in unit.before_commit:
+                    await hook()
                 pipe.multi()
                 for op in unit.ops():
                     queue(pipe, op)
                 await pipe.execute()
+                hooked = False
             except redis.WatchError as exc:
                 raise UnitConflict("a watched key changed under this batch") from exc
+            except (redis.exceptions.MovedError, redis.ConnectionError):
+                self.partition_clients.forget()  # a failover: ask the cluster where it went
+                raise
             finally:
                 self._unit = None
+                if hooked:
+                    for undo in unit.on_abort:
+                        await undo()
 
     def _open_unit(self, what: str) -> Unit:
         if self._unit is None:
@@ -263,8 +301,10 @@ class RedisStore(SerializedStore):
         self._set(key, None)
 
     def _scan(self) -> Iterator[bytes]:
-        for name in self.sync_client.scan_iter(match=self.key_prefix + "*", count=1000):
-            yield name[len(self.key_prefix) :]
+        marker = f"}}:{self.table_name}:".encode()
+        pattern = f"{keyspace.PREFIX}{{p*}}:{self.table_name}:*"
+        for name in self.sync_client.scan_iter(match=pattern, count=1000):
+            yield name.split(marker, 1)[1]
 
     def _iterkeys(self) -> Iterator[bytes]:
         yield from self._scan()
@@ -286,13 +326,12 @@ class RedisStore(SerializedStore):
         return self._get(key) is not None
 
     def _clear(self) -> None:
-        names = [self.key_prefix + k.decode() for k in self._scan()]
-        for i in range(0, len(names), 1000):
-            self.sync_client.delete(*names[i : i + 1000])
+        for key in list(self._scan()):
+            self.sync_client.delete(self.redis_key(key))
 
     def apply_changelog_batch(self, batch: Iterable[Any], to_key: Any, to_value: Any) -> None:
         """Changelog records (if any table ever wrote them) go straight to Redis."""
-        pipe = self.sync_client.pipeline(transaction=True)
+        pipe = self.sync_client.pipeline(transaction=False)
         for event in batch:
             key: bytes = event.message.key
             value: bytes | None = event.message.value
@@ -326,6 +365,7 @@ class RedisStore(SerializedStore):
         self.reset_state()
 
     async def stop(self) -> None:
+        await self.partition_clients.aclose()
         if self._async is not None:
             await self._async.aclose()
             self._async = None
@@ -339,5 +379,5 @@ def register_redis_store() -> None:
     """Teach Faust the redis:// store URL scheme; call before any table is created."""
     from faust.stores import STORES
 
-    STORES.aliases["redis"] = "streams.redis_store:RedisStore"
-    STORES.aliases["rediss"] = "streams.redis_store:RedisStore"
+    for scheme in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
+        STORES.aliases[scheme] = "streams.redis_store:RedisStore"

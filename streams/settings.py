@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.errors import ConfigError
 from schemas.events import TimeWindow
+from streams.redis_client import CLUSTER_SCHEMES, SyncRedis, is_cluster, sync_client
 
 #: Where the embedded stack listens unless told otherwise; `ecrm up` prints the real values.
 EMBEDDED_KAFKA = "127.0.0.1:19092"
@@ -42,6 +43,9 @@ class Settings(BaseSettings):
     #: CA file that signed the broker's certificate (SSL, SASL_SSL); the system CAs if unset
     kafka_ssl_cafile: Path | None = None
     redis_url: str = EMBEDDED_REDIS
+    #: Redis is a cluster (also when the URL is `redis+cluster://`): keys are hash-tagged by
+    #: partition and every unit stays in one slot (streams/redis_client.py).
+    redis_cluster: bool = False
     clickhouse_url: str = EMBEDDED_CLICKHOUSE
     rules_file: Path = EXAMPLE_RULES
     #: The membership programme (levels, points, benefits, tags; docs/membership.md),
@@ -219,9 +223,20 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _known_redis_scheme(cls, url: str) -> str:
-        if not url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError(f"ECRM_REDIS_URL={url!r}: use redis://[:password@]host:port/db")
+        if not url.startswith(("redis://", "rediss://", "unix://", *CLUSTER_SCHEMES)):
+            raise ConfigError(
+                f"ECRM_REDIS_URL={url!r}: use redis://[:password@]host:port/db, or "
+                "redis+cluster://[:password@]host:port for a Redis Cluster (any one node)"
+            )
         return url
+
+    @property
+    def redis_is_cluster(self) -> bool:
+        return is_cluster(self.redis_url, self.redis_cluster)
+
+    def redis(self, **options: Any) -> SyncRedis:
+        """A client of the shop's Redis, one server or a cluster (streams/redis_client.py)."""
+        return sync_client(self.redis_url, self.redis_cluster, **options)
 
     @property
     def keys_file(self) -> Path:
