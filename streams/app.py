@@ -44,6 +44,8 @@ class StreamApp(faust.App):
     (streams/resume.py reads `sources` after every assignment)."""
 
     sources: SourcePositions | None = None
+    #: the settings, for the Redis store Faust builds (it keys values by partition)
+    ecrm_settings: Settings | None = None
 
 
 @dataclass
@@ -99,6 +101,7 @@ def create_app(settings: Settings) -> EcrmApp:
         datadir=str(settings.data_dir / "faust"),
         autodiscover=False,
     )
+    app.ecrm_settings = settings  # the Redis store keys by partition (streams/redis_store.py)
     inputs = app.topic(
         *(settings.topic(name) for name in INPUT_TOPICS),
         key_type=bytes,

@@ -114,3 +114,10 @@ class PartitionClients:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def mget(client: SyncRedis, keys: list[str]) -> list[Any]:
+    """Values of keys in any slots (a cluster client splits the read by slot)."""
+    if isinstance(client, redis.RedisCluster):
+        return list(client.mget_nonatomic(keys))
+    return list(client.mget(keys))

@@ -46,8 +46,6 @@ class OutsideUnit(RedisStoreError):
 class Set:
     key: str
     value: bytes
-    #: the key expires this long after the write (None: it stays)
-    ttl_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -87,8 +85,8 @@ Op = Set | Delete | Xadd | Zadd | Zrem | Hincrby
 def queue(pipe: Pipeline, op: Op) -> None:
     """Put one operation on a MULTI pipeline."""
     match op:
-        case Set(key, value, ttl_ms):
-            pipe.set(key, value, px=ttl_ms)
+        case Set(key, value):
+            pipe.set(key, value)
         case Delete(key):
             pipe.delete(key)
         case Xadd(stream, fields):
@@ -121,7 +119,6 @@ class Unit:
         self._new_offsets: dict[tuple[str, int], int] = {}
         self.values: dict[str, bytes | None] = {}
         self._dirty: dict[str, None] = {}
-        self._ttl_ms: dict[str, int] = {}
         self._ops: list[Op] = []
 
     # -- the working set ----------------------------------------------------------------
@@ -133,13 +130,10 @@ class Unit:
         except KeyError:
             raise RedisStoreError(f"{key!r} was not read by this unit") from None
 
-    def put(self, key: str, value: bytes | None, *, ttl_s: float | None = None) -> None:
-        """Write (None: delete) a value in the same step; `ttl_s`: it expires that long after
-        (for state only useful for a while, e.g. a day's budget counter)."""
+    def put(self, key: str, value: bytes | None) -> None:
+        """Write (None: delete) a value in the same step."""
         self.values[key] = value
         self._dirty[key] = None
-        if ttl_s is not None:
-            self._ttl_ms[key] = int(ttl_s * 1000)
 
     # -- source offsets -----------------------------------------------------------------
 
@@ -180,7 +174,7 @@ class Unit:
         out: list[Op] = []
         for key in self._dirty:
             value = self.values[key]
-            out.append(Delete(key) if value is None else Set(key, value, self._ttl_ms.get(key)))
+            out.append(Delete(key) if value is None else Set(key, value))
         for (topic, partition), offset in self._new_offsets.items():
             out.append(
                 Set(keyspace.offset(self.cluster_id, topic, partition), str(offset).encode())
@@ -195,10 +189,10 @@ class RedisStore(SerializedStore):
     def __init__(self, url: Any, app: Any, table: Any, **kwargs: Any) -> None:
         super().__init__(url, app, table, **kwargs)
         self.redis_url = str(url)
-        settings = getattr(app, "settings", None)
+        settings = getattr(app, "ecrm_settings", None)
         #: the input topics' partitions: a customer's keys carry their home partition's tag
         self.partitions: int = settings.partitions if settings is not None else 1
-        self.cluster: bool = settings.redis_cluster if settings is not None else False
+        self.cluster: bool = settings.redis_is_cluster if settings is not None else False
         #: id of the Kafka cluster the source offsets belong to (set by the worker at start)
         self.cluster_id = "kafka"
         self._unit: Unit | None = None

@@ -108,7 +108,7 @@ class SourcePositions:
     async def _place(self, consumer: Any, tps: list[TP], committed: dict[TP, int | None]) -> None:
         store = self.store()
         keys = [keyspace.offset(store.cluster_id, tp.topic, tp.partition) for tp in tps]
-        raw = await store.client.mget(keys)
+        raw = [await (await store.for_partition(tp.partition)).get(key) for tp, key in zip(tps, keys, strict=True)]
         starts = await consumer.earliest_offsets(*tps)
         ends = dict(await consumer.highwaters(*tps))
         beyond = {
@@ -139,7 +139,7 @@ class SourcePositions:
                     known.end,
                     known.start,
                 )
-                await forget_watermark(store, key, value)
+                await forget_watermark(store, key, value, tp.partition)
             if todo.seek is not None:
                 log.info(
                     "%s[%d]: resuming at %d, Redis's watermark + 1 (consumer was at %d)",
@@ -185,15 +185,16 @@ async def fetched_ends(
     return ends
 
 
-async def forget_watermark(store: RedisStore, key: str, seen: bytes) -> None:
+async def forget_watermark(store: RedisStore, key: str, seen: bytes, partition: int) -> None:
     """Delete a watermark still at `seen` and count it; WatchError if it moved meanwhile."""
-    async with store.client.pipeline(transaction=True) as pipe:
+    client = await store.for_partition(partition)
+    async with client.pipeline(transaction=True) as pipe:
         await pipe.watch(key)
         if await pipe.get(key) != seen:
             raise redis.WatchError(f"{key} changed while it was being reset")
         pipe.multi()
         pipe.delete(key)
-        pipe.hincrby(keyspace.STATS, "watermark_resets", 1)
+        pipe.hincrby(keyspace.stats(partition), "watermark_resets", 1)
         await pipe.execute()
 
 

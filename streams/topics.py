@@ -10,6 +10,7 @@ from kafka.admin import NewTopic
 
 from schemas.errors import KafkaError
 from schemas.events import EVENT_BY_TOPIC
+from streams import keyspace
 from streams.kafka_auth import PLAINTEXT, KafkaAuth
 from streams.settings import Settings
 
@@ -74,8 +75,5 @@ def partition_counts(admin: KafkaAdminClient, names: list[str]) -> dict[str, int
 
 def partition_for(key: str, partitions: int) -> int:
     """The partition Kafka's default partitioner (murmur2: the Java client, kafka-python,
-    aiokafka, Faust) puts a message keyed `key` on — where a customer's wake-ups belong when
-    it is not the partition an event came on (a linked id's events, agents/identity.py)."""
-    from kafka.partitioner.default import murmur2
-
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+    aiokafka, Faust) puts a message keyed `key` on (streams/keyspace.py `home`)."""
+    return keyspace.home(key, partitions)

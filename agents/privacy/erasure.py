@@ -1,8 +1,9 @@
 """Erasure (PIPL art. 47, GDPR art. 17) and access (art. 45 / art. 15) for one customer.
 
 `erase_customer` removes everything Redis holds of the customer in one MULTI — every key
-`streams/keyspace.py` lists for a customer, their place in the due sets — and in the same
-MULTI puts them on the erasure list (keyed hash of the id, `schemas/privacy.py`) and queues
+`streams/keyspace.py` lists for a customer, their place in their home partition's due set;
+all of it carries the home partition's hash tag, so on a Redis Cluster it is one slot — and
+in the same MULTI puts them on the erasure list (keyed hash of the id, `schemas/privacy.py`) and queues
 the ClickHouse deletion on the outbox, where the sink carries it out after every row queued
 before it (`streams/sink.py`). From that commit on, the workers drop the customer's events,
 later or replayed, as dead letters with reason `erased` and no payload: a batch being decided
@@ -21,14 +22,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import redis
-
 from schemas.privacy import erasure_token
 from schemas.profile import Profile
 from streams import keyspace
 from streams.clickhouse import ClickHouse
 from streams.customer_data import customer_rows
 from streams.outbox import ErasureRequest, erasure_entry
+from streams.redis_client import SyncRedis
 from streams.settings import Settings
 
 
@@ -39,55 +39,66 @@ class Erasure:
     erasure_id: str
     requested_at: datetime
     keys_removed: int
+    #: the customer's home partition: where the sink reports the erasure done
+    partition: int = 0
 
 
 def erase_customer(
-    client: redis.Redis, settings: Settings, customer_id: str, operator: str, now: datetime
+    client: SyncRedis, settings: Settings, customer_id: str, operator: str, now: datetime
 ) -> Erasure:
     """Remove the customer from Redis and keep them erased, in one MULTI (module docstring)."""
     token = erasure_token(customer_id, settings.privacy_key())
     erasure_id = uuid.uuid4().hex
-    keys = keyspace.customer_keys(customer_id)
+    home = keyspace.home(customer_id, settings.partitions)
+    keys = keyspace.customer_keys(customer_id, settings.partitions)
     marker = json.dumps({"erasure_id": erasure_id, "at": now.astimezone(UTC).isoformat()})
     entry = erasure_entry(ErasureRequest(customer_id, erasure_id, operator, now))
     with client.pipeline(transaction=True) as tx:
-        tx.set(keyspace.erased(token), marker)
+        tx.set(keyspace.erased(token, home), marker)
         for key in keys:
             tx.delete(key)
-        for zset, member in keyspace.customer_members(customer_id, settings.partitions):
-            tx.zrem(zset, member)
-        tx.xadd(entry.stream, entry.fields)
-        tx.hincrby(keyspace.STATS, "erasures", 1)
+        tx.zrem(keyspace.due(home), customer_id)
+        tx.xadd(entry.stream(home), entry.fields)
+        tx.hincrby(keyspace.stats(home), "erasures", 1)
         results = tx.execute()
+    if not settings.redis_is_cluster:
+        # events keyed otherwise than by the id (a storefront's own partitioner) can have
+        # put them in another partition's due set; a sweep there finds the erasure anyway
+        others = [keyspace.due(p) for p in range(settings.partitions) if p != home]
+        with client.pipeline(transaction=False) as pipe:
+            for zset in others:
+                pipe.zrem(zset, customer_id)
+            pipe.execute()
     removed = sum(int(n) for n in results[1 : 1 + len(keys)])
-    return Erasure(erasure_id, now, removed)
+    return Erasure(erasure_id, now, removed, home)
 
 
-def is_erased(client: redis.Redis, settings: Settings, customer_id: str) -> bool:
-    return bool(client.exists(keyspace.erased(erasure_token(customer_id, settings.privacy_key()))))
+def is_erased(client: SyncRedis, settings: Settings, customer_id: str) -> bool:
+    token = erasure_token(customer_id, settings.privacy_key())
+    return bool(client.exists(keyspace.erased(token, keyspace.home(customer_id, settings.partitions))))
 
 
-def erasure_done(client: redis.Redis, erasure_id: str) -> dict[str, Any] | None:
+def erasure_done(client: SyncRedis, erasure: Erasure) -> dict[str, Any] | None:
     """What the sink deleted for an erasure (rows per table, when), once it has."""
-    raw = client.hget(keyspace.ERASURES_DONE, erasure_id)
+    raw = client.hget(keyspace.erasures_done(erasure.partition), erasure.erasure_id)
     return None if raw is None else dict(json.loads(raw))
 
 
-def wait_done(client: redis.Redis, erasure_id: str, timeout_s: float) -> dict[str, Any] | None:
+def wait_done(client: SyncRedis, erasure: Erasure, timeout_s: float) -> dict[str, Any] | None:
     """`erasure_done`, waiting for it up to `timeout_s` (a sink must be running)."""
     deadline = time.monotonic() + timeout_s
-    while (done := erasure_done(client, erasure_id)) is None and time.monotonic() < deadline:
+    while (done := erasure_done(client, erasure)) is None and time.monotonic() < deadline:
         time.sleep(0.2)
     return done
 
 
 def export_customer(
-    client: redis.Redis, settings: Settings, customer_id: str, ch: ClickHouse | None
+    client: SyncRedis, settings: Settings, customer_id: str, ch: ClickHouse | None
 ) -> dict[str, Any]:
     """Everything ecrm holds of the customer: the live profile and rule state from Redis, and
     (with `ch`) their rows in every ClickHouse table."""
-    profile = client.get(keyspace.profile(customer_id))
-    rules = client.get(keyspace.rule_state(customer_id))
+    profile = client.get(keyspace.profile(customer_id, settings.partitions))
+    rules = client.get(keyspace.rule_state(customer_id, settings.partitions))
     data: dict[str, Any] = {
         "customer_id": customer_id,
         "erased": is_erased(client, settings, customer_id),

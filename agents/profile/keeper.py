@@ -36,6 +36,7 @@ from agents.profile.fold import RfmPolicy
 from agents.profile.poison import apply_or_split, reason
 from agents.profile.rows import event_row, profile_row, segment_change_row
 from agents.rules.book import RulesBook
+from agents.rules.budget_booking import BudgetRefused
 from agents.rules.contact_policy import BudgetBook
 from agents.rules.shell import MarketingStep
 from agents.rules.state import CustomerRuleState
@@ -45,22 +46,22 @@ from schemas.outputs import DeadLetter, SegmentChange, bounded_key
 from schemas.pii import PiiGuard, looks_personal, scrub
 from schemas.privacy import erasure_token
 from schemas.profile import Profile, empty_profile, from_stored, stored
-from streams import keyspace
+from streams import counters, keyspace
 from streams.app import INPUT_TOPICS, EcrmApp
 from streams.outages import until_committed
 from streams.outbox import clickhouse_entry, kafka_message
 from streams.redis_store import Unit, UnitConflict
 from streams.settings import Settings
-from streams.topics import partition_for
 
 log = logging.getLogger(__name__)
 
 
-def messages_handled(client: Any) -> int:
-    """Input messages the workers have dealt with: applied, duplicate or dead-lettered
-    (`client` is a synchronous Redis client; for progress bars and tests)."""
-    counts = client.hmget(keyspace.STATS, ["events", "duplicates", "dead_letters"])
-    return sum(int(v or 0) for v in counts)
+def messages_handled(client: Any, partitions: int) -> int:
+    """Input messages the workers have dealt with: applied, duplicate, dead-lettered or
+    forwarded to the customer's home partition (`client` is a synchronous Redis client; for
+    progress bars and tests)."""
+    counts = counters.stats(client, partitions)
+    return sum(counts[name] for name in ("events", "duplicates", "dead_letters", "forwarded"))
 
 
 def rfm_policy(settings: Settings) -> RfmPolicy:
@@ -172,9 +173,20 @@ class ProfileKeeper:
     def programme(self) -> Programme | None:
         return self.membership.programme if self.membership is not None else None
 
+    @property
+    def partitions(self) -> int:
+        return self.app.settings.partitions
+
+    @property
+    def cluster(self) -> bool:
+        """Redis is a cluster: a unit may touch only its own partition's slot."""
+        return self.app.settings.redis_is_cluster
+
     def member_keys(self, customers: Iterable[str]) -> list[str]:
         """The member states a unit reads beside the profiles (none without a programme)."""
-        return [keyspace.member(c) for c in customers] if self.membership is not None else []
+        if self.membership is None:
+            return []
+        return [keyspace.member(c, self.partitions) for c in customers]
 
     @property
     def event_clock(self) -> EventClock | None:
@@ -284,10 +296,12 @@ class ProfileKeeper:
         if not missing:
             return
         store = self.app.store
-        names = [keyspace.offset(store.cluster_id, t, p) for t, p in missing]
-        values = await store.client.mget(names)
-        for (topic, p), raw in zip(missing, values, strict=True):
-            clock.start_at(topic, p, int(raw) + 1 if raw is not None else 0)
+        for p in sorted({p for _, p in missing}):  # one slot each
+            mine = [(t, q) for t, q in missing if q == p]
+            names = [keyspace.offset(store.cluster_id, t, q) for t, q in mine]
+            values = await (await store.for_partition(p)).mget(names)
+            for (topic, q), raw in zip(mine, values, strict=True):
+                clock.start_at(topic, q, int(raw) + 1 if raw is not None else 0)
 
     async def _apply_retrying(self, items: Sequence[Incoming], wall: datetime) -> None:
         """Apply exactly once. An event that makes it raise is dead-lettered and the rest
@@ -296,6 +310,10 @@ class ProfileKeeper:
 
         async def apply_part(part: Sequence[Incoming]) -> None:
             await until_committed(lambda: self._apply_once(part, wall))
+
+        by_partition: dict[int, list[Incoming]] = defaultdict(list)
+        for item in items:  # one unit per partition: on a cluster, one slot each
+            by_partition[item.partition].append(item)
 
         async def refuse(item: Incoming, exc: Exception) -> None:
             log.error(
@@ -308,11 +326,13 @@ class ProfileKeeper:
             )
             await until_committed(lambda: self._dead_letter_poison(item, reason(exc), wall))
 
-        await apply_or_split(items, apply_part, refuse)
+        for part in by_partition.values():
+            await apply_or_split(part, apply_part, refuse)
 
     async def _dead_letter_poison(self, item: Incoming, error: str, now: datetime) -> None:
         """The event's dead letter and its partition's watermark, in one unit of their own."""
-        async with self.app.store.unit([], [(item.topic, item.partition)]) as unit:
+        store = self.app.store
+        async with store.unit([], [(item.topic, item.partition)], partition=item.partition) as unit:
             if unit.applied(item.topic, item.partition, item.offset):
                 return  # committed before a crash or a conflict: once is enough
             unit.advance(item.topic, item.partition, item.offset)
@@ -329,6 +349,8 @@ class ProfileKeeper:
             try:
                 await self._apply_unit(items, now)
                 return
+            except BudgetRefused as exc:
+                raise UnitConflict(str(exc)) from exc  # redone on a fresh read of the budgets
             except _Redirected as found:
                 self.redirects.update(found.redirects)
                 while len(self.redirects) > REDIRECTS_KEPT:  # forgotten ones are found again
@@ -345,14 +367,24 @@ class ProfileKeeper:
         return customer_id
 
     async def _apply_unit(self, items: Sequence[Incoming], now: datetime) -> None:
+        """One unit for `items`, all of one partition."""
         store = self.app.store
+        partition = items[0].partition
         by_customer: dict[str, list[Incoming]] = defaultdict(list)
         links: list[Incoming] = []
+        away: list[Incoming] = []  # on a cluster: events whose customer lives in another slot
         for item in items:
             if isinstance(item.event, IdentityEvent):
-                links.append(item)
+                if self.cluster and not self._links_here(item.event, partition):
+                    away.append(item)
+                else:
+                    links.append(item)
             elif item.event is not None:
-                by_customer[self.resolved(item.event.customer_id)].append(item)
+                customer_id = self.resolved(item.event.customer_id)
+                if self.cluster and keyspace.home(customer_id, self.partitions) != partition:
+                    away.append(item)
+                else:
+                    by_customer[customer_id].append(item)
         parties = [
             self.resolved(cid)
             for i in links
@@ -364,26 +396,35 @@ class ProfileKeeper:
         rules = self.rules.rules if self.rules is not None else None
         times = [i.event.ts for i in items if i.event is not None]
         span = (min([*times, now]), now)  # events are decided at their own times, up to now
-        raw_keys = MarketingStep.keys(rules, customers, span) if rules else []
+        raw_keys = MarketingStep.keys(rules, customers, self.partitions) if rules else []
         raw_keys += self.member_keys(customers)
         markers = self.erasure_markers(customers)
         raw_keys += markers.values()
-        async with store.unit([c.encode() for c in customers], sources, raw_keys) as unit:
+        spent = await MarketingStep.spent(store.client, rules, span) if rules else {}
+        keys = [c.encode() for c in customers]
+        async with store.unit(keys, sources, raw_keys, partition=partition) as unit:
             found = self._stubs(unit, customers)
             if found:
                 raise _Redirected(found)  # nothing was written: the unit is dropped
             erased = {c for c, key in markers.items() if unit.get(key) is not None}
-            marketing = MarketingStep.begin(rules, unit, span) if rules else None
+            marketing = (
+                MarketingStep.begin(rules, unit, span, spent, store.client, self.partitions)
+                if rules
+                else None
+            )
             batch = _Batch(self, unit, marketing, wall=now)
             fresh = [i for i in items if not unit.applied(i.topic, i.partition, i.offset)]
             batch.stats["batches"] = 1 if fresh else 0
+            fresh_ids = {id(i) for i in fresh}
+            away_ids = {id(i) for i in away}
             for item in fresh:
                 unit.advance(item.topic, item.partition, item.offset)
                 if item.error is not None:
                     batch.dead_letter(item, now)
+                elif id(item) in away_ids:
+                    batch.forward(item, self._home_of(item), now)
                 elif item.event is not None and self.resolved(item.event.customer_id) in erased:
                     batch.withhold(item, now, "erased")
-            fresh_ids = {id(i) for i in fresh}
             for customer_id, mine in by_customer.items():
                 mine = [i for i in mine if id(i) in fresh_ids]
                 if not mine or customer_id in erased:
@@ -408,12 +449,32 @@ class ProfileKeeper:
                 if id(item) in fresh_ids:
                     batch.link(item, now)
             batch.finish()
+        await self._count_worker(batch)
+
+    def _home_of(self, item: Incoming) -> str:
+        """The customer whose home partition an event belongs to."""
+        assert item.event is not None
+        return self.resolved(item.event.customer_id)
+
+    def _links_here(self, event: IdentityEvent, partition: int) -> bool:
+        """Both ids of a link live in this partition's slot (a cluster can merge only then)."""
+        return all(
+            keyspace.home(self.resolved(cid), self.partitions) == partition
+            for cid in (event.previous_id, event.customer_id)
+        )
+
+    async def _count_worker(self, batch: _Batch) -> None:
+        """This process's share of the work, counted after the unit (a key of no partition:
+        an observation, not state)."""
+        if batch.stats.get("events"):
+            key = keyspace.worker_stats(os.getpid())
+            await self.app.store.client.hincrby(key, "events", batch.stats["events"])
 
     def _stubs(self, unit: Unit, customers: Iterable[str]) -> dict[str, str]:
         """The customers of the open unit that are redirects, not yet known as such."""
         found = {}
         for cid in customers:
-            raw = unit.values.get(keyspace.profile(cid))
+            raw = unit.values.get(keyspace.profile(cid, self.partitions))
             if raw and b'"merged_into":"' in raw:
                 target = from_stored(raw).merged_into
                 if target is not None:
@@ -423,9 +484,9 @@ class ProfileKeeper:
     def _home(self, customer_id: str, item: Incoming) -> int:
         """The partition whose due set holds the customer: the one its events come on, or,
         for a linked id's events, the customer's own (Kafka's default partitioner)."""
-        if item.event is not None and item.event.customer_id == customer_id:
-            return item.partition
-        return partition_for(customer_id, self.app.settings.partitions)
+        if self.cluster or (item.event is not None and item.event.customer_id == customer_id):
+            return item.partition  # on a cluster, only customers at home are stepped
+        return keyspace.home(customer_id, self.partitions)
 
     async def sweep(self, partitions: Iterable[int], now: datetime | None = None) -> int:
         """Step the due customers (time moved their segment, a rule's timer or a deferred
@@ -456,9 +517,10 @@ class ProfileKeeper:
         strictly before it are due (an unread event at that very instant may still cancel)."""
         store = self.app.store
         upto = str(_ms(clock)) if live else f"({_ms(clock)}"
+        client = await store.for_partition(partition)
         due_at = cast(
             list[tuple[bytes, float]],
-            await store.client.zrangebyscore(
+            await client.zrangebyscore(
                 keyspace.due(partition), "-inf", upto, start=0, num=limit, withscores=True
             ),
         )
@@ -469,13 +531,18 @@ class ProfileKeeper:
         rules = self.rules.rules if self.rules is not None else None
         earliest = datetime.fromtimestamp(due_at[0][1] / 1000, UTC)
         span = (min(earliest, clock), clock)
-        raw_keys = MarketingStep.keys(rules, customers, span) if rules else []
+        raw_keys = MarketingStep.keys(rules, customers, self.partitions) if rules else []
         raw_keys += self.member_keys(customers)
         markers = self.erasure_markers(customers)
         raw_keys += markers.values()
+        spent = await MarketingStep.spent(store.client, rules, span) if rules else {}
         try:
-            async with store.unit(due, (), raw_keys) as unit:
-                marketing = MarketingStep.begin(rules, unit, span) if rules else None
+            async with store.unit(due, (), raw_keys, partition=partition) as unit:
+                marketing = (
+                    MarketingStep.begin(rules, unit, span, spent, store.client, self.partitions)
+                    if rules
+                    else None
+                )
                 batch = _Batch(self, unit, marketing, wall=wall)
                 for customer_id in customers:
                     if unit.get(markers[customer_id]) is not None:
@@ -485,15 +552,15 @@ class ProfileKeeper:
                     step = advance(batch.customer(customer_id), clock, batch.ctx, inclusive=live)
                     batch.took(step, partition)
                 batch.finish()
-        except UnitConflict:
+        except (UnitConflict, BudgetRefused):
             return 0  # someone else touched these customers; the next sweep sees fresh data
         return len(batch.changes)
 
     def erasure_markers(self, customers: Iterable[str]) -> dict[str, str]:
         """customer id -> their key on the erasure list (read, and so watched, by the unit:
         an erasure committed while a batch was being decided makes it start over)."""
-        key = self.privacy_key
-        return {c: keyspace.erased(erasure_token(c, key)) for c in customers}
+        key, n = self.privacy_key, self.partitions
+        return {c: keyspace.erased(erasure_token(c, key), keyspace.home(c, n)) for c in customers}
 
     def load(self, customer_id: str) -> Profile:
         """The customer's profile as the open unit read it (a new one if none is stored)."""
@@ -544,7 +611,7 @@ class _Batch:
         rules = m.state(customer_id) if m else CustomerRuleState(customer_id=customer_id)
         member = None
         if self.programme is not None:
-            raw = self.unit.get(keyspace.member(customer_id))
+            raw = self.unit.get(keyspace.member(customer_id, self.keeper.partitions))
             member = MemberState.model_validate_json(raw) if raw else None
         return Customer(self.keeper.load(customer_id), rules, member)
 
@@ -559,7 +626,7 @@ class _Batch:
         self.keeper.app.profiles[profile.customer_id.encode()] = stored(profile)
         member = step.customer.member
         if self.programme is not None and member is not None and not member.is_empty():
-            key = keyspace.member(profile.customer_id)
+            key = keyspace.member(profile.customer_id, self.keeper.partitions)
             value = member.model_dump_json().encode()
             if value != self.unit.get(key):
                 self.unit.put(key, value)
@@ -599,12 +666,12 @@ class _Batch:
         keeper.app.profiles[old_id.encode()] = stored(merged.stub)
         if self.marketing is not None:
             self.marketing.took(CustomerRuleState(customer_id=old_id), True, [])
-        partitions = keeper.app.settings.partitions
-        self.unit.zrem(keyspace.due(partition_for(old_id, partitions)), old_id)
+        partitions = keeper.partitions
+        self.unit.zrem(keyspace.due(keyspace.home(old_id, partitions)), old_id)
         step = Step(merged.customer, rules_changed=True)
         step.wake = wake_of(merged.customer, self.ctx)
         home = (
-            item.partition if event.customer_id == into_id else partition_for(into_id, partitions)
+            item.partition if event.customer_id == into_id else keyspace.home(into_id, partitions)
         )
         self.took(step, home)
         # the old id's last snapshot would keep its cart and views in profiles_latest
@@ -624,6 +691,38 @@ class _Batch:
                 return customer_id
             customer_id = target
         return customer_id
+
+    def forward(self, item: Incoming, customer_id: str, now: datetime) -> None:
+        """On a cluster: an event of a customer whose keys live in another partition's slot
+        (the storefront keyed it otherwise, or it is a linked id's) goes, as it came, to the
+        same topic keyed by that customer, so Kafka's partitioner puts it on their home
+        partition, whose worker applies it (once: the event id). A message keyed so already
+        cannot be sent home: the topic's partitions are not ECRM_PARTITIONS."""
+        if item.key == customer_id.encode():
+            self.dead_letter(
+                item,
+                now,
+                error=(
+                    f"partitions: the topic has not ECRM_PARTITIONS="
+                    f"{self.keeper.partitions} partitions, so this customer's home partition "
+                    "cannot be reached (set ECRM_PARTITIONS to the input topics' count)"
+                ),
+            )
+            return
+        if isinstance(item.event, IdentityEvent) and keyspace.home(
+            customer_id, self.keeper.partitions
+        ) == item.partition:
+            self.dead_letter(
+                item,
+                now,
+                error=(
+                    "identity link across Redis Cluster slots: both ids must share a home "
+                    "partition to be merged on a cluster (docs/operations.md)"
+                ),
+            )
+            return
+        self.unit.add(kafka_message(item.topic, customer_id, item.value))
+        self.stats["forwarded"] += 1
 
     def dead_letter(self, item: Incoming, now: datetime, error: str | None = None) -> None:
         letter = DeadLetter.of(
@@ -688,9 +787,7 @@ class _Batch:
             self.stats["member_changes"] = len(self.movements)
         for name, n in self.stats.items():
             if n:
-                unit.hincrby(keyspace.STATS, name, n)
-        if self.stats.get("events"):
-            unit.hincrby(keyspace.worker_stats(os.getpid()), "events", self.stats["events"])
+                unit.count(name, n)
 
 
 def _ms(moment: datetime) -> int:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import redis
-
 from agents.identity import MAX_REDIRECTS
 from agents.profile.fold import refresh
 from agents.profile.keeper import rfm_policy
@@ -18,11 +16,11 @@ def read_profile(
     settings: Settings, customer_id: str, now: datetime | None = None
 ) -> Profile | None:
     """The customer's live profile re-rated as of `now` (default: the wall clock), or None."""
-    client = redis.Redis.from_url(settings.redis_url)
+    client = settings.redis()
     try:
         profile = None
         for _ in range(MAX_REDIRECTS + 1):  # an id linked to a customer reads as that customer
-            raw = client.get(keyspace.profile(customer_id))
+            raw = client.get(keyspace.profile(customer_id, settings.partitions))
             if raw is None:
                 return None
             profile = from_stored(raw)

@@ -1,5 +1,6 @@
-"""The rules engine's shell: rule state and budgets read and written in the batch's Redis
-unit, decisions turned into actions (Kafka outbox) and decision rows (ClickHouse outbox).
+"""The rules engine's shell: rule state read and written in the batch's Redis unit, budgets
+booked just before it commits (agents/rules/budget_booking.py), decisions turned into actions
+(Kafka outbox) and decision rows (ClickHouse outbox).
 
 The engine itself (agents/rules/engine.py) is pure, and the customer step
 (agents/customer_step.py) calls it; this module only moves the step's rule inputs and
@@ -11,13 +12,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
-import orjson
-
 from agents.profile.rows import json_text
-from agents.rules.contact_policy import BudgetBook, Spend, budget_spend, shop_day
+from agents.rules.budget_booking import BudgetBooker, bookings, read_spent
+from agents.rules.contact_policy import BudgetBook, Spend, shop_day
 from agents.rules.state import CustomerRuleState, Decision
 from schemas.outputs import Action
 from schemas.privacy import unsubscribe_token
@@ -41,32 +40,41 @@ class MarketingStep:
     decisions: list[Decision] = field(default_factory=list)
     _changed: dict[str, CustomerRuleState] = field(default_factory=dict)
 
+    #: the shared client the budgets are booked with (any slot of a cluster)
+    client: Any = None
+    #: the input topics' partitions (a customer's keys carry their home partition's tag)
+    partitions: int = 1
+
     @staticmethod
-    def keys(rules: RuleSet, customers: list[str], span: tuple[datetime, datetime]) -> list[str]:
-        """Redis keys the unit must read: each customer's rule state, the budgets of the days
-        a decision in the span can book (from the day before its start to the day after its
-        end)."""
-        keys = [keyspace.rule_state(c) for c in customers]
-        for day in _budget_days(rules, span):
-            keys += [keyspace.budget(r.id, day) for r in rules.rules if r.budget is not None]
-        return keys
+    def keys(rules: RuleSet, customers: list[str], partitions: int) -> list[str]:
+        """Redis keys the unit must read: each customer's rule state."""
+        return [keyspace.rule_state(c, partitions) for c in customers]
+
+    @staticmethod
+    async def spent(
+        client: Any, rules: RuleSet, span: tuple[datetime, datetime]
+    ) -> dict[tuple[str, date], Spend]:
+        """The budgets of the days a decision in the span can book (from the day before its
+        start to the day after its end), read before the unit opens."""
+        return await read_spent(client, rules, _budget_days(rules, span))
 
     @classmethod
-    def begin(cls, rules: RuleSet, unit: Unit, span: tuple[datetime, datetime]) -> MarketingStep:
-        spent: dict[tuple[str, date], Spend] = {}
-        for day in _budget_days(rules, span):
-            for rule in rules.rules:
-                raw = unit.values.get(keyspace.budget(rule.id, day))
-                if raw:
-                    data = orjson.loads(raw)
-                    spent[(rule.id, day)] = Spend(int(data["count"]), Decimal(data["value"]))
-        return cls(rules, unit, span, BudgetBook(spent))
+    def begin(
+        cls,
+        rules: RuleSet,
+        unit: Unit,
+        span: tuple[datetime, datetime],
+        spent: dict[tuple[str, date], Spend],
+        client: Any,
+        partitions: int,
+    ) -> MarketingStep:
+        return cls(rules, unit, span, BudgetBook(spent), client=client, partitions=partitions)
 
     def state(self, customer_id: str) -> CustomerRuleState:
         """The customer's rule state as this unit has it (read, or changed by a step)."""
         if customer_id in self._changed:
             return self._changed[customer_id]
-        raw = self.unit.get(keyspace.rule_state(customer_id))
+        raw = self.unit.get(keyspace.rule_state(customer_id, self.partitions))
         if raw:
             return CustomerRuleState.model_validate_json(raw)
         return CustomerRuleState(customer_id=customer_id)
@@ -82,19 +90,17 @@ class MarketingStep:
         Each action carries its customer's unsubscribe token (schemas/privacy.py) in
         `params.unsubscribe_token`; the decision rows do not (analysts need no token)."""
         for cid, state in self._changed.items():
-            self.unit.put(keyspace.rule_state(cid), state.model_dump_json().encode())
-        readable = set(_budget_days(self.rules, self.span))
-        for rule_id, day in budget_spend(self.decisions):
-            if day not in readable:
-                # a withdrawal giving back a day long over (a delivery overdue for days): the
-                # counter was not read, so a total here would be wrong, and no one books it now
-                continue
-            total = self.budget.spent(rule_id, day)
             self.unit.put(
-                keyspace.budget(rule_id, day),
-                orjson.dumps({"count": total.count, "value": str(total.value)}),
-                ttl_s=BUDGET_KEPT_S,
+                keyspace.rule_state(cid, self.partitions), state.model_dump_json().encode()
             )
+        readable = set(_budget_days(self.rules, self.span))
+        # a withdrawal giving back a day long over (a delivery overdue for days) is not booked:
+        # that day's counter may be gone, and no one books it any more
+        moves = {k: v for k, v in bookings(self.decisions).items() if k[1] in readable}
+        if moves:
+            booker = BudgetBooker(self.client, self.rules, moves, BUDGET_KEPT_S)
+            self.unit.before_commit.append(booker.book)
+            self.unit.on_abort.append(booker.unbook)
         if not self.decisions:
             return
         self.unit.add(clickhouse_entry("rule_decisions", [decision_row(d) for d in self.decisions]))
@@ -110,7 +116,7 @@ class MarketingStep:
             )
             counts[name] = counts.get(name, 0) + 1
         for name, n in counts.items():
-            self.unit.hincrby(keyspace.RULE_STATS, name, n)
+            self.unit.hincrby(keyspace.rule_stats(self.unit.partition), name, n)
 
 
 def with_unsubscribe_token(action: Action, privacy_key: bytes) -> Action:

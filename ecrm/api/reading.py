@@ -130,7 +130,7 @@ async def healthz(request: Request) -> JSONResponse:
     ctx: ApiContext = request.app.state.ctx
 
     def redis_ok() -> str:
-        client = redis.Redis.from_url(ctx.settings.redis_url, socket_timeout=3)
+        client = ctx.settings.redis(socket_timeout=3)
         try:
             client.ping()
             return "ok"

@@ -33,7 +33,7 @@ from ecrm.dev.processes import cpu_seconds, rss_bytes, spawn_worker, stop_proces
 from ecrm.dev.traffic import StoreEvent, synthetic_traffic
 from schemas.events import EVENT_BY_TOPIC
 from schemas.profile import from_stored
-from streams import keyspace
+from streams import counters, keyspace
 from streams.batches import MAX_PARTITION_FETCH_BYTES
 from streams.clickhouse import connect, migrate
 from streams.embedded import embedded_stack
@@ -79,7 +79,7 @@ class Bench:
                 **update,
             }
         )
-        redis.Redis.from_url(redis_url).flushdb()
+        s.redis().flushdb()
         ensure_topics(s.kafka_bootstrap, list(contract_topics(s).values()), s.partitions)
         say(f"\n== {name} ==")
         return s
@@ -119,17 +119,17 @@ def run_pipeline(
     """Events/s of the whole pipeline over a pre-filled topic, the workers' RSS and the CPU
     seconds they used meanwhile; optionally a second worker joins (a rebalance) after
     `second_after` of the events are done."""
-    client = redis.Redis.from_url(s.redis_url)
+    client = s.redis()
     procs = [spawn_worker(s, log_dir / f"{s.app_id}-{i}.log") for i in range(workers)]
     try:
-        wait_until(lambda: messages_handled(client) > 0, 120, "the worker to start")
+        wait_until(lambda: messages_handled(client, s.partitions) > 0, 120, "the worker to start")
         t0 = time.monotonic()
-        start_count = messages_handled(client)
+        start_count = messages_handled(client, s.partitions)
         cpu = -sum(cpu_seconds(p.pid) for p in procs)
         if second_after is not None:
-            wait_until(lambda: messages_handled(client) >= n * second_after, 300, "the first part")
+            wait_until(lambda: messages_handled(client, s.partitions) >= n * second_after, 300, "the first part")
             procs.append(spawn_worker(s, log_dir / f"{s.app_id}-late.log"))
-        wait_until(lambda: messages_handled(client) >= n, 600, "all events")
+        wait_until(lambda: messages_handled(client, s.partitions) >= n, 600, "all events")
         elapsed = time.monotonic() - t0
         cpu += sum(cpu_seconds(p.pid) for p in procs)
         rss = [rss_bytes(p.pid) for p in procs]
@@ -200,7 +200,7 @@ def throughput(b: Bench) -> tuple[Settings, int]:
 
 
 def memory(b: Bench, s: Settings) -> None:
-    client = redis.Redis.from_url(s.redis_url)
+    client = s.redis()
     keys = [
         k
         for _, k in zip(
@@ -230,7 +230,7 @@ def lateness_and_freshness(b: Bench) -> None:
     seconds, probes_per_s = (20, 10) if b.quick else (60, 20)
     rate = b.load
     background = traffic(20_000, 200_000 if not b.quick else 60_000)
-    client = redis.Redis.from_url(s.redis_url)
+    client = s.redis()
     proc = spawn_worker(s, b.work / "lateness-worker.log")
     actions = KafkaConsumer(
         s.topic("actions"),
@@ -258,7 +258,7 @@ def lateness_and_freshness(b: Bench) -> None:
             ),
         )
         producer.flush()
-        wait_until(lambda: messages_handled(client) > 0, 120, "the worker to start")
+        wait_until(lambda: messages_handled(client, s.partitions) > 0, 120, "the worker to start")
 
         def load() -> None:
             i, t0 = 0, time.monotonic()
@@ -296,7 +296,7 @@ def lateness_and_freshness(b: Bench) -> None:
             deadlines[cid] = now_ms / 1000 + 2.0
             produced_at[cid] = time.time()
             _collect(actions, deadlines, late)
-            _fresh(client, produced_at, fresh)
+            _fresh(client, s.partitions, produced_at, fresh)
             time.sleep(1 / probes_per_s)
         stop.set()
         loader.join()
@@ -304,7 +304,7 @@ def lateness_and_freshness(b: Bench) -> None:
         wait_deadline = time.monotonic() + 120
         while (deadlines or produced_at) and time.monotonic() < wait_deadline:
             _collect(actions, deadlines, late)
-            _fresh(client, produced_at, fresh)
+            _fresh(client, s.partitions, produced_at, fresh)
         producer.close()
     finally:
         stop.set()
@@ -326,11 +326,13 @@ def _collect(consumer: KafkaConsumer, deadlines: dict[str, float], late: list[fl
                 late.append(time.time() - deadlines.pop(cid))
 
 
-def _fresh(client: redis.Redis, produced_at: dict[str, float], fresh: list[float]) -> None:
+def _fresh(
+    client: redis.Redis, partitions: int, produced_at: dict[str, float], fresh: list[float]
+) -> None:
     if not produced_at:
         return
     ids = list(produced_at)
-    found = client.mget([keyspace.profile(c) for c in ids])
+    found = client.mget([keyspace.profile(c, partitions) for c in ids])
     now = time.time()
     for cid, value in zip(ids, found, strict=True):
         if value is not None:
@@ -378,10 +380,10 @@ def sink(b: Bench) -> None:
     for i in range(0, len(rows), chunk):
         ch.insert("events", rows[i : i + chunk], token=f"raw-{i}")
     raw = len(rows) / (time.monotonic() - t0)
-    client = redis.Redis.from_url(s.redis_url)
-    for i in range(0, len(rows), chunk):
+    client = s.redis()
+    for i in range(0, len(rows), chunk):  # spread over the partitions, as workers write
         entry = clickhouse_entry("events", rows[i : i + chunk])
-        client.xadd(entry.stream, entry.fields)
+        client.xadd(entry.stream(i // chunk % s.partitions), entry.fields)
     drainer = ClickHouseSink(s.redis_url, ch)
     t0 = time.monotonic()
     while drainer.pending():
@@ -422,7 +424,7 @@ def scale_out(b: Bench) -> None:
         )
         produce_all(s, events)
         rate, _, cpu = run_pipeline(s, len(events), workers, b.work, second_after=late)
-        client = redis.Redis.from_url(s.redis_url)
+        client = s.redis()
         keys = list(client.scan_iter(match=keyspace.PROFILES_PATTERN, count=5000))
         snapshot = {}
         for i in range(0, len(keys), 2000):
@@ -432,7 +434,7 @@ def scale_out(b: Bench) -> None:
                 snapshot[k] = orjson.dumps(
                     [p.frequency, str(p.monetary), p.events_seen, p.last_order_at]
                 )
-        applied = int(client.hget(keyspace.STATS, "events") or 0)
+        applied = counters.stats(client, s.partitions)["events"]
         client.close()
         profiles[label] = snapshot
         per_core = 1 / cpu if cpu > 0 else 0.0

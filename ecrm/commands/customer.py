@@ -19,8 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from agents.privacy.consent import consent_event, send_member_update
 from agents.privacy.erasure import erase_customer, export_customer, wait_done
 from schemas.errors import EcrmError
@@ -74,7 +72,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _erase(settings: Settings, customer_id: str, operator: str | None, wait_s: float) -> int:
-    client = redis.Redis.from_url(settings.redis_url)
+    client = settings.redis()
     try:
         who = operator or f"cli:{getpass.getuser()}"
         erasure = erase_customer(client, settings, customer_id, who, datetime.now(UTC))
@@ -85,7 +83,7 @@ def _erase(settings: Settings, customer_id: str, operator: str | None, wait_s: f
         if wait_s <= 0:
             print("ClickHouse rows are deleted by the sink, then audited in `erasures`")
             return 0
-        done = wait_done(client, erasure.erasure_id, wait_s)
+        done = wait_done(client, erasure, wait_s)
     finally:
         client.close()
     if done is None:
@@ -102,7 +100,7 @@ def _export(settings: Settings, customer_id: str, out: Path | None, with_ch: boo
         from streams.clickhouse import connect
 
         ch = connect(settings.clickhouse_url)
-    client = redis.Redis.from_url(settings.redis_url)
+    client = settings.redis()
     try:
         data = export_customer(client, settings, customer_id, ch)
     finally:

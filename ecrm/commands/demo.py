@@ -30,9 +30,10 @@ from ecrm.dev.traffic import StoreEvent, synthetic_traffic
 from schemas.membership import load_programme
 from schemas.outputs import SEGMENTS
 from schemas.profile import Profile, from_stored
-from streams import keyspace
+from streams import counters, keyspace
 from streams.clickhouse import ClickHouse, connect, load_query, migrate
 from streams.embedded import embedded_stack
+from streams.redis_client import mget
 from streams.settings import Settings
 from streams.sink import ClickHouseSink
 from streams.topics import contract_topics, ensure_topics
@@ -137,7 +138,7 @@ def _interrupt(signum: int, frame: object) -> None:
 def _drive(
     s: Settings, ch: ClickHouse, procs: list[subprocess.Popen[bytes]], customers: int, sessions: int
 ) -> int:
-    client = redis.Redis.from_url(s.redis_url)
+    client = s.redis()
     now = datetime.now(UTC)
     say(
         f"[2/5] started {len(procs)} worker process(es); generating traffic for {customers:,} "
@@ -163,7 +164,7 @@ def _drive(
     first_seen: float | None = None
     deadline = time.monotonic() + 300
     while True:
-        done = messages_handled(client)
+        done = messages_handled(client, s.partitions)
         if done and first_seen is None:
             first_seen = time.monotonic()
         say(f"      processed {done:,} / {len(events):,}", end="\r")
@@ -179,7 +180,7 @@ def _drive(
     say(
         f"      processed {len(events):,} in {elapsed:.1f}s = {len(events) / elapsed:,.0f} events/s"
     )
-    _wait_drained(client)
+    _wait_drained(client, s.partitions)
     say("[5/5] summary")
     _summary(s, ch, client, len(events), elapsed)
     client.close()
@@ -189,7 +190,7 @@ def _drive(
 def _summary(
     s: Settings, ch: ClickHouse, client: redis.Redis, produced: int, elapsed: float
 ) -> None:
-    stats = {k.decode(): int(v) for k, v in client.hgetall(keyspace.STATS).items()}
+    stats = counters.stats(client, s.partitions)
     say()
     say(f"  events produced      {produced:>10,}")
     say(f"  events applied       {stats.get('events', 0):>10,}")
@@ -220,7 +221,7 @@ def _summary(
         say()
         say(f"  a sample profile (the top spender), as `ecrm profile {top.customer_id}` prints it:")
         show_profile(s, top.customer_id, as_json=False)
-    _rules_table(client)
+    _rules_table(client, s.partitions)
     _membership(s, ch, profiles)
     say()
     say("  ClickHouse: GMV by current segment (clickhouse/queries/gmv_by_segment.sql)")
@@ -251,10 +252,10 @@ def _demo_rules(path: Path, data_dir: Path) -> Path:
     return out
 
 
-def _rules_table(client: redis.Redis) -> None:
+def _rules_table(client: redis.Redis, partitions: int) -> None:
     per_rule: dict[str, Counter[str]] = {}
-    for field, n in client.hgetall(keyspace.RULE_STATS).items():
-        rule_id, outcome = field.decode().split("|", 1)
+    for field, n in counters.rule_stats(client, partitions).items():
+        rule_id, outcome = field.split("|", 1)
         per_rule.setdefault(rule_id, Counter())[outcome] += int(n)
     say()
     say("  marketing rules (rules/example.yaml): decisions per rule")
@@ -358,17 +359,15 @@ def _profiles(client: redis.Redis) -> list[Profile]:
     keys = list(client.scan_iter(match=keyspace.PROFILES_PATTERN, count=2000))
     out: list[Profile] = []
     for i in range(0, len(keys), 1000):
-        out.extend(from_stored(v) for v in client.mget(keys[i : i + 1000]) if v)
+        out.extend(from_stored(v) for v in mget(client, keys[i : i + 1000]) if v)
     return out
 
 
-def _wait_drained(client: redis.Redis, timeout: float = 120) -> None:
+def _wait_drained(client: redis.Redis, partitions: int, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
-    while client.xlen(keyspace.CLICKHOUSE_OUTBOX) and time.monotonic() < deadline:
-        say(
-            f"      history to ClickHouse: {client.xlen(keyspace.CLICKHOUSE_OUTBOX)} batches left",
-            end="\r",
-        )
+    outboxes = counters.clickhouse_outboxes(partitions)
+    while (left := counters.stream_lengths(client, outboxes)) and time.monotonic() < deadline:
+        say(f"      history to ClickHouse: {left} batches left", end="\r")
         time.sleep(0.2)
     say(" " * 60, end="\r")
 

@@ -8,8 +8,6 @@ import json
 import uuid
 from datetime import UTC, datetime
 
-import redis
-
 from agents.membership.state import MemberState
 from agents.membership.view import member_view
 from ecrm.commands.tags import send_request
@@ -17,6 +15,7 @@ from schemas.errors import EcrmError
 from schemas.membership import load_programme
 from schemas.profile import Profile
 from streams import keyspace
+from streams.redis_client import mget
 from streams.settings import Settings
 
 
@@ -34,10 +33,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def read_member(settings: Settings, customer_id: str) -> tuple[Profile | None, MemberState | None]:
-    client = redis.Redis.from_url(settings.redis_url)
+    client = settings.redis()
     try:
-        raw_profile, raw_member = client.mget(
-            [keyspace.profile(customer_id), keyspace.member(customer_id)]
+        raw_profile, raw_member = mget(
+            client,
+            [
+                keyspace.profile(customer_id, settings.partitions),
+                keyspace.member(customer_id, settings.partitions),
+            ],
         )
     finally:
         client.close()

@@ -19,7 +19,7 @@ import redis
 from kafka import KafkaProducer
 
 from agents.profile.keeper import messages_handled
-from streams import keyspace
+from streams import counters
 from streams.settings import Settings
 
 _counter = itertools.count(1)
@@ -145,8 +145,20 @@ def rds(settings: Settings) -> Iterator[redis.Redis]:
     client.close()
 
 
+#: every test's input topics have at most this many partitions: the counters are summed over
+#: as many (those of partitions that do not exist are empty)
+ANY_PARTITIONS = 16
+
+
 def stats(client: redis.Redis) -> dict[str, int]:
-    return {k.decode(): int(v) for k, v in client.hgetall(keyspace.STATS).items()}
+    """The input counters of every partition, summed (streams/counters.py)."""
+    return dict(counters.stats(client, ANY_PARTITIONS))
 
 
-consumed = messages_handled
+def rule_stats(client: redis.Redis) -> dict[str, int]:
+    """The rule-decision counters of every partition, summed."""
+    return dict(counters.rule_stats(client, ANY_PARTITIONS))
+
+
+def consumed(client: redis.Redis) -> int:
+    return messages_handled(client, ANY_PARTITIONS)

@@ -32,7 +32,7 @@ from streams import keyspace
 from streams.clickhouse import ClickHouse, connect, migrate
 from streams.settings import Settings
 from tests.integration.analytics_history import generate
-from tests.integration.conftest import consumed, stats, wait_for
+from tests.integration.conftest import consumed, rule_stats, stats, wait_for
 from tests.integration.test_pipeline import sink_all
 
 pytestmark = pytest.mark.integration
@@ -83,7 +83,7 @@ def ecrm(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def decisions_made(rds: redis.Redis) -> int:
-    counts = {k.decode(): int(v) for k, v in rds.hgetall(keyspace.RULE_STATS).items()}
+    counts = rule_stats(rds)
     return sum(n for name, n in counts.items() if name.startswith("spring-campaign|"))
 
 

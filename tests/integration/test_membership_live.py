@@ -91,10 +91,10 @@ def recomputed(events: list[tuple[str, dict[str, Any]]], settings: Settings, now
 def stored_as_of(rds: redis.Redis, cid: str, settings: Settings, now: datetime) -> Any:
     """The worker's member state for `cid`, brought to `now` by the pure clock (the worker's
     sweep may be a moment behind)."""
-    raw = rds.get(keyspace.member(cid))
+    raw = rds.get(keyspace.member(cid, settings.partitions))
     if raw is None:
         return None
-    profile = Profile.model_validate_json(rds.get(keyspace.profile(cid)) or b"")
+    profile = Profile.model_validate_json(rds.get(keyspace.profile(cid, settings.partitions)) or b"")
     customer = Customer(profile, Customer.new(cid).rules, MemberState.model_validate_json(raw))
     ctx = StepContext(rfm_policy(settings), None, BudgetBook(), programme=PROGRAMME)
     advance(customer, now, ctx, inclusive=True)

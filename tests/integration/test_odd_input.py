@@ -17,7 +17,7 @@ from kafka import KafkaConsumer
 
 from ecrm.commands.profile import read_profile
 from streams import keyspace
-from tests.integration.conftest import consumed, stats, wait_for
+from tests.integration.conftest import consumed, rule_stats, stats, wait_for
 from tests.integration.test_pipeline import sink_all
 
 pytestmark = pytest.mark.integration
@@ -181,7 +181,7 @@ def test_odd_inputs_are_applied_or_dead_lettered_and_the_worker_keeps_going(
         assert profile is not None and profile.frequency == 1, cid
         assert str(profile.monetary) == f"{100 + i}.50"
 
-    fired = {k.decode(): int(v) for k, v in rds.hgetall(keyspace.RULE_STATS).items()}
+    fired = rule_stats(rds)
     assert fired == {"high-score|fired": 1}  # "NaN", "sNaN", "Infinity" are not >= 10
 
     ch = sink_all(settings)

@@ -32,7 +32,7 @@ from schemas.profile import Profile
 from streams import keyspace
 from streams.customer_data import customer_tables
 from streams.settings import Settings
-from tests.integration.conftest import consumed, stats, wait_for
+from tests.integration.conftest import consumed, rule_stats, stats, wait_for
 from tests.integration.test_pipeline import sink_all
 
 pytestmark = pytest.mark.integration
@@ -154,9 +154,9 @@ def test_an_erased_customer_stays_erased_when_their_events_come_again(
     assert done.returncode == 0, done.stderr
     # the profile, the rule state and the member state (the paid order made a member)
     assert "3 Redis keys removed" in done.stdout
-    assert rds.get(keyspace.profile("gone")) is None
-    assert rds.get(keyspace.rule_state("gone")) is None
-    assert rds.get(keyspace.member("gone")) is None
+    assert rds.get(keyspace.profile("gone", s.partitions)) is None
+    assert rds.get(keyspace.rule_state("gone", s.partitions)) is None
+    assert rds.get(keyspace.member("gone", s.partitions)) is None
     assert rds.exists(keyspace.erased(erasure_token("gone", s.privacy_key())))
 
     # the same events again (a replay of the topics), and new ones
@@ -169,10 +169,10 @@ def test_an_erased_customer_stays_erased_when_their_events_come_again(
     counters = stats(rds)
     assert counters["erased"] == 6  # the three replayed and the three new ones of `gone`
     assert counters["erasures"] == 1
-    assert rds.get(keyspace.profile("gone")) is None
-    assert rds.get(keyspace.rule_state("gone")) is None
+    assert rds.get(keyspace.profile("gone", s.partitions)) is None
+    assert rds.get(keyspace.rule_state("gone", s.partitions)) is None
     assert not any(rds.zscore(keyspace.due(p), "gone") for p in range(s.partitions))
-    kept = Profile.model_validate_json(rds.get(keyspace.profile("kept")))
+    kept = Profile.model_validate_json(rds.get(keyspace.profile("kept", s.partitions)))
     assert kept.frequency == 2
 
     # ClickHouse: the sink deleted their rows and wrote the audit row, which names nobody
@@ -233,9 +233,9 @@ def test_a_refused_channel_gets_no_action_and_an_unsubscribe_token_opts_out(
     sent = {(a["customer_id"], a["rule_id"]): a for a in outputs["actions"].json()}
     assert set(sent) == {("open", "welcome"), ("open", "thanks"), ("quiet", "thanks")}
     assert all(a["params"]["unsubscribe_token"].startswith("u1.") for a in sent.values())
-    decided = {k.decode(): int(v) for k, v in rds.hgetall(keyspace.RULE_STATS).items()}
+    decided = rule_stats(rds)
     assert decided["welcome|suppressed:no_consent"] == 1
-    quiet = Profile.model_validate_json(rds.get(keyspace.profile("quiet")))
+    quiet = Profile.model_validate_json(rds.get(keyspace.profile("quiet", s.partitions)))
     assert quiet.birthday == "03-21" and quiet.consent["sms"].granted is False
 
     # the SMS provider hands back the token of `open`'s welcome: `open` is opted out of SMS
@@ -243,11 +243,11 @@ def test_a_refused_channel_gets_no_action_and_an_unsubscribe_token_opts_out(
     done = ecrm(s, "customer", "unsubscribe", token)
     assert done.returncode == 0, done.stderr
     wait_for(
-        lambda: Profile.model_validate_json(rds.get(keyspace.profile("open"))).consent.get("sms"),
+        lambda: Profile.model_validate_json(rds.get(keyspace.profile("open", s.partitions))).consent.get("sms"),
         timeout=60,
         what="open's opt-out",
     )
-    opened = Profile.model_validate_json(rds.get(keyspace.profile("open")))
+    opened = Profile.model_validate_json(rds.get(keyspace.profile("open", s.partitions)))
     assert opened.consent["sms"].granted is False
     assert ecrm(s, "customer", "unsubscribe", token[:-2] + "xx").returncode != 0
 

@@ -151,5 +151,5 @@ def test_the_worker_runs_with_only_the_commands_its_redis_user_is_given(
     finally:
         ch.close()
     actions.consumer.close()
-    assert admin.exists(keyspace.profile("c2"))
+    assert admin.exists(keyspace.profile("c2", s.partitions))
     assert _refused(admin) == ["command: flushall by worker"]

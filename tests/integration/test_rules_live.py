@@ -37,7 +37,7 @@ from streams.outbox import KAFKA_OUTBOX
 from streams.relay import RELAY_GROUP
 from streams.settings import Settings
 from streams.sink import ClickHouseSink
-from tests.integration.conftest import consumed, wait_for
+from tests.integration.conftest import consumed, rule_stats, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -111,7 +111,7 @@ def expected_action_id(rule_id: str, customer_id: str, trigger: str) -> str:
 
 
 def rule_stats(rds: redis.Redis) -> dict[str, int]:
-    return {k.decode(): int(v) for k, v in rds.hgetall(keyspace.RULE_STATS).items()}
+    return rule_stats(rds)
 
 
 # --- what leaves ecrm ----------------------------------------------------------------------------
@@ -332,7 +332,7 @@ def test_a_coupon_held_back_for_the_night_is_not_sent_when_the_worker_returns_da
         ("deferred", "quiet_hours"),
         ("suppressed", "historical"),
     ]
-    assert orjson.loads(rds.get(keyspace.rule_state("owl")))["deferred"] == []
+    assert orjson.loads(rds.get(keyspace.rule_state("owl", settings.partitions)))["deferred"] == []
 
 
 def test_a_coupon_held_back_for_the_night_is_withdrawn_when_its_rule_is_switched_off(
@@ -622,7 +622,7 @@ def test_a_paid_order_one_second_before_the_deadline_cancels_the_coupon(
     actions = actions_topic.settle(1.0)
     assert [a["customer_id"] for a in actions] == ["cy"]
     assert rule_stats(rds) == {"abandoned-cart|fired": 1}
-    state = orjson.loads(rds.get(keyspace.rule_state("bob")))
+    state = orjson.loads(rds.get(keyspace.rule_state("bob", settings.partitions)))
     assert state["timers"] == [] and state["deferred"] == []
     assert worker.proc.poll() is None, worker.log_tail()
 
@@ -846,5 +846,5 @@ def test_coupons_deferred_to_tomorrow_count_against_tomorrows_budget(settings, r
         await keeper.app.store.stop()
 
     asyncio.run(scenario())
-    stats = {k.decode(): int(v) for k, v in rds.hgetall(keyspace.RULE_STATS).items()}
+    stats = rule_stats(rds)
     assert stats == {"abandoned-cart|deferred": 1, "abandoned-cart|suppressed:budget": 1}
