@@ -113,12 +113,12 @@ def test_an_erasure_waits_for_rows_queued_before_it_that_another_sink_holds(
             settings.redis_url, ch, consumer="quick", claim_idle_ms=60_000, erasure_wait_s=0.2
         )
         quick.drain_once(50)
-        assert erasure_done(rds, erasure.erasure_id) is None  # it waits for the older entry
+        assert erasure_done(rds, erasure) is None  # it waits for the older entry
         assert ch.query("SELECT count() AS n FROM segment_changes") == [{"n": 0}]
         # the slow sink finishes its entry, then (claiming what waited) carries out the
         # erasure: the row went in first and was deleted after, never the other way round
         slow.drain_once(50)
-        assert erasure_done(rds, erasure.erasure_id)["rows"]["segment_changes"] == 1
+        assert erasure_done(rds, erasure)["rows"]["segment_changes"] == 1
         assert ch.query("SELECT count() AS n FROM segment_changes") == [{"n": 0}]
         assert ch.query("SELECT rows_deleted FROM erasures") == [{"rows_deleted": 1}]
         assert quick.pending() == 0

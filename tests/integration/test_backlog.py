@@ -31,7 +31,7 @@ from agents.rules.book import RulesBook
 from agents.rules.shell import decision_row
 from ecrm.dev.traffic import synthetic_traffic
 from schemas.rules import load_rules
-from streams import keyspace
+from streams import counters, keyspace
 from streams.app import INPUT_TOPICS, create_app
 from streams.clickhouse import rows_json
 from streams.outbox import parse_entry
@@ -103,10 +103,11 @@ def arrivals(by_topic: dict[str, list[Any]], rng: random.Random) -> list[tuple[s
 
 def live_decisions(rds: redis.Redis) -> set[Key]:
     found: set[Key] = set()
-    for _, fields in rds.xrange(keyspace.CLICKHOUSE_OUTBOX):
-        table, rows = parse_entry(fields)
-        if table == "rule_decisions":
-            found |= {_key(r) for r in rows}
+    for stream in counters.clickhouse_outboxes(ANY_PARTITIONS):
+        for _, fields in rds.xrange(stream):
+            table, rows = parse_entry(fields)
+            if table == "rule_decisions":
+                found |= {_key(r) for r in rows}
     return found
 
 
