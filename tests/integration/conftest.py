@@ -36,6 +36,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         running.stop()
 
 
+@pytest.fixture(scope="session")
+def valkey_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A Valkey cluster of 3 masters with a replica each (`streams.embedded.ValkeyCluster`),
+    started once per session: a test that fails over, kills or restarts a node leaves it
+    whole again (every slot served, every node up) for the next."""
+    from streams.embedded import start_valkey_cluster
+
+    with start_valkey_cluster(tmp_path_factory.mktemp("valkey-cluster")) as cluster:
+        yield cluster
+
+
 @pytest.fixture
 def settings(stack: Any, tmp_path: Path) -> Settings:
     from streams.topics import contract_topics, ensure_topics
