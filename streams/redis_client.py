@@ -20,6 +20,7 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.connection import parse_url
 from redis.cluster import key_slot
 
 #: URL schemes that name one node of a cluster (the rest are found from it).
@@ -74,10 +75,9 @@ class PartitionClients:
         slot = key_slot(f"{{p{partition}}}".encode())
         for first, last, node in self._slots:
             if first <= slot <= last:
-                if node not in self._by_node:
-                    self._by_node[node] = aioredis.Redis.from_url(
-                        self.url, host=node[0], port=node[1]
-                    )
+                if node not in self._by_node:  # the seed's credentials and TLS, that node
+                    options = {**parse_url(self.url), "host": node[0], "port": node[1]}
+                    self._by_node[node] = aioredis.Redis(**options)
                 return self._by_node[node]
         raise redis.exceptions.ClusterDownError(f"no master serves slot {slot} (partition {partition})")
 

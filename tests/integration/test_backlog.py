@@ -36,7 +36,7 @@ from streams.app import INPUT_TOPICS, create_app
 from streams.clickhouse import rows_json
 from streams.outbox import parse_entry
 from streams.settings import Settings
-from tests.integration.conftest import consumed, wait_for
+from tests.integration.conftest import ANY_PARTITIONS, consumed, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,6 @@ import pytest
 from kafka import KafkaConsumer
 
 from ecrm.commands.profile import read_profile
-from streams import keyspace
 from tests.integration.conftest import consumed, rule_stats, stats, wait_for
 from tests.integration.test_pipeline import sink_all
 

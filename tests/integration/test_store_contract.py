@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from redis.cluster import key_slot
 
-from agents.rules.budget_booking import BudgetBooker, Booking, BudgetRefused, read_spent
+from agents.rules.budget_booking import Booking, BudgetBooker, BudgetRefused, read_spent
 from schemas.rules import RuleSet
 from streams import keyspace
 from streams.app import EcrmApp, create_app
