@@ -52,6 +52,12 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
         return {(tp.topic, tp.partition): end for tp, end in ends.items() if end is not None}
 
     keeper.end_offsets = end_offsets
+
+    async def start_offsets(sources: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        starts = await app.consumer.earliest_offsets(*(TP(t, p) for t, p in sources))
+        return {(tp.topic, tp.partition): start for tp, start in starts.items()}
+
+    keeper.start_offsets = start_offsets
     prefix = len(settings.topic_prefix)
 
     batches = subscribe_batches(app, ctx.inputs)

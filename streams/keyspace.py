@@ -104,6 +104,12 @@ def offset(cluster: str, topic: str, partition: int) -> str:
     return f"{tag(partition)}offset:{cluster}:{topic}"
 
 
+def replicated(partition: int) -> str:
+    """A counter each unit of the partition bumps after its commit, on the same connection, so
+    that a WAIT for it covers the commit too (streams/redis_store.py)."""
+    return f"{tag(partition)}replicated"
+
+
 def stats(partition: int) -> str:
     """Counters of one partition's input messages (events, duplicates, dead letters — `poison`
     of them raised when applied, `erased` of them were an erased customer's —, batches,

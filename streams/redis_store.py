@@ -14,6 +14,7 @@ fails with `UnitConflict` and the caller redoes the batch on fresh data.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from schemas.errors import RedisStoreError
 from streams import keyspace
 from streams.outbox import QUEUED_ENTRIES, QUEUED_ROWS, OutboxEntry
 from streams.redis_client import AsyncRedis, PartitionClients, SyncRedis, async_client, sync_client
+
+log = logging.getLogger(__name__)
 
 
 class UnitConflict(RedisStoreError):
@@ -193,6 +196,9 @@ class RedisStore(SerializedStore):
         #: the input topics' partitions: a customer's keys carry their home partition's tag
         self.partitions: int = settings.partitions if settings is not None else 1
         self.cluster: bool = settings.redis_is_cluster if settings is not None else False
+        #: replicas a unit's commit must reach before the worker moves on (Redis WAIT)
+        self.wait_replicas = settings.redis_replicas_to_wait_for if settings is not None else 0
+        self.wait_ms = settings.redis_wait_ms if settings is not None else 1000
         #: id of the Kafka cluster the source offsets belong to (set by the worker at start)
         self.cluster_id = "kafka"
         self._unit: Unit | None = None
@@ -264,6 +270,8 @@ class RedisStore(SerializedStore):
                     queue(pipe, op)
                 await pipe.execute()
                 hooked = False
+                if self.wait_replicas:
+                    await self._replicated(client, partition)
             except redis.WatchError as exc:
                 raise UnitConflict("a watched key changed under this batch") from exc
             except (redis.exceptions.MovedError, redis.ConnectionError):
@@ -274,6 +282,25 @@ class RedisStore(SerializedStore):
                 if hooked:
                     for undo in unit.on_abort:
                         await undo()
+
+    async def _replicated(self, client: aioredis.Redis, partition: int) -> None:
+        """Wait until the unit just committed reached `wait_replicas` replicas. WAIT covers the
+        writes of its own connection, so a fence write goes on one connection with it: the
+        replication stream is in order, so the fence replicated means the unit did too."""
+        async with client.pipeline(transaction=False) as fence:
+            fence.incr(keyspace.replicated(partition))
+            fence.execute_command("WAIT", self.wait_replicas, self.wait_ms)
+            _, reached = await fence.execute()
+        if int(reached) < self.wait_replicas:
+            log.warning(
+                "partition %d: a unit reached %d of %d replicas within %d ms; a failover now "
+                "could lose it (the next unit would find the watermark behind and stop the "
+                "worker, which resumes from the watermark)",
+                partition,
+                int(reached),
+                self.wait_replicas,
+                self.wait_ms,
+            )
 
     def _open_unit(self, what: str) -> Unit:
         if self._unit is None:

@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     #: Redis is a cluster (also when the URL is `redis+cluster://`): keys are hash-tagged by
     #: partition and every unit stays in one slot (streams/redis_client.py).
     redis_cluster: bool = False
+    #: Replicas each unit's writes must reach before the worker moves on (Redis WAIT); None:
+    #: 1 on a cluster (a failover then loses no unit the worker went past), 0 on one server.
+    redis_wait_replicas: int | None = Field(default=None, ge=0)
+    #: How long a unit waits for them; past it the worker goes on and says so.
+    redis_wait_ms: int = Field(default=1000, ge=1)
     clickhouse_url: str = EMBEDDED_CLICKHOUSE
     rules_file: Path = EXAMPLE_RULES
     #: The membership programme (levels, points, benefits, tags; docs/membership.md),
@@ -233,6 +238,12 @@ class Settings(BaseSettings):
     @property
     def redis_is_cluster(self) -> bool:
         return is_cluster(self.redis_url, self.redis_cluster)
+
+    @property
+    def redis_replicas_to_wait_for(self) -> int:
+        if self.redis_wait_replicas is not None:
+            return self.redis_wait_replicas
+        return 1 if self.redis_is_cluster else 0
 
     def redis(self, **options: Any) -> SyncRedis:
         """A client of the shop's Redis, one server or a cluster (streams/redis_client.py)."""

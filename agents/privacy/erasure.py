@@ -75,7 +75,9 @@ def erase_customer(
 
 def is_erased(client: SyncRedis, settings: Settings, customer_id: str) -> bool:
     token = erasure_token(customer_id, settings.privacy_key())
-    return bool(client.exists(keyspace.erased(token, keyspace.home(customer_id, settings.partitions))))
+    return bool(
+        client.exists(keyspace.erased(token, keyspace.home(customer_id, settings.partitions)))
+    )
 
 
 def erasure_done(client: SyncRedis, erasure: Erasure) -> dict[str, Any] | None:

@@ -134,6 +134,13 @@ def _reason(exc: ValidationError) -> str:
 REDIRECTS_KEPT = 100_000
 
 
+class WatermarkBehind(Exception):  # noqa: N818 - a state of Redis, not an error of the data
+    """Redis's watermark of a source is behind what this worker read past: Redis lost units it
+    had acknowledged (a failover to a replica they had not reached, an append-only file that
+    lost its tail). Applying on would skip the events in between, so the worker stops; started
+    again, it reads each partition from Redis's watermark + 1 (streams/resume.py)."""
+
+
 class _Redirected(Exception):  # noqa: N818 - a signal inside the keeper, never raised out
     """Customers of a unit turned out to be redirects: read the batch again under their
     targets."""
@@ -163,6 +170,11 @@ class ProfileKeeper:
     end_offsets: Callable[[list[tuple[str, int]]], Awaitable[dict[tuple[str, int], int]]] | None = (
         None
     )
+    #: asks the broker for the first offsets still held of (topic, partition)s; set by the
+    #: worker, to tell events retention deleted from units Redis lost (`_contiguous`)
+    start_offsets: (
+        Callable[[list[tuple[str, int]]], Awaitable[dict[tuple[str, int], int]]] | None
+    ) = None
     _event_clock: EventClock | None = None
     #: ids linked to another customer, as learnt from their redirect stubs in Redis (a link
     #: is never undone, so what is learnt stays true)
@@ -308,8 +320,13 @@ class ProfileKeeper:
         applied (agents/profile/poison.py); an outage or a conflict is waited out and the same
         work redone, so this returns only once every item is applied or refused."""
 
+        behind: list[WatermarkBehind] = []
+
         async def apply_part(part: Sequence[Incoming]) -> None:
-            await until_committed(lambda: self._apply_once(part, wall))
+            try:
+                await until_committed(lambda: self._apply_once(part, wall))
+            except WatermarkBehind as exc:  # no event's fault: never split nor dead-lettered
+                behind.append(exc)
 
         by_partition: dict[int, list[Incoming]] = defaultdict(list)
         for item in items:  # one unit per partition: on a cluster, one slot each
@@ -328,6 +345,8 @@ class ProfileKeeper:
 
         for part in by_partition.values():
             await apply_or_split(part, apply_part, refuse)
+            if behind:
+                raise behind[0]
 
     async def _dead_letter_poison(self, item: Incoming, error: str, now: datetime) -> None:
         """The event's dead letter and its partition's watermark, in one unit of their own."""
@@ -414,6 +433,7 @@ class ProfileKeeper:
             )
             batch = _Batch(self, unit, marketing, wall=now)
             fresh = [i for i in items if not unit.applied(i.topic, i.partition, i.offset)]
+            await self._contiguous(unit, fresh)
             batch.stats["batches"] = 1 if fresh else 0
             fresh_ids = {id(i) for i in fresh}
             away_ids = {id(i) for i in away}
@@ -555,6 +575,35 @@ class ProfileKeeper:
         except (UnitConflict, BudgetRefused):
             return 0  # someone else touched these customers; the next sweep sees fresh data
         return len(batch.changes)
+
+    async def _contiguous(self, unit: Unit, fresh: Sequence[Incoming]) -> None:
+        """WatermarkBehind if the first fresh event of a source does not follow Redis's
+        watermark: what the consumer accounts for (`source.first`, which includes offsets the
+        broker skipped) must start at watermark + 1, unless retention deleted the offsets in
+        between (the partition now starts past the watermark)."""
+        first: dict[tuple[str, int], int] = {}
+        for item in fresh:
+            source = item.source
+            if self.start_offsets is None or not hasattr(source, "first"):
+                continue  # driven without a consumer (tests, the backtest): offsets as given
+            key = (item.topic, item.partition)
+            first[key] = min(first.get(key, source.first), source.first)
+        gaps = {
+            key: (unit.offsets[key], start)
+            for key, start in first.items()
+            if key in unit.offsets and start > unit.offsets[key] + 1
+        }
+        if not gaps or self.start_offsets is None:
+            return
+        held = await self.start_offsets(list(gaps))
+        for (topic, partition), (watermark, start) in gaps.items():
+            if held.get((topic, partition), 0) <= watermark + 1:
+                raise WatermarkBehind(
+                    f"{topic}[{partition}]: Redis's watermark is {watermark} but this worker "
+                    f"read on from {start}: Redis lost acknowledged units (a failover to a "
+                    "replica they had not reached?). Stopping rather than skip events; "
+                    "started again, the worker reads from the watermark"
+                )
 
     def erasure_markers(self, customers: Iterable[str]) -> dict[str, str]:
         """customer id -> their key on the erasure list (read, and so watched, by the unit:
@@ -709,9 +758,10 @@ class _Batch:
                 ),
             )
             return
-        if isinstance(item.event, IdentityEvent) and keyspace.home(
-            customer_id, self.keeper.partitions
-        ) == item.partition:
+        if (
+            isinstance(item.event, IdentityEvent)
+            and keyspace.home(customer_id, self.keeper.partitions) == item.partition
+        ):
             self.dead_letter(
                 item,
                 now,

@@ -114,7 +114,9 @@ def bookings(decisions: Iterable[Decision]) -> dict[tuple[str, date], list[Booki
     return out
 
 
-async def read_spent(client: Any, rules: RuleSet, days: Iterable[date]) -> dict[tuple[str, date], Spend]:
+async def read_spent(
+    client: Any, rules: RuleSet, days: Iterable[date]
+) -> dict[tuple[str, date], Spend]:
     """What the budgeted rules have booked on these days (single-key reads: any slot)."""
     wanted = [(r.id, day) for day in days for r in rules.rules if r.budget is not None]
     spent: dict[tuple[str, date], Spend] = {}
@@ -128,7 +130,9 @@ async def read_spent(client: Any, rules: RuleSet, days: Iterable[date]) -> dict[
 class BudgetBooker:
     """Books one unit's budget moves (before its MULTI) and takes them back if it aborts."""
 
-    def __init__(self, client: Any, rules: RuleSet, moves: dict[tuple[str, date], list[Booking]], ttl_s: int) -> None:
+    def __init__(
+        self, client: Any, rules: RuleSet, moves: dict[tuple[str, date], list[Booking]], ttl_s: int
+    ) -> None:
         self.client = client
         self.rules = {r.id: r for r in rules.rules}
         self.moves = moves
@@ -152,7 +156,9 @@ class BudgetBooker:
             reply = await self.client.eval(BOOK, 1, key, *args)
             if int(reply[0]) != 1:
                 await self.unbook()
-                raise BudgetRefused(f"{rule_id} on {day}: the budget was spent by another partition")
+                raise BudgetRefused(
+                    f"{rule_id} on {day}: the budget was spent by another partition"
+                )
             self.booked[key] = list(reply[1:])
 
     async def unbook(self) -> None:
