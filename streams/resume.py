@@ -101,6 +101,8 @@ class SourcePositions:
                 service = outage_of(exc) or ("Redis" if isinstance(exc, redis.WatchError) else None)
                 if service is None or time.monotonic() > deadline:
                     raise
+                if service == "Redis":
+                    self.store().partition_clients.forget()  # a failover moved a slot?
                 wait = backoff.next()
                 log.warning("waiting for %s to place the assigned partitions: %s", service, exc)
                 await asyncio.sleep(wait)

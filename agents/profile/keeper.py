@@ -48,7 +48,7 @@ from schemas.privacy import erasure_token
 from schemas.profile import Profile, empty_profile, from_stored, stored
 from streams import counters, keyspace
 from streams.app import INPUT_TOPICS, EcrmApp
-from streams.outages import until_committed
+from streams.outages import REDIS_AWAY, Backoff, until_committed
 from streams.outbox import clickhouse_entry, kafka_message
 from streams.redis_store import Unit, UnitConflict
 from streams.settings import Settings
@@ -311,7 +311,18 @@ class ProfileKeeper:
         for p in sorted({p for _, p in missing}):  # one slot each
             mine = [(t, q) for t, q in missing if q == p]
             names = [keyspace.offset(store.cluster_id, t, q) for t, q in mine]
-            values = await (await store.for_partition(p)).mget(names)
+            backoff = Backoff()
+            while True:  # the batch cannot be placed without them: wait Redis out
+                try:
+                    values = await (await store.for_partition(p)).mget(names)
+                    break
+                except REDIS_AWAY as exc:
+                    store.partition_clients.forget()
+                    wait = backoff.next()
+                    log.warning(
+                        "waiting for Redis to read watermarks (%s); again in %.1fs", exc, wait
+                    )
+                    await asyncio.sleep(wait)
             for (topic, q), raw in zip(mine, values, strict=True):
                 clock.start_at(topic, q, int(raw) + 1 if raw is not None else 0)
 
@@ -538,12 +549,16 @@ class ProfileKeeper:
         store = self.app.store
         upto = str(_ms(clock)) if live else f"({_ms(clock)}"
         client = await store.for_partition(partition)
-        due_at = cast(
-            list[tuple[bytes, float]],
-            await client.zrangebyscore(
-                keyspace.due(partition), "-inf", upto, start=0, num=limit, withscores=True
-            ),
-        )
+        try:
+            due_at = cast(
+                list[tuple[bytes, float]],
+                await client.zrangebyscore(
+                    keyspace.due(partition), "-inf", upto, start=0, num=limit, withscores=True
+                ),
+            )
+        except REDIS_AWAY:
+            store.partition_clients.forget()  # after a failover: ask the cluster again
+            raise
         if not due_at:
             return 0
         due = [raw for raw, _ in due_at]
