@@ -19,7 +19,7 @@ from streams.app import OUTPUT_TOPICS, EcrmApp, create_app
 from streams.backpressure import MEMORY_WARN_SHARE, OutboxGate, memory_use, outbox_depth
 from streams.batches import BatchConsumer, subscribe_batches
 from streams.kafka_auth import PLAINTEXT, KafkaAuth
-from streams.outages import REDIS_AWAY
+from streams.outages import REDIS_AWAY, Backoff
 from streams.relay import KafkaRelay
 from streams.relay_tail import TopicTail
 from streams.settings import Settings
@@ -202,6 +202,8 @@ def run_worker(settings: Settings, loglevel: str = "warning") -> int:
         settings.partitions,
         auth=auth,
     )
+    if not settings.redis_is_cluster:
+        upgrade_layout(settings)
     ctx, _ = build_worker(settings)
     ctx.store.cluster_id = kafka_cluster_id(settings.kafka_bootstrap, auth)
     stop = threading.Event()
@@ -216,6 +218,25 @@ def run_worker(settings: Settings, loglevel: str = "warning") -> int:
         if sink_thread is not None:
             sink_thread.join(timeout=10)
     return 0
+
+
+def upgrade_layout(settings: Settings) -> None:
+    """Keys of an ecrm from before the partition tags move to today's names (streams/rekey.py),
+    before anything reads them; Redis is waited for, as every batch would."""
+    from streams.rekey import upgrade
+
+    backoff = Backoff()
+    while True:
+        client = settings.redis()
+        try:
+            upgrade(client, settings.partitions)
+            return
+        except REDIS_AWAY as exc:
+            wait = backoff.next()
+            log.warning("waiting for Redis to check its key layout (%s); again in %.1fs", exc, wait)
+            time.sleep(wait)
+        finally:
+            client.close()
 
 
 def drain_clickhouse_while(settings: Settings, stop: threading.Event) -> None:

@@ -13,7 +13,9 @@ from typing import Any
 from streams import keyspace
 
 
-def totals(client: Any, partitions: int, name: Callable[[int], str] = keyspace.stats) -> Counter[str]:
+def totals(
+    client: Any, partitions: int, name: Callable[[int], str] = keyspace.stats
+) -> Counter[str]:
     """field -> the sum over every partition's hash `name(p)` (`client`: a synchronous
     Redis or RedisCluster client)."""
     pipe = client.pipeline(transaction=False)

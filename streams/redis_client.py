@@ -79,7 +79,9 @@ class PartitionClients:
                     options = {**parse_url(self.url), "host": node[0], "port": node[1]}
                     self._by_node[node] = aioredis.Redis(**options)
                 return self._by_node[node]
-        raise redis.exceptions.ClusterDownError(f"no master serves slot {slot} (partition {partition})")
+        raise redis.exceptions.ClusterDownError(
+            f"no master serves slot {slot} (partition {partition})"
+        )
 
     async def _learn_slots(self) -> None:
         """Ask the seed node, or any node known before, which master serves which slots."""
@@ -94,11 +96,11 @@ class PartitionClients:
             finally:
                 if seed is seeds[0]:
                     await seed.aclose()
-            self._slots = [
-                (int(r[0]), int(r[1]), (_text(r[2][0]), int(r[2][1]))) for r in rows
-            ]
+            self._slots = [(int(r[0]), int(r[1]), (_text(r[2][0]), int(r[2][1]))) for r in rows]
             return
-        raise redis.exceptions.ConnectionError(f"no cluster node answered CLUSTER SLOTS: {last_error}")
+        raise redis.exceptions.ConnectionError(
+            f"no cluster node answered CLUSTER SLOTS: {last_error}"
+        )
 
     def forget(self) -> None:
         """A failover or a resharding moved slots: ask the cluster again at the next `get`."""

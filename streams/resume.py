@@ -110,7 +110,10 @@ class SourcePositions:
     async def _place(self, consumer: Any, tps: list[TP], committed: dict[TP, int | None]) -> None:
         store = self.store()
         keys = [keyspace.offset(store.cluster_id, tp.topic, tp.partition) for tp in tps]
-        raw = [await (await store.for_partition(tp.partition)).get(key) for tp, key in zip(tps, keys, strict=True)]
+        raw = [
+            await (await store.for_partition(tp.partition)).get(key)
+            for tp, key in zip(tps, keys, strict=True)
+        ]
         starts = await consumer.earliest_offsets(*tps)
         ends = dict(await consumer.highwaters(*tps))
         beyond = {
