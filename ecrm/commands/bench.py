@@ -16,7 +16,8 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,6 +39,7 @@ from streams.batches import MAX_PARTITION_FETCH_BYTES
 from streams.clickhouse import connect, migrate
 from streams.embedded import embedded_stack
 from streams.outbox import clickhouse_entry
+from streams.redis_client import mget
 from streams.settings import Settings
 from streams.sink import ClickHouseSink
 from streams.topics import contract_topics, ensure_topics
@@ -127,7 +129,11 @@ def run_pipeline(
         start_count = messages_handled(client, s.partitions)
         cpu = -sum(cpu_seconds(p.pid) for p in procs)
         if second_after is not None:
-            wait_until(lambda: messages_handled(client, s.partitions) >= n * second_after, 300, "the first part")
+            wait_until(
+                lambda: messages_handled(client, s.partitions) >= n * second_after,
+                300,
+                "the first part",
+            )
             procs.append(spawn_worker(s, log_dir / f"{s.app_id}-late.log"))
         wait_until(lambda: messages_handled(client, s.partitions) >= n, 600, "all events")
         elapsed = time.monotonic() - t0
@@ -402,40 +408,62 @@ def sink(b: Bench) -> None:
 
 #: Partitions of the scale-out phase: room for four workers with two partitions each.
 SCALE_OUT_PARTITIONS = 8
+#: The scale-out run on a Redis Cluster (3 masters, a replica each; streams/embedded.py).
+CLUSTER_RUN = "two workers, Redis Cluster"
+
+
+@contextmanager
+def _redis_for(b: Bench, on_cluster: bool) -> Iterator[str | None]:
+    """A Redis Cluster of its own for a run that wants one (its URL), else None."""
+    if not on_cluster:
+        yield None
+        return
+    from streams.embedded import start_valkey_cluster
+
+    with start_valkey_cluster(b.work / "valkey-cluster") as cluster:
+        yield cluster.url
 
 
 def scale_out(b: Bench) -> None:
     """One, two and four workers in one group on 8 partitions, and one joined by another at
     30 % (a rebalance mid-run), over the same traffic: events/s, and events per second of
     worker CPU (per busy core: on a machine with fewer cores than workers the workers share
-    them with Redis, the broker and the producer, so events/s alone cannot grow). Profiles
-    are compared field by field across the runs."""
+    them with Redis, the broker and the producer, so events/s alone cannot grow). Two
+    workers run again on a Redis Cluster (three masters with a replica each, every unit
+    waiting for its replica), beside the same two on one Redis. Profiles are compared field
+    by field across the runs."""
     customers, sessions = (10_000, 5_000) if b.quick else (50_000, 30_000)
     events = traffic(customers, sessions)
     results: dict[str, Any] = {"events": len(events), "partitions": SCALE_OUT_PARTITIONS}
     profiles: dict[str, dict[bytes, bytes]] = {}
-    runs = (("one worker", 1, None), ("two workers", 2, None), ("four workers", 4, None))
+    runs: tuple[tuple[str, int, float | None, bool], ...] = (
+        ("one worker", 1, None, False),
+        ("two workers", 2, None, False),
+        ("four workers", 4, None, False),
+        (CLUSTER_RUN, 2, None, True),
+    )
     if not b.quick:
-        runs += (("one + one joining at 30%", 1, 0.3),)
-    for label, workers, late in runs:
-        s = b.phase(
-            f"scale-out: {label} on {SCALE_OUT_PARTITIONS} partitions",
-            partitions=SCALE_OUT_PARTITIONS,
-        )
-        produce_all(s, events)
-        rate, _, cpu = run_pipeline(s, len(events), workers, b.work, second_after=late)
-        client = s.redis()
-        keys = list(client.scan_iter(match=keyspace.PROFILES_PATTERN, count=5000))
-        snapshot = {}
-        for i in range(0, len(keys), 2000):
-            part = keys[i : i + 2000]
-            for k, v in zip(part, client.mget(part), strict=True):
-                p = from_stored(v)
-                snapshot[k] = orjson.dumps(
-                    [p.frequency, str(p.monetary), p.events_seen, p.last_order_at]
-                )
-        applied = counters.stats(client, s.partitions)["events"]
-        client.close()
+        runs += (("one + one joining at 30%", 1, 0.3, False),)
+    for label, workers, late, on_cluster in runs:
+        with _redis_for(b, on_cluster) as redis_url:
+            update: dict[str, Any] = {"partitions": SCALE_OUT_PARTITIONS}
+            if redis_url is not None:
+                update["redis_url"] = redis_url
+            s = b.phase(f"scale-out: {label} on {SCALE_OUT_PARTITIONS} partitions", **update)
+            produce_all(s, events)
+            rate, _, cpu = run_pipeline(s, len(events), workers, b.work, second_after=late)
+            client = s.redis()
+            keys = list(client.scan_iter(match=keyspace.PROFILES_PATTERN, count=5000))
+            snapshot = {}
+            for i in range(0, len(keys), 2000):
+                part = keys[i : i + 2000]
+                for k, v in zip(part, mget(client, part), strict=True):
+                    p = from_stored(v)
+                    snapshot[k] = orjson.dumps(
+                        [p.frequency, str(p.monetary), p.events_seen, p.last_order_at]
+                    )
+            applied = counters.stats(client, s.partitions)["events"]
+            client.close()
         profiles[label] = snapshot
         per_core = 1 / cpu if cpu > 0 else 0.0
         results[label] = {
@@ -449,8 +477,11 @@ def scale_out(b: Bench) -> None:
             f"applied {applied:,}"
         )
     one = results["one worker"]["events_per_s"]
-    for label in ("two workers", "four workers"):
+    for label in ("two workers", "four workers", CLUSTER_RUN):
         results[label]["vs_one"] = round(results[label]["events_per_s"] / one, 2) if one else 0
+    two = results["two workers"]["events_per_s"]
+    on_cluster_rate = results[CLUSTER_RUN]["events_per_s"]
+    results[CLUSTER_RUN]["vs_one_redis"] = round(on_cluster_rate / two, 2) if two else 0
     snapshots = list(profiles.values())
     same = all(snap == snapshots[0] for snap in snapshots[1:])
     results["profiles_identical"] = same
@@ -458,6 +489,10 @@ def scale_out(b: Bench) -> None:
     say(
         f"  two workers {results['two workers']['vs_one']}x one, four "
         f"{results['four workers']['vs_one']}x (on {os.cpu_count()} cores)"
+    )
+    say(
+        f"  two workers on a Redis Cluster: {results[CLUSTER_RUN]['vs_one_redis']}x the same "
+        "two on one Redis"
     )
     say(f"  profiles identical in all runs: {same}")
 
