@@ -57,7 +57,7 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
     prefix = len(settings.topic_prefix)
 
     batches = subscribe_batches(app, ctx.inputs)
-    metrics = WorkerMetrics(settings.redis_url, settings.partitions)
+    metrics = WorkerMetrics(settings.redis_url, settings.partitions, settings.redis_cluster)
 
     def acknowledge(items: list[Incoming]) -> None:
         batches.ack_offsets(item.source for item in items)
@@ -127,7 +127,7 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
     async def backpressure() -> None:
         """Fetch nothing while the ClickHouse outbox is over its limit (streams/backpressure.py)."""
         try:
-            depth = await outbox_depth(ctx.store.client)
+            depth = await outbox_depth(ctx.store.client, settings.partitions)
         except REDIS_AWAY:
             return  # the batches wait Redis out anyway
         share = await memory_use(ctx.store.client)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from streams import keyspace
 from streams.clickhouse import connect, migrate
-from streams.outbox import CLICKHOUSE_OUTBOX
+from streams.counters import clickhouse_outboxes, stream_lengths
 from streams.sink import ClickHouseSink
 from tests.integration.conftest import stats, wait_for
 
@@ -22,6 +22,11 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])  # nothing listens there once closed
+
+
+def queued(rds, settings) -> int:
+    """Entries in every partition's ClickHouse outbox."""
+    return stream_lengths(rds, clickhouse_outboxes(settings.partitions))
 
 
 def _held(rds, pid: int) -> bool:
@@ -63,7 +68,7 @@ def test_clickhouse_down_the_worker_holds_its_input_then_catches_up(
     wait_for(lambda: _held(rds, worker.pid), timeout=90, what="the worker to hold its input")
     applied_when_held = stats(rds).get("events", 0)
     assert applied_when_held == 100
-    assert rds.xlen(CLICKHOUSE_OUTBOX) > 0
+    assert queued(rds, settings) > 0
     assert worker.proc.poll() is None, worker.log_tail()
     assert "ClickHouse unavailable" in worker.log_path.read_text(errors="replace")
 
@@ -77,11 +82,11 @@ def test_clickhouse_down_the_worker_holds_its_input_then_catches_up(
     ch = connect(f"chdb://{tmp_path / 'clickhouse-back'}")
     migrate(ch)
     stop = threading.Event()
-    drainer = threading.Thread(target=ClickHouseSink(settings.redis_url, ch).run, args=(stop,))
+    drainer = threading.Thread(target=ClickHouseSink.from_settings(settings, ch).run, args=(stop,))
     drainer.start()
     try:
         wait_for(
-            lambda: stats(rds).get("events", 0) == EVENTS and rds.xlen(CLICKHOUSE_OUTBOX) == 0,
+            lambda: stats(rds).get("events", 0) == EVENTS and queued(rds, settings) == 0,
             timeout=120,
             what="every event applied and the outbox drained",
         )
