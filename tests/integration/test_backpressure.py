@@ -9,11 +9,11 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from streams import keyspace
+from streams import counters, keyspace
 from streams.clickhouse import connect, migrate
 from streams.counters import clickhouse_outboxes, stream_lengths
 from streams.sink import ClickHouseSink
-from tests.integration.conftest import stats, wait_for
+from tests.integration.conftest import wait_for
 
 EVENTS = 300
 
@@ -22,6 +22,11 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])  # nothing listens there once closed
+
+
+def events(rds, settings) -> int:
+    """Events applied, in every partition."""
+    return counters.stats(rds, settings.partitions).get("events", 0)
 
 
 def queued(rds, settings) -> int:
@@ -66,7 +71,7 @@ def test_clickhouse_down_the_worker_holds_its_input_then_catches_up(
     # the worker runs without ClickHouse and applies events until the outbox passes its limit
     browse(range(100))
     wait_for(lambda: _held(rds, worker.pid), timeout=90, what="the worker to hold its input")
-    applied_when_held = stats(rds).get("events", 0)
+    applied_when_held = events(rds, settings)
     assert applied_when_held == 100
     assert queued(rds, settings) > 0
     assert worker.proc.poll() is None, worker.log_tail()
@@ -75,7 +80,7 @@ def test_clickhouse_down_the_worker_holds_its_input_then_catches_up(
     # held: what arrives now waits in Kafka, not in Redis
     browse(range(100, EVENTS))
     time.sleep(3)  # an observation window: held, the worker fetches nothing new
-    assert stats(rds).get("events", 0) == applied_when_held
+    assert events(rds, settings) == applied_when_held
     assert _held(rds, worker.pid)
 
     # ClickHouse is back: a sink drains the outbox, the worker fetches again and catches up
@@ -86,7 +91,7 @@ def test_clickhouse_down_the_worker_holds_its_input_then_catches_up(
     drainer.start()
     try:
         wait_for(
-            lambda: stats(rds).get("events", 0) == EVENTS and queued(rds, settings) == 0,
+            lambda: events(rds, settings) == EVENTS and queued(rds, settings) == 0,
             timeout=120,
             what="every event applied and the outbox drained",
         )
