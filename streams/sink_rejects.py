@@ -48,12 +48,12 @@ class Reject:
         return {
             "reject_id": self.reject_id,
             "rejected_at": self.rejected_at.isoformat(),
-            "outbox": self.outbox,
             "table": self.table,
             "entry_id": self.entry_id,
             "rows": len(self.rows),
             "reason": self.reason,
             "first_row": orjson.dumps(self.rows[0]).decode() if self.rows else "",
+            "outbox": self.outbox,
         }
 
 
