@@ -272,6 +272,9 @@ class StreamSink:
         """Delete the customer's rows once no outbox holds an older entry; audit; acknowledge.
         Postponed (tried again on the next pass) while one does, or while ClickHouse fails."""
         entry_id, request = erasure.entry_id, erasure.request
+        if not self._mine(entry_id):  # claimed by another sink while postponed: theirs now
+            self._postponed.pop(entry_id, None)
+            return
         if self._older_anywhere(entry_id):
             if entry_id not in self._postponed:
                 log.info("erasure %s waits for older outbox entries", request.erasure_id)
@@ -294,6 +297,11 @@ class StreamSink:
             tx.execute()
         self._postponed.pop(entry_id, None)
         self.erasures += 1
+
+    def _mine(self, entry_id: bytes) -> bool:
+        """Whether the entry is still pending with this sink (not done, nor claimed away)."""
+        found = self._redis.xpending_range(self.stream, self.group, entry_id, entry_id, 1)
+        return bool(found) and _text(found[0]["consumer"]) == self.consumer
 
     def _older_anywhere(self, entry_id: bytes) -> bool:
         """Whether any outbox still holds an entry older than `entry_id` (not yet inserted,
@@ -608,3 +616,7 @@ class ClickHouseSink:
         for stream in self.streams:
             stream.close()
         self._redis.close()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
