@@ -2,9 +2,9 @@
 
 A message too large for the topic is moved, in the same MULTI that acknowledges its outbox
 entry, to its outbox's rejects stream (`keyspace.relay_rejects(stream)`, in the outbox's slot;
-one per partition): whole (value included, so it can be repaired and
-queued again) unless it holds a phone number or an e-mail address (then `value_prefix`,
-masked, `value_size` and `value_sha256`), with its size and why it was refused. Operators read
+one per partition): whole (value included, so it can be repaired and queued again) unless it
+holds a phone number or an e-mail address (then `value_prefix`, masked, `value_size` and
+`value_sha256`), with its size and why it was refused. Operators read
 them with `ecrm relay rejects` (`list_rejects`, every partition's); `keyspace.relay_stats(stream)`
 counts what each outbox's relay sent, skipped (already on the topic), rejected, retried and
 took over, and `relay_stats` sums them.
