@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
@@ -9,6 +10,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any, cast
 
+import redis.asyncio as aioredis
 from faust.types import TP
 
 from agents.membership.book import ProgrammeBook
@@ -20,7 +22,7 @@ from streams.backpressure import MEMORY_WARN_SHARE, OutboxGate, memory_use, outb
 from streams.batches import BatchConsumer, subscribe_batches
 from streams.kafka_auth import PLAINTEXT, KafkaAuth
 from streams.outages import REDIS_AWAY, Backoff
-from streams.relay import KafkaRelay
+from streams.relay import KafkaRelay, run_relays
 from streams.relay_tail import TopicTail
 from streams.settings import Settings
 from streams.worker_metrics import WorkerMetrics, dead_letter_reason
@@ -61,7 +63,7 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
     prefix = len(settings.topic_prefix)
 
     batches = subscribe_batches(app, ctx.inputs)
-    metrics = WorkerMetrics(settings.redis_url, settings.partitions)
+    metrics = WorkerMetrics(settings.redis_url, settings.partitions, settings.redis_cluster)
 
     def acknowledge(items: list[Incoming]) -> None:
         batches.ack_offsets(item.source for item in items)
@@ -131,7 +133,7 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
     async def backpressure() -> None:
         """Fetch nothing while the ClickHouse outbox is over its limit (streams/backpressure.py)."""
         try:
-            depth = await outbox_depth(ctx.store.client)
+            depth = await outbox_depth(ctx.store.client, settings.partitions)
         except REDIS_AWAY:
             return  # the batches wait Redis out anyway
         share = await memory_use(ctx.store.client)
@@ -166,21 +168,40 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
     async def send(topic: str, key: bytes | None, value: bytes) -> Any:
         return await app.producer.send(topic, key, value, None, None, None)
 
-    relay = KafkaRelay(
-        ctx.store.client,
-        send,
-        tail=TopicTail(settings.kafka_bootstrap, auth=KafkaAuth.of(settings)),
-        max_message_bytes=settings.relay_max_message_bytes,
-        heartbeat_ttl_s=settings.relay_heartbeat_ttl_s,
-        retry_max_s=settings.relay_retry_max_s,
-        topics=frozenset(settings.topic(name) for name in OUTPUT_TOPICS),
-        privacy_key=keeper.privacy_key,
-    )
+    async def relay_of(partition: int) -> KafkaRelay:
+        """The relay of one partition's Kafka outbox, on the Redis node serving its slot."""
+
+        async def reconnect() -> aioredis.Redis:
+            ctx.store.partition_clients.forget()
+            return await ctx.store.for_partition(partition)
+
+        return KafkaRelay(
+            await ctx.store.for_partition(partition),
+            send,
+            stream=keyspace.kafka_outbox(partition),
+            tail=TopicTail(settings.kafka_bootstrap, auth=KafkaAuth.of(settings)),
+            max_message_bytes=settings.relay_max_message_bytes,
+            heartbeat_ttl_s=settings.relay_heartbeat_ttl_s,
+            retry_max_s=settings.relay_retry_max_s,
+            topics=frozenset(settings.topic(name) for name in OUTPUT_TOPICS),
+            privacy_key=keeper.privacy_key,
+            partitions=settings.partitions,
+            lookup=ctx.store.client,
+            reconnect=reconnect if settings.redis_is_cluster else None,
+        )
 
     @app.task
     async def kafka_relay() -> None:
-        # logs and retries every error itself: only cancellation (the worker stopping) ends it
-        await relay.run(lambda: bool(app.should_stop), block_ms=100)
+        # every partition's outbox, each with its own relay; they log and retry every error
+        # themselves: only cancellation (the worker stopping) ends them
+        relays: list[KafkaRelay] = []
+        while len(relays) < settings.partitions and not app.should_stop:
+            try:
+                relays.append(await relay_of(len(relays)))
+            except REDIS_AWAY as exc:  # a cluster that cannot say where a slot is yet
+                log.warning("Kafka relay waits for Redis: %s", exc)
+                await asyncio.sleep(1.0)
+        await run_relays(relays, lambda: bool(app.should_stop), block_ms=100)
 
     if settings.metrics_port is not None:
         metrics.serve(settings.metrics_port)

@@ -7,7 +7,9 @@ watches the outbox's depth and stops fetching its input topics above a limit
 half: Kafka keeps the backlog meanwhile, which is what it is for. Timers and the relay go on
 (the sweep adds rows too, but few and bounded by the customers due).
 
-`OutboxGate` is the decision, pure; `outbox_depth` reads what it needs from Redis.
+`OutboxGate` is the decision, pure; `outbox_depth` reads what it needs from Redis: every
+partition's outbox length and counters (streams/keyspace.py), one key per command so that
+it works the same on a Redis Cluster.
 
 Redis itself runs with a `maxmemory` and the `noeviction` policy (compose and embedded):
 full, it refuses writes instead of dropping state. `memory_use` says how close it is, and the
@@ -16,13 +18,14 @@ worker warns from `MEMORY_WARN_SHARE` of the limit on.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import redis
 
 from streams import keyspace
-from streams.outbox import CLICKHOUSE_OUTBOX, QUEUED_ENTRIES, QUEUED_ROWS, depth_from
+from streams.outbox import QUEUED_ENTRIES, QUEUED_ROWS, depth_from
 
 Change = Literal["hold", "release"]
 
@@ -49,12 +52,18 @@ class OutboxGate:
         return None
 
 
-async def outbox_depth(client: Any) -> int:
-    """Rows waiting in the ClickHouse outbox (an estimate: see `outbox.depth_from`)."""
-    async with client.pipeline(transaction=False) as pipe:
-        pipe.xlen(CLICKHOUSE_OUTBOX)
-        pipe.hmget(keyspace.STATS, [QUEUED_ENTRIES, QUEUED_ROWS])
-        pending, (entries, rows) = await pipe.execute()
+async def outbox_depth(client: Any, partitions: int) -> int:
+    """Rows waiting in every partition's ClickHouse outbox (an estimate per partition: see
+    `outbox.depth_from`), summed. `client`: an async Redis or RedisCluster client."""
+    return sum(await asyncio.gather(*(partition_depth(client, p) for p in range(partitions))))
+
+
+async def partition_depth(client: Any, partition: int) -> int:
+    """Rows waiting in one partition's ClickHouse outbox (an estimate)."""
+    pending, (entries, rows) = await asyncio.gather(
+        client.xlen(keyspace.clickhouse_outbox(partition)),
+        client.hmget(keyspace.stats(partition), [QUEUED_ENTRIES, QUEUED_ROWS]),
+    )
     return depth_from(int(pending or 0), int(entries or 0), int(rows or 0))
 
 

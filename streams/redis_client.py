@@ -17,10 +17,10 @@ one MULTI/EXEC holds them. Three kinds of client follow from that:
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import redis.asyncio as aioredis
-from redis.asyncio.connection import parse_url
 from redis.cluster import key_slot
 
 #: URL schemes that name one node of a cluster (the rest are found from it).
@@ -40,6 +40,13 @@ def node_url(url: str) -> str:
         if url.startswith(scheme):
             return scheme.replace("+cluster", "") + url[len(scheme) :]
     return url
+
+
+def at_node(url: str, host: str, port: int) -> str:
+    """`url` (credentials, db, options kept) pointing at another node."""
+    parts = urlsplit(url)
+    auth, at, _ = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{auth}{at}{host}:{port}"))
 
 
 def sync_client(url: str, cluster: bool = False, **options: Any) -> SyncRedis:
@@ -75,9 +82,9 @@ class PartitionClients:
         slot = key_slot(f"{{p{partition}}}".encode())
         for first, last, node in self._slots:
             if first <= slot <= last:
-                if node not in self._by_node:  # the seed's credentials and TLS, that node
-                    options = {**parse_url(self.url), "host": node[0], "port": node[1]}
-                    self._by_node[node] = aioredis.Redis(**options)
+                if node not in self._by_node:
+                    # from_url lets the URL's host and port win over keyword arguments
+                    self._by_node[node] = aioredis.Redis.from_url(at_node(self.url, *node))
                 return self._by_node[node]
         raise redis.exceptions.ClusterDownError(
             f"no master serves slot {slot} (partition {partition})"

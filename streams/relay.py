@@ -1,8 +1,14 @@
 """Relays Kafka-bound messages (segment changes, dead letters, actions) from a Redis outbox.
 
-Agents never send to Kafka directly: a message is written to the `ecrm:outbox:kafka`
-stream in the same MULTI as the state that caused it, so it can neither be lost nor sent
-for a change that was never committed. The relay sends and then acknowledges.
+Agents never send to Kafka directly: a message is written to its partition's Kafka outbox
+(`keyspace.kafka_outbox(p)`) in the same MULTI as the state that caused it, so it can neither
+be lost nor sent for a change that was never committed. The relay sends and then acknowledges.
+
+One `KafkaRelay` drains one outbox stream; a worker runs one per partition (`run_relays`).
+Everything a relay writes — its group, heartbeats, marks, rejects and counters — is named
+after its stream (streams/keyspace.py) and lives in the stream's slot, so each MULTI below
+touches one slot on a Redis Cluster; there `client` must be a connection to the node that
+serves the stream (`PartitionClients.get(p)`), and `reconnect` finds it again after a failover.
 
 Each message reaches its topic once, with no idempotent or transactional producer: whenever
 the relay holds entries that may already be on the topic — taken over from a relay that is
@@ -33,7 +39,6 @@ import redis.asyncio as aioredis
 
 from schemas.privacy import erasure_token
 from streams import keyspace
-from streams.outbox import KAFKA_OUTBOX
 from streams.relay_errors import (
     Entry,
     UnsentEntries,
@@ -41,8 +46,9 @@ from streams.relay_errors import (
     next_delay,
     raise_if_cancelled,
     refusal,
+    waits_for,
 )
-from streams.relay_rejects import RELAY_REJECTS, RELAY_STATS, reject_fields
+from streams.relay_rejects import reject_fields
 from streams.relay_tail import Message
 from streams.relay_takeover import (
     Heartbeat,
@@ -83,17 +89,18 @@ class KafkaRelay:
         client: aioredis.Redis,
         send: Send,
         *,
+        stream: str,
         tail: Tail | None = None,
-        stream: str = KAFKA_OUTBOX,
         consumer: str | None = None,
         batch: int = 500,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         heartbeat_ttl_s: float = 10.0,
         retry_max_s: float = 30.0,
-        rejects: str = RELAY_REJECTS,
-        stats: str = RELAY_STATS,
         topics: frozenset[str] | None = None,
         privacy_key: bytes | None = None,
+        partitions: int = 1,
+        lookup: Any = None,
+        reconnect: Callable[[], Awaitable[aioredis.Redis]] | None = None,
     ) -> None:
         self.client = client
         self.send = send
@@ -103,15 +110,21 @@ class KafkaRelay:
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.batch = batch
         self.max_message_bytes = max_message_bytes
-        self.heartbeat = Heartbeat(client, self.consumer, heartbeat_ttl_s)
+        self.heartbeat = Heartbeat(client, stream, self.consumer, heartbeat_ttl_s)
         self.retry_max_s = retry_max_s
-        self.rejects = rejects
-        self.stats = stats
+        self.rejects = keyspace.relay_rejects(stream)
+        self.stats = keyspace.relay_stats(stream)
         #: the only topics it sends to (None: any), whatever an outbox entry names: write
         #: access to Redis must not become write access to every topic the worker can reach
         self.topics = topics
         #: with it, messages keyed by a customer erased since they were queued are dropped
         self.privacy_key = privacy_key
+        #: the input topics' partitions, to find an erased customer's key (their home's slot)
+        self.partitions = partitions
+        #: client for those single-key lookups, in any slot (a cluster client on a cluster)
+        self.lookup = lookup if lookup is not None else client
+        #: a client on the node now serving the stream, after a failover moved it
+        self.reconnect = reconnect
         self.sent = self.skipped = self.rejected = self.taken_over = self.erased = 0
         self._group_ready = False
         self._marks: Marks | None = None
@@ -133,6 +146,7 @@ class KafkaRelay:
                 except Exception as exc:  # noqa: BLE001 - the relay outlives every error
                     delay = next_delay(delay, self.retry_max_s)
                     log_failure(self.consumer, exc, delay)
+                    await self._follow_failover(exc)
                     await self._count(retries=1)
                     await asyncio.sleep(delay)
                 else:
@@ -286,7 +300,7 @@ class KafkaRelay:
             pipe.xack(self.stream, RELAY_GROUP, *ids)
             pipe.xdel(self.stream, *ids)
             if marks is not None:
-                pipe.hset(mark_key(self.consumer), mapping=encode_marks(marks))
+                pipe.hset(mark_key(self.stream, self.consumer), mapping=encode_marks(marks))
             for name, n in counts.items():
                 if n:
                     pipe.hincrby(self.stats, name, n)
@@ -308,11 +322,13 @@ class KafkaRelay:
         keys = list({m[1] for m in messages if m[1] is not None})
         if not keys:
             return set()
-        names = [
-            keyspace.erased(erasure_token(k.decode("utf-8", "replace"), self.privacy_key))
-            for k in keys
-        ]
-        found = await self.client.mget(names)
+        names = []
+        for k in keys:
+            customer = k.decode("utf-8", "replace")
+            token = erasure_token(customer, self.privacy_key)
+            names.append(keyspace.erased(token, keyspace.home(customer, self.partitions)))
+        # one GET each: on a cluster the names are in their customers' slots, not the stream's
+        found = await asyncio.gather(*(self.lookup.get(name) for name in names))
         return {k for k, v in zip(keys, found, strict=True) if v is not None}
 
     async def _after_lapse(self) -> None:
@@ -321,7 +337,9 @@ class KafkaRelay:
         self.heartbeat.lapsed = False
         self._recheck_own = True
         if self._marks:
-            await self.client.hset(mark_key(self.consumer), mapping=encode_marks(self._marks))
+            await self.client.hset(
+                mark_key(self.stream, self.consumer), mapping=encode_marks(self._marks)
+            )
 
     async def _mark_topics(self, topics: set[str]) -> None:
         """Before the first send to a topic: its end offsets, the floor of what we will send."""
@@ -332,12 +350,12 @@ class KafkaRelay:
         marked = {topic: dict(marks[topic]) for topic in marks}
         for topic in new:
             marked[topic] = await self.tail.end_offsets(topic)
-        await self.client.hset(mark_key(self.consumer), mapping=encode_marks(marked))
+        await self.client.hset(mark_key(self.stream, self.consumer), mapping=encode_marks(marked))
         self._marks = marked
 
     async def _own_marks(self) -> Marks:
         if self._marks is None:
-            self._marks = await load_marks(self.client, self.consumer)
+            self._marks = await load_marks(self.client, self.stream, self.consumer)
         return self._marks
 
     async def _take_over_gone(self) -> None:
@@ -372,6 +390,21 @@ class KafkaRelay:
         except redis.RedisError as exc:
             log.warning("relay %s: stats not counted: %s", self.consumer, exc)
 
+    async def _follow_failover(self, exc: BaseException) -> None:
+        """After a MOVED or a lost connection, ask where the stream's slot is served now."""
+        if self.reconnect is None:
+            return
+        cause = exc.first if isinstance(exc, UnsentEntries) else exc
+        if not isinstance(cause, redis.exceptions.MovedError) and waits_for(cause) != "Redis":
+            return
+        try:
+            client = await self.reconnect()
+        except Exception as err:  # noqa: BLE001 - tried again after the next failure
+            log.warning("relay %s: cluster not reachable yet: %s", self.consumer, err)
+            return
+        self.client = self.heartbeat.client = client
+        self._group_ready = False
+
     async def _ensure_group(self) -> None:
         if self._group_ready:
             return
@@ -397,3 +430,12 @@ def _where(meta: Any) -> tuple[tuple[str, int], int] | None:
     if isinstance(topic, str) and isinstance(partition, int) and isinstance(offset, int):
         return (topic, partition), offset
     return None
+
+
+async def run_relays(
+    relays: list[KafkaRelay], should_stop: Callable[[], bool] = lambda: False, block_ms: int = 100
+) -> None:
+    """Runs the relays of every partition's outbox side by side until `should_stop()`; each
+    outlives its own errors, so one partition's trouble (a Redis node failing over) does not
+    hold up the others. Cancelling it stops them all."""
+    await asyncio.gather(*(relay.run(should_stop, block_ms) for relay in relays))

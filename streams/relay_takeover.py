@@ -1,6 +1,11 @@
 """How a Kafka relay takes over the entries of a relay that is gone, and only of one that is.
 
-Liveness: every relay writes `ecrm:relay:heartbeat:<consumer>` with a TTL (default 10 s)
+Everything here is about one outbox stream: each partition's Kafka outbox has its own relay
+group, and the heartbeats and marks below are named after the stream
+(`keyspace.relay_heartbeat(stream, consumer)`, `keyspace.relay_marks(stream, consumer)`), so
+they share its hash slot and the scripts below touch one slot on a Redis Cluster.
+
+Liveness: every relay writes `{stream}:relay:heartbeat:<consumer>` with a TTL (default 10 s)
 about ten times per TTL, from its own task, before it first reads the outbox. A relay whose
 key has expired is gone (killed, or stalled longer than the TTL); a relay that is merely slow
 — a broker taking its time, a batch waiting out a backoff — keeps its key, and its entries
@@ -9,7 +14,7 @@ one Lua script that first checks the heartbeat is still missing, so two heirs ca
 take an entry and an heir cannot take one a live relay just claimed.
 
 Where to look before sending them again: a relay that died may have sent some of its
-entries without acknowledging them. Each relay keeps, in `ecrm:relay:mark:<consumer>`, a
+entries without acknowledging them. Each relay keeps, in `{stream}:relay:mark:<consumer>`, a
 *mark* per topic partition: an offset at or below every offset its unacknowledged messages
 can have. It writes a topic's end offsets before its first send to that topic, and raises a
 partition's mark past what it produced once a whole batch is acknowledged. An heir merges
@@ -69,8 +74,9 @@ CLAIM_CHUNK = 1000
 class Heartbeat:
     """A relay's proof of life, rewritten ten times per TTL by `keep` (its own task)."""
 
-    def __init__(self, client: aioredis.Redis, consumer: str, ttl_s: float) -> None:
+    def __init__(self, client: aioredis.Redis, stream: str, consumer: str, ttl_s: float) -> None:
         self.client = client
+        self.stream = stream
         self.consumer = consumer
         self.ttl_ms = max(int(ttl_s * 1000), 1)
         self.every_s = max(ttl_s / 10, 0.01)
@@ -83,7 +89,7 @@ class Heartbeat:
         now = time.monotonic()
         if due_only and now - self._last < self.every_s:
             return
-        key = heartbeat_key(self.consumer)
+        key = heartbeat_key(self.stream, self.consumer)
         before = await self.client.set(key, b"1", px=self.ttl_ms, get=True)
         if before is None and self._last:
             self.lapsed = True
@@ -114,7 +120,7 @@ class Heartbeat:
     async def stop(self) -> None:
         """On a clean stop: what the relay leaves pending is taken over at once."""
         try:
-            await self.client.delete(heartbeat_key(self.consumer))
+            await self.client.delete(heartbeat_key(self.stream, self.consumer))
         except Exception as exc:  # noqa: BLE001 - it expires by itself
             log.warning("relay %s: heartbeat not removed (%s), it expires", self.consumer, exc)
 
@@ -128,7 +134,7 @@ async def gone_relays(client: aioredis.Redis, stream: str, group: str, me: str) 
         return []
     async with client.pipeline(transaction=False) as pipe:
         for name in names:
-            pipe.exists(heartbeat_key(name))
+            pipe.exists(heartbeat_key(stream, name))
         flags = await pipe.execute()
     return [n for n, flag in zip(names, flags, strict=True) if not flag]
 
@@ -144,10 +150,10 @@ async def take_over_gone(
             continue  # nothing was pending
         # their marks become ours before their entries do: whoever holds the entries next
         # must search from where the gone relay may have sent them
-        theirs = await load_marks(client, gone)
+        theirs = await load_marks(client, stream, gone)
         if theirs and mine is not None:
             mine = merge_marks(mine, theirs)
-            await client.hset(mark_key(me), mapping=encode_marks(mine))
+            await client.hset(mark_key(stream, me), mapping=encode_marks(mine))
         n = await claim_from(client, stream, group, gone, me)
         if n:
             log.warning(
@@ -163,7 +169,7 @@ async def claim_from(client: aioredis.Redis, stream: str, group: str, gone: str,
     while True:
         moved = int(
             await client.eval(
-                _CLAIM, 2, stream, heartbeat_key(gone), group, gone, heir, CLAIM_CHUNK
+                _CLAIM, 2, stream, heartbeat_key(stream, gone), group, gone, heir, CLAIM_CHUNK
             )
         )
         total += moved
@@ -173,12 +179,13 @@ async def claim_from(client: aioredis.Redis, stream: str, group: str, gone: str,
 
 async def forget(client: aioredis.Redis, stream: str, group: str, gone: str) -> bool:
     """Removes a gone relay with nothing pending from the group, with its marks."""
-    done = await client.eval(_FORGET, 3, stream, heartbeat_key(gone), mark_key(gone), group, gone)
+    keys = (stream, heartbeat_key(stream, gone), mark_key(stream, gone))
+    done = await client.eval(_FORGET, 3, *keys, group, gone)
     return bool(done)
 
 
-async def load_marks(client: aioredis.Redis, consumer: str) -> Marks:
-    return decode_marks(await client.hgetall(mark_key(consumer)))
+async def load_marks(client: aioredis.Redis, stream: str, consumer: str) -> Marks:
+    return decode_marks(await client.hgetall(mark_key(stream, consumer)))
 
 
 def merge_marks(mine: Marks, theirs: Marks) -> Marks:

@@ -1,8 +1,11 @@
-"""Drains the Redis outbox into ClickHouse, exactly once per row, surviving a crashed drainer.
+"""Drains the Redis outboxes into ClickHouse, exactly once per row, surviving a crashed drainer.
 
-Workers append rows to a Redis Stream in the same MULTI as their state (``outbox_entry``),
-so a row exists in the outbox iff the state change it records was committed. This sink
-reads the stream through a consumer group, merges entries of one table into inserts of up
+Workers append rows to their partition's Redis Stream (``keyspace.clickhouse_outbox(p)``) in
+the same MULTI as their state (``outbox_entry``), so a row exists in an outbox iff the state
+change it records was committed. `ClickHouseSink` drains every partition's outbox, one
+`StreamSink` each, in turn; everything a `StreamSink` writes in one MULTI (acknowledgements,
+rejects, its group records, the erasure report) is named after its stream or partition and
+shares its slot on a Redis Cluster. A `StreamSink` reads its stream through a consumer group, merges entries of one table into inserts of up
 to ``max_rows`` rows (streams/sink_groups.py: how a merged insert keeps its members and
 token after a crash), inserts each with its deduplication token, then acknowledges and
 deletes the members. An entry inserted by a drainer that died before acknowledging is
@@ -31,12 +34,18 @@ set aside, whatever Redis says. A reject keeps its rows whole only when they hol
 number or e-mail address; otherwise their first bytes (masked), size and SHA-256
 (schemas/pii.py `withheld_fields`).
 
-An erasure entry (`ecrm customer erase`) deletes the customer's rows from every table with a
-`customer_id` (streams/customer_data.py) and writes the audit row. Entries before it in the
-stream are inserted and acknowledged first (inserts are merged only between erasures), and
-it waits until no older entry is pending with any drainer: rows of the customer queued
-before the erasure must not land after the delete. Entries queued after it hold nothing of
-the customer: the workers drop an erased customer's events.
+An erasure entry (`ecrm customer erase`, written to the customer's home partition's outbox)
+deletes the customer's rows from every table with a `customer_id` (streams/customer_data.py),
+writes the audit row and reports to `keyspace.erasures_done(p)`. Rows of the customer queued
+before the erasure must not land after the delete, in whichever outbox they wait: entries
+before it in its own stream are inserted and acknowledged first (inserts are merged only
+between erasures), and it is carried out only once *no outbox* holds an entry older than it
+(stream ids are the time of the XADD, an entry of another stream in the same millisecond
+counts as older, and an entry leaves its stream only once inserted or set aside). Until then it is postponed, and the sink drains the other outboxes meanwhile and
+tries again on its next pass. Erasures cannot wait on each other in a circle: each waits only
+for older entries (two of one millisecond in two streams: the lower partition's goes first). Entries queued after it hold nothing of the customer: the workers drop an
+erased customer's events. On a Redis Cluster the ids come from several servers' clocks, so
+"older" holds up to their skew: keep the nodes' clocks in sync (NTP).
 """
 
 from __future__ import annotations
@@ -48,8 +57,10 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import redis
@@ -58,20 +69,22 @@ from schemas.errors import ClickHouseError
 from schemas.pii import withheld_fields
 from streams import keyspace
 from streams.clickhouse import ClickHouse, refuses_rows
+from streams.counters import clickhouse_outboxes, stream_lengths
 from streams.customer_data import audit_row, delete_customer
 from streams.outbox import (
-    CLICKHOUSE_OUTBOX,
     CLICKHOUSE_TABLES,
     ErasureRequest,
     MalformedEntry,
     parse_entry,
     parse_erasure,
 )
+from streams.redis_client import SyncRedis, sync_client
 from streams.settings import Settings
 from streams.sink_groups import (
     Group,
     Parsed,
     group_of,
+    id_key,
     members_of,
     merged_token,
     plan,
@@ -96,64 +109,55 @@ class Erasure:
 Item = Group | Erasure
 
 
-class ClickHouseSink:
-    """Moves outbox entries from a Redis Stream into ClickHouse; run one or several."""
+class StreamSink:
+    """Moves the entries of one partition's outbox into ClickHouse (`ClickHouseSink` runs one
+    per partition); several processes may drain the same stream."""
 
     def __init__(
         self,
-        redis_url: str,
+        client: SyncRedis,
         ch: ClickHouse,
-        stream: str = CLICKHOUSE_OUTBOX,
+        partition: int,
+        outboxes: Sequence[str],
         group: str = "clickhouse-sink",
         consumer: str | None = None,
         batch: int = 500,
         claim_idle_ms: int = 30000,
         max_deliveries: int = 5,
         max_rows: int = 100_000,
-        min_interval_s: float = 1.0,
         rejects_max_age_s: float = 30 * 86400,
         tables: frozenset[str] = CLICKHOUSE_TABLES,
-        erasure_wait_s: float = 10.0,
     ) -> None:
-        self._redis = redis.Redis.from_url(redis_url)
+        self._redis = client
         self._ch = ch
-        self.stream = stream
-        self.rejects_stream = keyspace.rejects(stream)
-        self.groups_key = keyspace.sink_groups(stream)
+        self.stream = keyspace.clickhouse_outbox(partition)
+        #: every partition's outbox: an erasure waits until none holds an older entry
+        self.outboxes = list(outboxes)
+        self.rejects_stream = keyspace.rejects(self.stream)
+        self.groups_key = keyspace.sink_groups(self.stream)
+        self.erasures_done = keyspace.erasures_done(partition)
         self.group = group
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.batch = batch
         self.claim_idle_ms = claim_idle_ms
         self.max_deliveries = max_deliveries
         self.max_rows = max_rows
-        self.min_interval_s = min_interval_s
         self.rejects_max_age_s = rejects_max_age_s
         self.tables = tables
-        #: how long an erasure waits for older entries held by other drainers before it is
-        #: left pending (and claimed again after claim_idle_ms)
-        self.erasure_wait_s = erasure_wait_s
-        #: Counters for operators and tests: rows in, reject records written, loop failures,
-        #: erasures carried out.
+        #: Counters for operators and tests: rows in, reject records written, erasures
+        #: carried out.
         self.erasures = 0
         self.inserted_rows = 0
         self.rejected = 0
-        self.failures = 0
+        #: whether the last `drain_once` had anything to do
+        self.busy = False
         self._group_ready = False
         self._claim_cursor = "0-0"
         self._held: list[Item] = []  # refused for now (transient): retried first, unchanged
+        #: erasures waiting for older entries (of any outbox) to be in: tried on every pass
+        self._postponed: dict[bytes, Erasure] = {}
         self._full = False
         self._trimmed_at = 0.0
-
-    @classmethod
-    def from_settings(cls, settings: Settings, ch: ClickHouse) -> ClickHouseSink:
-        """A sink on the settings' Redis with their merge, pacing and rejects-age policy."""
-        return cls(
-            settings.redis_url,
-            ch,
-            max_rows=settings.sink_max_rows,
-            min_interval_s=settings.sink_min_interval_s,
-            rejects_max_age_s=settings.sink_rejects_max_age_days * 86400,
-        )
 
     def drain_once(self, block_ms: int = 0) -> int:
         """Insert what is held, claimable or new (waiting up to block_ms for new); rows inserted.
@@ -164,7 +168,10 @@ class ClickHouseSink:
         """
         self._ensure_group()
         self._trim_rejects()
+        for erasure in sorted(self._postponed.values(), key=lambda e: id_key(e.entry_id)):
+            self._erase(erasure)
         items, self._held = (self._held, []) if self._held else (self._read(block_ms), [])
+        self.busy = bool(items or self._postponed)
         done: list[Group] = []
         rows = 0
         try:
@@ -172,7 +179,7 @@ class ClickHouseSink:
                 if isinstance(item, Erasure):
                     rows += self._finish(done)  # everything before it is in and acknowledged
                     done = []
-                    self._erase(item)
+                    self._erase(item)  # now, or postponed until older entries are in
                     continue
                 try:
                     if self._deliver(item):
@@ -185,30 +192,12 @@ class ClickHouseSink:
         self.inserted_rows += rows
         return rows
 
-    def run(self, stop: threading.Event, block_ms: int = 200) -> None:
-        """Drain until stop is set; an error is logged and retried with backoff, never fatal."""
-        backoff = 0.1
-        while not stop.is_set():
-            started = time.monotonic()
-            try:
-                self.drain_once(block_ms)
-                backoff = 0.1
-            except Exception:  # the loop boundary: keep draining whatever went wrong
-                self.failures += 1
-                self._group_ready = False  # in case Redis lost it (NOGROUP)
-                log.exception("outbox sink %s failed; retrying in %.1fs", self.consumer, backoff)
-                stop.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
-                continue
-            if not self._full:  # a partial read: wait, so the next insert is a larger one
-                stop.wait(max(0.0, self.min_interval_s - (time.monotonic() - started)))
-
     def pending(self) -> int:
         """Entries not yet in ClickHouse (nor rejected): the stream holds nothing else."""
         return int(self._redis.xlen(self.stream))
 
     def close(self) -> None:
-        """Leave the group if nothing is pending on this consumer, then disconnect."""
+        """Leave the group if nothing is pending on this consumer."""
         try:
             mine = self._redis.xpending_range(
                 self.stream, self.group, "-", "+", 1, consumername=self.consumer
@@ -217,7 +206,6 @@ class ClickHouseSink:
                 self._redis.xgroup_delconsumer(self.stream, self.group, self.consumer)
         except redis.ResponseError:
             pass  # no stream or group yet: nothing to leave
-        self._redis.close()
 
     # -- inserting -----------------------------------------------------------------------------
 
@@ -281,14 +269,17 @@ class ClickHouseSink:
     # -- erasures ------------------------------------------------------------------------------
 
     def _erase(self, erasure: Erasure) -> None:
-        """Delete the customer's rows once every older entry is in; audit; acknowledge."""
+        """Delete the customer's rows once no outbox holds an older entry; audit; acknowledge.
+        Postponed (tried again on the next pass) while one does, or while ClickHouse fails."""
         entry_id, request = erasure.entry_id, erasure.request
-        deadline = time.monotonic() + self.erasure_wait_s
-        while self._older_pending(entry_id):
-            if time.monotonic() > deadline:
-                log.warning("erasure %s waits for older outbox entries", request.erasure_id)
-                return  # left pending: claimed again after claim_idle_ms
-            time.sleep(0.05)
+        if not self._mine(entry_id):  # claimed by another sink while postponed: theirs now
+            self._postponed.pop(entry_id, None)
+            return
+        if self._older_anywhere(entry_id):
+            if entry_id not in self._postponed:
+                log.info("erasure %s waits for older outbox entries", request.erasure_id)
+            self._postponed[entry_id] = erasure
+            return
         try:
             rows = delete_customer(self._ch, request.customer_id)
             now = datetime.now(UTC)
@@ -296,18 +287,48 @@ class ClickHouseSink:
             self._ch.insert("erasures", [audit], token=f"erasure/{request.erasure_id}")
         except ClickHouseError as e:
             log.warning("erasure %s not carried out yet: %s", request.erasure_id, e)
-            return  # left pending, tried again: an erasure is never given up
+            self._postponed[entry_id] = erasure  # tried again: an erasure is never given up
+            return
         report = json.dumps({"rows": rows, "done_at": now.isoformat()})
         with self._redis.pipeline(transaction=True) as tx:
-            tx.hset(keyspace.ERASURES_DONE, request.erasure_id, report)
+            tx.hset(self.erasures_done, request.erasure_id, report)
             tx.xack(self.stream, self.group, entry_id)
             tx.xdel(self.stream, entry_id)
             tx.execute()
+        self._postponed.pop(entry_id, None)
         self.erasures += 1
 
-    def _older_pending(self, entry_id: bytes) -> bool:
-        older = self._redis.xpending_range(self.stream, self.group, "-", b"(" + entry_id, 1)
-        return bool(older)
+    def _mine(self, entry_id: bytes) -> bool:
+        """Whether the entry is still pending with this sink (not done, nor claimed away)."""
+        found = self._redis.xpending_range(self.stream, self.group, entry_id, entry_id, 1)
+        return bool(found) and _text(found[0]["consumer"]) == self.consumer
+
+    def _older_anywhere(self, entry_id: bytes) -> bool:
+        """Whether any outbox still holds an entry older than `entry_id` (not yet inserted,
+        nor set aside: both delete the entry).
+
+        The sequence part of an id counts within its own stream only, so an entry of another
+        stream in the same millisecond counts as older too — unless it is an erasure of a
+        stream after this one: two erasures of one millisecond must not wait for each other."""
+        ms = int(entry_id.split(b"-", 1)[0])
+        others = [s for s in self.outboxes if s != self.stream]
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.xrange(self.stream, "-", b"(" + entry_id, count=1)
+        for stream in others:
+            pipe.xrange(stream, "-", f"({ms}-0", count=1)
+            pipe.xrange(stream, f"{ms}-0", str(ms))  # a bare millisecond: all of it
+        found = pipe.execute()
+        if found[0]:
+            return True
+        mine = self.outboxes.index(self.stream) if self.stream in self.outboxes else -1
+        for i, stream in enumerate(others):
+            earlier, same = found[1 + 2 * i], found[2 + 2 * i]
+            if earlier:
+                return True
+            first = self.outboxes.index(stream) < mine
+            if any(first or b"erase" not in fields for _, fields in same):
+                return True
+        return False
 
     def _reject_records(self, group: Group) -> list[dict[bytes, bytes]]:
         if group.set_aside is not None:  # the whole insert refused: each entry as it was
@@ -489,3 +510,113 @@ class ClickHouseSink:
         self._redis.xtrim(
             self.rejects_stream, minid=min_id(self.rejects_max_age_s, now), approximate=False
         )
+
+
+class ClickHouseSink:
+    """Drains every partition's ClickHouse outbox, one `StreamSink` each; run one or several
+    (each process drains every stream, sharing the entries through the streams' groups)."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        ch: ClickHouse,
+        *,
+        partitions: int,
+        cluster: bool = False,
+        min_interval_s: float = 1.0,
+        consumer: str | None = None,
+        **options: Any,
+    ) -> None:
+        self._redis = sync_client(redis_url, cluster)
+        self.outboxes = clickhouse_outboxes(partitions)
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.min_interval_s = min_interval_s
+        #: one per partition; `options` are StreamSink's (group, batch, claim_idle_ms, ...)
+        self.streams = [
+            StreamSink(self._redis, ch, p, self.outboxes, consumer=self.consumer, **options)
+            for p in range(partitions)
+        ]
+        #: errors the run loop survived
+        self.failures = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, ch: ClickHouse, **options: Any) -> ClickHouseSink:
+        """A sink of the settings' partitions on their Redis, with their merge, pacing and
+        rejects-age policy."""
+        options.setdefault("max_rows", settings.sink_max_rows)
+        options.setdefault("min_interval_s", settings.sink_min_interval_s)
+        options.setdefault("rejects_max_age_s", settings.sink_rejects_max_age_days * 86400)
+        return cls(
+            settings.redis_url,
+            ch,
+            partitions=settings.partitions,
+            cluster=settings.redis_cluster,
+            **options,
+        )
+
+    @property
+    def inserted_rows(self) -> int:
+        return sum(s.inserted_rows for s in self.streams)
+
+    @property
+    def rejected(self) -> int:
+        return sum(s.rejected for s in self.streams)
+
+    @property
+    def erasures(self) -> int:
+        return sum(s.erasures for s in self.streams)
+
+    def drain_once(self, block_ms: int = 0) -> int:
+        """One pass over every outbox: what is held, claimable or new in each; rows inserted.
+        With nothing to do anywhere, waits up to block_ms (for new entries, or before the
+        next pass). Raises ClickHouseError while ClickHouse is down or refuses for now (what
+        was read is held and retried first); another error once every stream had its turn."""
+        if len(self.streams) == 1:
+            return self.streams[0].drain_once(block_ms)
+        rows = 0
+        failed: Exception | None = None
+        for stream in self.streams:
+            try:
+                rows += stream.drain_once(0)
+            except ClickHouseError:
+                raise  # one ClickHouse for every stream: no use trying the others now
+            except Exception as exc:  # noqa: BLE001 - raised below, after the other streams
+                failed = failed or exc
+        if failed is not None:
+            raise failed
+        if block_ms and not any(s.busy for s in self.streams):
+            time.sleep(block_ms / 1000)
+        return rows
+
+    def run(self, stop: threading.Event, block_ms: int = 200) -> None:
+        """Drain until stop is set; an error is logged and retried with backoff, never fatal."""
+        backoff = 0.1
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                self.drain_once(block_ms)
+                backoff = 0.1
+            except Exception:  # the loop boundary: keep draining whatever went wrong
+                self.failures += 1
+                for stream in self.streams:
+                    stream._group_ready = False  # in case Redis lost it (NOGROUP)
+                log.exception("outbox sink %s failed; retrying in %.1fs", self.consumer, backoff)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            if not any(s._full for s in self.streams):  # partial reads: wait, for larger inserts
+                stop.wait(max(0.0, self.min_interval_s - (time.monotonic() - started)))
+
+    def pending(self) -> int:
+        """Entries not yet in ClickHouse (nor rejected), in every outbox."""
+        return stream_lengths(self._redis, self.outboxes)
+
+    def close(self) -> None:
+        """Leave each stream's group where nothing is pending on this consumer; disconnect."""
+        for stream in self.streams:
+            stream.close()
+        self._redis.close()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

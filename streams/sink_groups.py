@@ -76,7 +76,7 @@ def plan(entries: Sequence[Parsed], max_rows: int) -> list[list[Parsed]]:
     open_groups: dict[str, list[Parsed]] = {}
     sizes: dict[str, int] = {}
     done: list[list[Parsed]] = []
-    for entry in sorted(entries, key=lambda e: _id_key(e.entry_id)):
+    for entry in sorted(entries, key=lambda e: id_key(e.entry_id)):
         members = open_groups.get(entry.table)
         if members and sizes[entry.table] + len(entry.rows) > max_rows:
             done.append(members)
@@ -86,7 +86,7 @@ def plan(entries: Sequence[Parsed], max_rows: int) -> list[list[Parsed]]:
             sizes[entry.table] = 0
         members.append(entry)
         sizes[entry.table] += len(entry.rows)
-    return sorted(done + list(open_groups.values()), key=lambda g: _id_key(g[0].entry_id))
+    return sorted(done + list(open_groups.values()), key=lambda g: id_key(g[0].entry_id))
 
 
 def group_of(stream: str, members: Sequence[Parsed]) -> Group:
@@ -115,6 +115,7 @@ def members_of(recorded: bytes) -> list[bytes]:
     return recorded.split(b" ", 1)[1].split(b",")
 
 
-def _id_key(entry_id: bytes) -> tuple[int, int]:
+def id_key(entry_id: bytes) -> tuple[int, int]:
+    """A stream entry id as numbers, for ordering ids (of one stream or several)."""
     ms, _, seq = entry_id.partition(b"-")
     return int(ms), int(seq or 0)

@@ -2,9 +2,10 @@
 
 What this process sees is counted here as it happens: messages read by topic, dead letters by
 reason, how long each batch took, how far each partition lags. What the workers already count
-together in Redis (streams/keyspace.py: `STATS`, `RULE_STATS`), the outbox depths and the
-customers due are read from Redis at scrape time, so they are the same from every worker
-(`ecrm_cluster_*`: take one worker's value, do not sum them).
+together in Redis (streams/keyspace.py: `stats(p)`, `rule_stats(p)`, summed over the
+partitions by streams/counters.py), the outbox depths (every partition's outboxes together)
+and the customers due are read from Redis at scrape time, so they are the same from every
+worker (`ecrm_cluster_*`: take one worker's value, do not sum them).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from streams import keyspace
+from streams import counters, keyspace
+from streams.redis_client import sync_client
 
 log = logging.getLogger(__name__)
 _NUMBERS = re.compile(r"\d+")
@@ -33,29 +35,30 @@ def dead_letter_reason(error: str) -> str:
     return _NUMBERS.sub("*", where)[:40]
 
 
-def _text(name: bytes | str) -> str:
-    return name.decode() if isinstance(name, bytes) else name
-
-
 class RedisCounters(Collector):
     """The workers' shared counters, outbox depths and due customers, read at scrape time."""
 
-    def __init__(self, redis_url: str, partitions: int) -> None:
-        self.client = redis.Redis.from_url(redis_url, socket_timeout=2)
+    def __init__(self, redis_url: str, partitions: int, cluster: bool = False) -> None:
+        self.client = sync_client(redis_url, cluster, socket_timeout=2)
         self.partitions = partitions
 
     def collect(self) -> Iterator[Any]:
         try:
-            stats = self.client.hgetall(keyspace.STATS)
-            rules = self.client.hgetall(keyspace.RULE_STATS)
+            stats = counters.stats(self.client, self.partitions)
+            rules = counters.rule_stats(self.client, self.partitions)
             depths = {
-                "clickhouse": self.client.xlen(keyspace.CLICKHOUSE_OUTBOX),
-                "kafka": self.client.xlen(keyspace.KAFKA_OUTBOX),
+                "clickhouse": counters.stream_lengths(
+                    self.client, counters.clickhouse_outboxes(self.partitions)
+                ),
+                "kafka": counters.stream_lengths(
+                    self.client, counters.kafka_outboxes(self.partitions)
+                ),
             }
             now_ms = int(time.time() * 1000)
-            due = [
-                self.client.zcount(keyspace.due(p), "-inf", now_ms) for p in range(self.partitions)
-            ]
+            pipe = self.client.pipeline(transaction=False)
+            for p in range(self.partitions):
+                pipe.zcount(keyspace.due(p), "-inf", now_ms)
+            due = [int(n) for n in pipe.execute()]
         except redis.RedisError as exc:
             log.warning("metrics: Redis unavailable: %s", exc)
             return
@@ -66,7 +69,7 @@ class RedisCounters(Collector):
             labels=["kind"],
         )
         for name, value in stats.items():
-            handled.add_metric([_text(name)], int(value))
+            handled.add_metric([name], value)
         yield handled
         decisions = GaugeMetricFamily(
             "ecrm_cluster_rule_decisions",
@@ -74,8 +77,8 @@ class RedisCounters(Collector):
             labels=["rule", "outcome"],
         )
         for name, value in rules.items():
-            rule_id, _, outcome = _text(name).partition("|")
-            decisions.add_metric([rule_id, outcome], int(value))
+            rule_id, _, outcome = name.partition("|")
+            decisions.add_metric([rule_id, outcome], value)
         yield decisions
         outbox = GaugeMetricFamily(
             "ecrm_outbox_depth", "Entries waiting in an outbox", labels=["outbox"]
@@ -96,7 +99,7 @@ class RedisCounters(Collector):
 class WorkerMetrics:
     """This worker's counters; `serve(port)` exposes them with the shared ones."""
 
-    def __init__(self, redis_url: str, partitions: int) -> None:
+    def __init__(self, redis_url: str, partitions: int, cluster: bool = False) -> None:
         self.registry = CollectorRegistry()
         self.messages = Counter(
             "ecrm_worker_messages",
@@ -122,7 +125,7 @@ class WorkerMetrics:
             ["topic", "partition"],
             registry=self.registry,
         )
-        self.registry.register(RedisCounters(redis_url, partitions))
+        self.registry.register(RedisCounters(redis_url, partitions, cluster))
 
     def serve(self, port: int) -> None:
         start_http_server(port, registry=self.registry)

@@ -390,7 +390,7 @@ def sink(b: Bench) -> None:
     for i in range(0, len(rows), chunk):  # spread over the partitions, as workers write
         entry = clickhouse_entry("events", rows[i : i + chunk])
         client.xadd(entry.stream(i // chunk % s.partitions), entry.fields)
-    drainer = ClickHouseSink(s.redis_url, ch)
+    drainer = ClickHouseSink.from_settings(s, ch)
     t0 = time.monotonic()
     while drainer.pending():
         drainer.drain_once(block_ms=10)

@@ -1,6 +1,6 @@
 """`ecrm relay rejects`: what the Kafka relay could never send (too large, malformed), with
-the reason, and the relay's counters — so an operator sees a rejected action without Redis
-tooling (docs/operations.md, "The Kafka relay")."""
+the reason, and the relay's counters — every partition's outbox together — so an operator
+sees a rejected action without Redis tooling (docs/operations.md, "The Kafka relay")."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import json
 import sys
 from typing import TextIO
 
-import redis
-
+from streams.counters import kafka_outboxes
 from streams.relay_rejects import list_rejects, relay_stats
 from streams.settings import Settings
 
@@ -24,16 +23,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings, out: TextIO = sys.stdout) -> int:
-    client = redis.Redis.from_url(settings.redis_url)
+    client = settings.redis()
+    outboxes = kafka_outboxes(settings.partitions)
     try:
-        stats = relay_stats(client)
-        rejects = list_rejects(client, count=max(args.limit, 0))
+        stats = relay_stats(client, outboxes)
+        rejects = list_rejects(client, outboxes, count=max(args.limit, 0))
     finally:
         client.close()
     if args.json:
         for r in rejects:
             line = {
                 "id": r.id,
+                "outbox": r.outbox,
                 "outbox_id": r.outbox_id,
                 "topic": r.topic,
                 "key": r.key.decode(errors="replace") if r.key is not None else None,

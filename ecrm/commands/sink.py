@@ -7,14 +7,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TextIO
-
-import redis
+from typing import Any, TextIO
 
 from ecrm.output import render
 from schemas.errors import ClickHouseError
 from streams.analysis import held_by_another_process
 from streams.clickhouse import connect, migrate
+from streams.counters import clickhouse_outboxes
 from streams.settings import Settings
 from streams.sink_rejects import list_rejects, retry
 
@@ -30,10 +29,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings, out: TextIO = sys.stdout) -> int:
-    client = redis.Redis.from_url(settings.redis_url)
+    client = settings.redis()
+    outboxes = clickhouse_outboxes(settings.partitions)
     try:
         if args.sink_command == "rejects":
-            found = list_rejects(client, count=max(args.limit, 0))
+            found = list_rejects(client, outboxes, count=max(args.limit, 0))
             out.write(render([r.as_dict() for r in found], args.format))
             return 0
         return _retry(client, settings, args.ids or None, out)
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace, settings: Settings, out: TextIO = sys.stdout) 
         client.close()
 
 
-def _retry(client: redis.Redis, settings: Settings, ids: list[str] | None, out: TextIO) -> int:
+def _retry(client: Any, settings: Settings, ids: list[str] | None, out: TextIO) -> int:
     url = settings.clickhouse_url
     folder = Path(url.removeprefix("chdb://"))
     if url.startswith("chdb://") and held_by_another_process(folder):
@@ -53,7 +53,7 @@ def _retry(client: redis.Redis, settings: Settings, ids: list[str] | None, out: 
     ch = connect(url)
     try:
         migrate(ch)  # a fix is often a migration: bring the schema up to date first
-        result = retry(client, ch, ids=ids)
+        result = retry(client, ch, clickhouse_outboxes(settings.partitions), ids=ids)
     finally:
         ch.close()
     out.write(f"replayed {len(result.replayed)} rejects ({result.replayed_rows} rows)\n")

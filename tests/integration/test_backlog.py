@@ -31,12 +31,12 @@ from agents.rules.book import RulesBook
 from agents.rules.shell import decision_row
 from ecrm.dev.traffic import synthetic_traffic
 from schemas.rules import load_rules
-from streams import counters, keyspace
+from streams import keyspace
 from streams.app import INPUT_TOPICS, create_app
 from streams.clickhouse import rows_json
 from streams.outbox import parse_entry
 from streams.settings import Settings
-from tests.integration.conftest import ANY_PARTITIONS, consumed, wait_for
+from tests.integration.conftest import consumed, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -101,13 +101,13 @@ def arrivals(by_topic: dict[str, list[Any]], rng: random.Random) -> list[tuple[s
     return order
 
 
-def live_decisions(rds: redis.Redis) -> set[Key]:
+def live_decisions(rds: redis.Redis, partitions: int) -> set[Key]:
     found: set[Key] = set()
-    for stream in counters.clickhouse_outboxes(ANY_PARTITIONS):
-        for _, fields in rds.xrange(stream):
-            table, rows = parse_entry(fields)
-            if table == "rule_decisions":
-                found |= {_key(r) for r in rows}
+    outboxes = [keyspace.clickhouse_outbox(p) for p in range(partitions)]
+    for _, fields in (entry for outbox in outboxes for entry in rds.xrange(outbox)):
+        table, rows = parse_entry(fields)
+        if table == "rule_decisions":
+            found |= {_key(r) for r in rows}
     return found
 
 
@@ -212,7 +212,7 @@ def test_a_backlog_read_at_any_pace_decides_what_the_backtest_decides(
 
     held, end = asyncio.run(run_worker_over(s, rules_path, by_topic, order, rng, restarts, rds))
 
-    live = live_decisions(rds)
+    live = live_decisions(rds, s.partitions)
     everything = [e for events in by_topic.values() for e in events]
     backtest = backtest_decisions(rules_path, s, everything, end)
     rules_seen = Counter(k[1] for k in backtest)
@@ -256,7 +256,7 @@ def backlog_through_the_worker(
         timeout=120,
         what="every moment due by the end decided",
     )
-    live = {k for k in live_decisions(rds) if k[6] <= _text(end)}
+    live = {k for k in live_decisions(rds, s.partitions) if k[6] <= _text(end)}
     everything = [e for events in by_topic.values() for e in events]
     return live, backtest_decisions(rules_path, s, everything, end), total
 

@@ -9,11 +9,11 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from streams import keyspace
+from streams import counters, keyspace
 from streams.clickhouse import connect, migrate
-from streams.outbox import CLICKHOUSE_OUTBOX
+from streams.counters import clickhouse_outboxes, stream_lengths
 from streams.sink import ClickHouseSink
-from tests.integration.conftest import stats, wait_for
+from tests.integration.conftest import wait_for
 
 EVENTS = 300
 
@@ -22,6 +22,16 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])  # nothing listens there once closed
+
+
+def events(rds, settings) -> int:
+    """Events applied, in every partition."""
+    return counters.stats(rds, settings.partitions).get("events", 0)
+
+
+def queued(rds, settings) -> int:
+    """Entries in every partition's ClickHouse outbox."""
+    return stream_lengths(rds, clickhouse_outboxes(settings.partitions))
 
 
 def _held(rds, pid: int) -> bool:
@@ -61,27 +71,27 @@ def test_clickhouse_down_the_worker_holds_its_input_then_catches_up(
     # the worker runs without ClickHouse and applies events until the outbox passes its limit
     browse(range(100))
     wait_for(lambda: _held(rds, worker.pid), timeout=90, what="the worker to hold its input")
-    applied_when_held = stats(rds).get("events", 0)
+    applied_when_held = events(rds, settings)
     assert applied_when_held == 100
-    assert rds.xlen(CLICKHOUSE_OUTBOX) > 0
+    assert queued(rds, settings) > 0
     assert worker.proc.poll() is None, worker.log_tail()
     assert "ClickHouse unavailable" in worker.log_path.read_text(errors="replace")
 
     # held: what arrives now waits in Kafka, not in Redis
     browse(range(100, EVENTS))
     time.sleep(3)  # an observation window: held, the worker fetches nothing new
-    assert stats(rds).get("events", 0) == applied_when_held
+    assert events(rds, settings) == applied_when_held
     assert _held(rds, worker.pid)
 
     # ClickHouse is back: a sink drains the outbox, the worker fetches again and catches up
     ch = connect(f"chdb://{tmp_path / 'clickhouse-back'}")
     migrate(ch)
     stop = threading.Event()
-    drainer = threading.Thread(target=ClickHouseSink(settings.redis_url, ch).run, args=(stop,))
+    drainer = threading.Thread(target=ClickHouseSink.from_settings(settings, ch).run, args=(stop,))
     drainer.start()
     try:
         wait_for(
-            lambda: stats(rds).get("events", 0) == EVENTS and rds.xlen(CLICKHOUSE_OUTBOX) == 0,
+            lambda: events(rds, settings) == EVENTS and queued(rds, settings) == 0,
             timeout=120,
             what="every event applied and the outbox drained",
         )

@@ -121,7 +121,7 @@ async def run_live(keeper: ProfileKeeper, rds: redis.Redis, items: list[Incoming
 def drain(settings: Settings) -> ClickHouse:
     ch = connect(settings.clickhouse_url)
     migrate(ch)
-    sink = ClickHouseSink(settings.redis_url, ch, claim_idle_ms=1000)
+    sink = ClickHouseSink.from_settings(settings, ch, claim_idle_ms=1000)
     drained = lambda: (sink.drain_once(block_ms=100), sink.pending() == 0)[1]  # noqa: E731
     wait_for(drained, timeout=240, interval=0, what="sink drained")
     return ch

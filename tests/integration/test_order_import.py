@@ -126,7 +126,7 @@ def batch_rfm(ch: ClickHouse, s: Settings) -> dict[str, tuple[int, Any]]:
 
 
 def drain(s: Settings, ch: ClickHouse) -> None:
-    sink = ClickHouseSink(s.redis_url, ch, claim_idle_ms=1000)
+    sink = ClickHouseSink.from_settings(s, ch, claim_idle_ms=1000)
     wait_for(lambda: (sink.drain_once(block_ms=100), sink.pending() == 0)[1], what="drained")
 
 

@@ -105,7 +105,7 @@ def assert_profiles_match(settings: Settings, events: list[tuple[str, dict[str, 
 def sink_all(settings: Settings) -> Any:
     ch = connect(settings.clickhouse_url)
     migrate(ch)
-    sink = ClickHouseSink(settings.redis_url, ch, claim_idle_ms=1000)
+    sink = ClickHouseSink.from_settings(settings, ch, claim_idle_ms=1000)
     wait_for(lambda: (sink.drain_once(block_ms=100), sink.pending() == 0)[1], what="sink drained")
     return ch
 

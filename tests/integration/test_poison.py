@@ -17,7 +17,7 @@ from agents.profile.reads import read_profile
 from agents.rules.book import RulesBook
 from streams import keyspace
 from streams.app import create_app
-from streams.outbox import KAFKA_OUTBOX
+from streams.counters import kafka_outboxes
 from tests.integration.conftest import consumed, stats, wait_for
 from tests.integration.test_pipeline import assert_profiles_match, distinct_ids, storefront
 
@@ -93,7 +93,8 @@ def test_a_poison_event_is_dead_lettered_alone_and_its_batch_applied(settings, r
         assert int(raw) == max(i.offset for i in items if i.partition == partition)
     letters = [
         orjson.loads(f[b"value"])
-        for _, f in rds.xrange(KAFKA_OUTBOX)
+        for outbox in kafka_outboxes(settings.partitions)
+        for _, f in rds.xrange(outbox)
         if f[b"topic"] == settings.topic("dead-letter").encode()
     ]
     assert len(letters) == 1

@@ -16,7 +16,7 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from streams.outbox import KAFKA_OUTBOX
+from streams.counters import kafka_outboxes, stream_lengths
 from streams.settings import Settings
 from streams.topics import contract_topics, ensure_topics
 from tests.integration.conftest import WorkerProcess, consumed, stats, wait_for
@@ -126,7 +126,8 @@ def test_workers_killed_and_started_every_few_seconds_lose_nothing_and_send_each
         assert stats(rds)["events"] == distinct_ids(events)
         assert_profiles_match(s, events)
 
-        wait_for(lambda: rds.xlen(KAFKA_OUTBOX) == 0, timeout=60, what="the relay drained")
+        outboxes = kafka_outboxes(s.partitions)
+        wait_for(lambda: stream_lengths(rds, outboxes) == 0, timeout=60, what="the relay drained")
         expected = {
             thanks_id(v["customer_id"], v["event_id"])
             for kind, v in events

@@ -23,16 +23,17 @@ from aiokafka import AIOKafkaProducer
 from aiokafka import errors as kafka_errors
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from streams import keyspace
 from streams.outbox import kafka_entry
 from streams.relay import RELAY_GROUP, KafkaRelay
-from streams.relay_rejects import RELAY_REJECTS, list_rejects, relay_stats
+from streams.relay_rejects import list_rejects, relay_stats
 from streams.relay_tail import TopicTail
 from streams.relay_takeover import heartbeat_key
 from tests.integration.conftest import wait_for
 
 pytestmark = pytest.mark.integration
 
-STREAM = "test:outbox"
+STREAM = keyspace.kafka_outbox(0)
 MiB = 1024 * 1024
 
 
@@ -135,13 +136,13 @@ def test_a_message_larger_than_the_limit_is_set_aside_and_the_rest_go_once(setti
 
     relay = asyncio.run(scenario())
     assert sorted(read_all(settings, topic)) == sorted(values)  # each once, the huge one not
-    [reject] = list_rejects(rds)
+    [reject] = list_rejects(rds, [STREAM])
     assert (reject.topic, reject.key, reject.value) == (topic, b"c10", huge)
     assert reject.size == len(huge) + len(b"c10")
     assert f"limit of {MiB} bytes" in reject.reason
     assert reject.relay == relay.consumer
-    assert relay_stats(rds) == {"sent": 30, "rejected": 1}
-    assert rds.xlen(RELAY_REJECTS) == 1
+    assert relay_stats(rds, [STREAM]) == {"sent": 30, "rejected": 1}
+    assert rds.xlen(keyspace.relay_rejects(STREAM)) == 1
 
     # an operator sees it without Redis tooling
     shown = subprocess.run(
@@ -180,10 +181,10 @@ def test_a_message_kafka_refuses_as_too_large_is_set_aside_with_kafkas_reason(se
 
     asyncio.run(scenario())
     assert sorted(read_all(settings, topic)) == sorted(values)
-    [reject] = list_rejects(rds)
+    [reject] = list_rejects(rds, [STREAM])
     assert reject.value == big and reject.key == b"c5"
     assert "MessageSizeTooLargeError" in reject.reason
-    assert relay_stats(rds)["rejected"] == 1
+    assert relay_stats(rds, [STREAM])["rejected"] == 1
 
 
 def test_a_broker_that_fails_for_a_while_gets_every_message_once(settings, rds, caplog):
@@ -219,7 +220,7 @@ def test_a_broker_that_fails_for_a_while_gets_every_message_once(settings, rds, 
         relay = asyncio.run(scenario())
     assert sorted(read_all(settings, topic)) == sorted(values)  # each once
     assert relay.skipped == 3  # the three whose answer was lost were found on the topic
-    assert relay_stats(rds)["retries"] == 7
+    assert relay_stats(rds, [STREAM])["retries"] == 7
     log = caplog.text
     assert "waiting for the broker, retrying in 0.1 s" in log
     assert "retrying in 0.8 s" in log  # the wait grows while the failures go on
@@ -342,7 +343,7 @@ def test_a_killed_relays_entries_are_taken_over_and_reach_the_topic_once(
                 return [c["name"] for c in consumers] == [b"heir"]
 
             await until(doomed_forgotten, "the dead relay removed from the group")
-            assert not await scene.client.exists(heartbeat_key("doomed"))
+            assert not await scene.client.exists(heartbeat_key(STREAM, "doomed"))
             return heir
 
     heir = asyncio.run(scenario())

@@ -33,7 +33,7 @@ from agents.rules.book import RulesBook
 from streams import keyspace
 from streams.app import create_app
 from streams.clickhouse import connect, migrate
-from streams.outbox import KAFKA_OUTBOX
+from streams.counters import kafka_outboxes, stream_lengths
 from streams.relay import RELAY_GROUP
 from streams.settings import Settings
 from streams.sink import ClickHouseSink
@@ -170,7 +170,12 @@ def actions_topic(settings: Settings):
 def queued_actions(rds: redis.Redis, settings: Settings) -> list[dict[str, Any]]:
     """Actions the in-process keeper queued for the relay (the Redis Kafka outbox)."""
     topic = settings.topic("actions").encode()
-    return [orjson.loads(f[b"value"]) for _, f in rds.xrange(KAFKA_OUTBOX) if f[b"topic"] == topic]
+    return [
+        orjson.loads(f[b"value"])
+        for outbox in kafka_outboxes(settings.partitions)
+        for _, f in rds.xrange(outbox)
+        if f[b"topic"] == topic
+    ]
 
 
 def recorded_decisions(settings: Settings) -> list[dict[str, Any]]:
@@ -178,7 +183,7 @@ def recorded_decisions(settings: Settings) -> list[dict[str, Any]]:
     ch = connect(settings.clickhouse_url)
     try:
         migrate(ch)
-        sink = ClickHouseSink(settings.redis_url, ch, claim_idle_ms=1000)
+        sink = ClickHouseSink.from_settings(settings, ch, claim_idle_ms=1000)
         wait_for(
             lambda: (sink.drain_once(block_ms=100), sink.pending() == 0)[1], what="sink drained"
         )
@@ -644,8 +649,9 @@ def test_a_worker_killed_between_deciding_and_sending_still_sends_each_coupon_on
     )
     first.kill()
     decided = rule_stats(rds).get("abandoned-cart|fired", 0)
-    unsent = rds.xlen(KAFKA_OUTBOX)
-    taken = rds.xpending(KAFKA_OUTBOX, RELAY_GROUP)["pending"] if unsent else 0
+    outboxes = kafka_outboxes(settings.partitions)
+    unsent = stream_lengths(rds, outboxes)
+    taken = sum(rds.xpending(o, RELAY_GROUP)["pending"] for o in outboxes if rds.xlen(o))
     on_topic = len(actions_topic.settle(0.5))
     print(
         f"\nkilled with {decided} coupons decided, {on_topic} on the topic,"
@@ -660,7 +666,7 @@ def test_a_worker_killed_between_deciding_and_sending_still_sends_each_coupon_on
     wait_for(
         lambda: (
             rule_stats(rds).get("abandoned-cart|fired", 0) >= len(customers)
-            and rds.xlen(KAFKA_OUTBOX) == 0
+            and stream_lengths(rds, outboxes) == 0
         ),
         timeout=30,
         what="every coupon decided and relayed after the restart",

@@ -28,7 +28,7 @@ from tests.integration.test_clickhouse_sink import JAN, count, drain, order
 
 pytestmark = pytest.mark.integration
 
-STREAM = "test:outbox"
+STREAM = keyspace.clickhouse_outbox(0)
 REJECTS = f"{STREAM}:rejects"
 
 
@@ -99,26 +99,26 @@ def test_one_row_past_its_column_in_an_entry_of_many_goes_to_rejects_alone_and_r
     r.xadd(STREAM, outbox_entry("events", rows))
     r.xadd(STREAM, outbox_entry("events", [order("later", "z", "paid", "2.00", JAN)]))
 
-    sink = ClickHouseSink(redis_url, ch, stream=STREAM)
+    sink = ClickHouseSink(redis_url, ch, partitions=1)
     drain(sink)
     sink.close()
 
     assert event_ids(ch) == sorted([f"e{i:02}" for i in range(40) if i != 17] + ["later"])
-    [reject] = list_rejects(r, STREAM)
+    [reject] = list_rejects(r, [STREAM])
     assert reject.table == "events" and [row["event_id"] for row in reject.rows] == ["e17"]
     assert "qty" in reject.reason
 
     # before the fix the replay is refused again and the record stays, with the new reason
-    refused = retry(r, ch, STREAM)
+    refused = retry(r, ch, [STREAM])
     assert refused.replayed == [] and reject.reject_id in refused.still_refused
-    assert len(list_rejects(r, STREAM)) == 1
+    assert len(list_rejects(r, [STREAM])) == 1
 
     ch.execute("ALTER TABLE events MODIFY COLUMN qty UInt64")  # the fix
     # a replay that died after its insert and before deleting the record ...
     ch.insert("events", reject.rows, token=f"{REJECTS}/{reject.reject_id}")
-    done = retry(r, ch, STREAM)  # ... is run again: the row lands once
+    done = retry(r, ch, [STREAM])  # ... is run again: the row lands once
     assert done.replayed == [reject.reject_id] and done.replayed_rows == 1
-    assert retry(r, ch, STREAM).replayed == []  # nothing left to replay
+    assert retry(r, ch, [STREAM]).replayed == []  # nothing left to replay
     assert ch.query("SELECT qty FROM events WHERE event_id = 'e17'") == [{"qty": 2**40}]
     assert count(ch, "events") == 41
 
@@ -136,7 +136,7 @@ def test_entries_of_one_table_are_merged_into_one_insert_up_to_max_rows(
         outbox_entry("segment_changes", [{"customer_id": "a", "to_segment": "x", "at": JAN}]),
     )
     spy = SpyClickHouse(ch)
-    sink = ClickHouseSink(redis_url, spy, stream=STREAM, max_rows=12)
+    sink = ClickHouseSink(redis_url, spy, partitions=1, max_rows=12)
     drain(sink)
     sink.close()
     assert sorted(table_rows[:2] for table_rows in spy.inserts) == [
@@ -158,15 +158,16 @@ def test_a_merged_insert_that_went_in_before_a_crash_is_re_formed_the_same_and_l
             outbox_entry("events", [order(f"e{n}-{i}", "a", "paid", "1", JAN) for i in range(3)]),
         )
     spy = SpyClickHouse(ch)
-    dying = ClickHouseSink(redis_url, spy, stream=STREAM, consumer="dying")
+    dying = ClickHouseSink(redis_url, spy, partitions=1, consumer="dying")
     spy.refuse = ClickHouseError("Code: 252. Too many parts", code=252, transient=True)
     with pytest.raises(ClickHouseError):
         dying.drain_once()  # read, grouped, recorded, and refused for now
-    [(_, _, token)] = [("events", 12, dying._held[0].token)]
-    ch.insert("events", dying._held[0].rows, token=token)  # ... but say it went in, then a crash
+    [held] = dying.streams[0]._held
+    token = held.token
+    ch.insert("events", held.rows, token=token)  # ... but say it went in, then a crash
     spy.refuse = None
 
-    survivor = ClickHouseSink(redis_url, spy, stream=STREAM, consumer="survivor", claim_idle_ms=50)
+    survivor = ClickHouseSink(redis_url, spy, partitions=1, consumer="survivor", claim_idle_ms=50)
     drain(survivor)
     survivor.close()
     assert spy.inserts == [("events", 12, token)]  # the same group under the same token
@@ -180,7 +181,7 @@ def test_too_many_parts_is_waited_out_without_rejecting_anything(
     rows = [order(f"e{i}", "a", "paid", "1", JAN) for i in range(5)]
     r.xadd(STREAM, outbox_entry("events", rows))
     spy = SpyClickHouse(ch)
-    sink = ClickHouseSink(redis_url, spy, stream=STREAM, max_deliveries=2)
+    sink = ClickHouseSink(redis_url, spy, partitions=1, max_deliveries=2)
     spy.refuse = ClickHouseError("Code: 252. Too many parts", code=252, transient=True)
     for _ in range(4):
         with pytest.raises(ClickHouseError):
@@ -203,7 +204,7 @@ def test_rejects_older_than_their_age_limit_are_trimmed(
     recent = r.xadd(
         REJECTS, {"table": "events", "rows": b"[]", "reason": "recent"}, id=f"{now_ms - day_ms}-0"
     )
-    sink = ClickHouseSink(redis_url, ch, stream=STREAM, rejects_max_age_s=2 * 86_400)
+    sink = ClickHouseSink(redis_url, ch, partitions=1, rejects_max_age_s=2 * 86_400)
     sink.drain_once()
     sink.close()
     assert [rid for rid, _ in r.xrange(REJECTS)] == [recent]
@@ -215,19 +216,23 @@ def test_ecrm_sink_rejects_lists_each_refused_row_with_its_reason(
 ) -> None:
     rows = [order("ok", "a", "paid", "1.00", JAN), order("huge", "a", "paid", "1e17", JAN)]
     r.xadd(STREAM, outbox_entry("events", rows))
-    sink = ClickHouseSink(redis_url, ch, stream=STREAM)
+    sink = ClickHouseSink(redis_url, ch, partitions=1)
     drain(sink)
     sink.close()
-    # the command reads the real outbox's rejects: put this one there
+    # the command reads every partition's rejects: move this one to the last partition's
     [(rid, fields)] = r.xrange(REJECTS)
-    r.xadd(keyspace.rejects(keyspace.CLICKHOUSE_OUTBOX), fields)
+    r.xdel(REJECTS, rid)
+    r.xadd(keyspace.rejects(keyspace.clickhouse_outbox(3)), fields)
 
     out = io.StringIO()
-    settings = Settings(redis_url=redis_url, clickhouse_url=f"chdb://{tmp_path / 'clickhouse'}")
+    settings = Settings(
+        redis_url=redis_url, clickhouse_url=f"chdb://{tmp_path / 'clickhouse'}", partitions=4
+    )
     args = argparse.Namespace(sink_command="rejects", limit=10, format="json")
     assert sink_command.run(args, settings, out=out) == 0
     [listed] = json.loads(out.getvalue())
     assert listed["table"] == "events" and listed["rows"] == 1
+    assert listed["outbox"] == keyspace.clickhouse_outbox(3)
     assert "events.amount" in listed["reason"] and "out of range" in listed["reason"]
     assert '"huge"' in listed["first_row"]
 
@@ -250,10 +255,10 @@ def test_rows_the_server_itself_refuses_are_isolated_the_same_way(
     rows = [order(f"e{i:02}", "a", "paid", "1", JAN) | {"qty": 1} for i in range(9)]
     rows[3]["qty"] = rows[7]["qty"] = 5000  # fits UInt32, but the table's constraint says no
     r.xadd(STREAM, outbox_entry("events", rows))
-    sink = ClickHouseSink(redis_url, ch, stream=STREAM)
+    sink = ClickHouseSink(redis_url, ch, partitions=1)
     drain(sink)
     sink.close()
     assert event_ids(ch) == [f"e{i:02}" for i in range(9) if i not in (3, 7)]
-    rejects = list_rejects(r, STREAM)
+    rejects = list_rejects(r, [STREAM])
     assert [row["event_id"] for reject in rejects for row in reject.rows] == ["e03", "e07"]
     assert all("sane_qty" in reject.reason for reject in rejects)

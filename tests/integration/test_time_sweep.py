@@ -12,7 +12,7 @@ from agents.profile.keeper import Incoming, ProfileKeeper, decode
 from agents.profile.reads import read_profile
 from streams import keyspace
 from streams.app import create_app
-from streams.outbox import KAFKA_OUTBOX
+from streams.counters import kafka_outboxes
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +52,7 @@ def test_a_valuable_customer_who_stops_buying_drifts_to_important_keep(settings,
     assert (early, before, at) == (0, 0, 1)
     profile = read_profile(settings, "vip", last + timedelta(days=31))
     assert profile.segment == "important_keep"
-    messages = [f for _, f in rds.xrange(KAFKA_OUTBOX)]
+    messages = [f for o in kafka_outboxes(settings.partitions) for _, f in rds.xrange(o)]
     changes = [
         orjson.loads(f[b"value"])
         for f in messages

@@ -8,6 +8,9 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
+from streams import keyspace
+from streams.outbox import kafka_entry, outbox_entry
+from streams.worker_metrics import RedisCounters
 from tests.integration.api_server import free_port
 from tests.integration.conftest import wait_for
 
@@ -48,3 +51,29 @@ def test_a_workers_metrics_count_what_it_read_and_refused(settings, start_worker
     assert "ecrm_worker_batch_seconds_count" in text
     assert 'ecrm_outbox_depth{outbox="clickhouse"}' in text
     assert "ecrm_worker_consumer_lag{partition=" in text
+
+
+def test_the_shared_counters_and_outbox_depths_add_up_every_partition(settings, rds):
+    rds.hset(keyspace.stats(0), mapping={"events": 3, "dead_letters": 1})
+    rds.hset(keyspace.stats(settings.partitions - 1), mapping={"events": 4})
+    rds.hset(keyspace.rule_stats(1), mapping={"cart|fired": 2})
+    rds.hset(keyspace.rule_stats(2), mapping={"cart|fired": 5})
+    for p in (0, settings.partitions - 1):
+        rds.xadd(keyspace.clickhouse_outbox(p), outbox_entry("events", [{"event_id": "e"}]))
+    rds.xadd(keyspace.kafka_outbox(1), kafka_entry("ecrm.actions", "c", b"{}"))
+    rds.zadd(keyspace.due(2), {"c-2": 1})
+
+    collector = RedisCounters(settings.redis_url, settings.partitions)
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in collector.collect()
+        for s in family.samples
+    }
+    assert samples[("ecrm_cluster_messages", (("kind", "events"),))] == 7
+    assert samples[("ecrm_cluster_messages", (("kind", "dead_letters"),))] == 1
+    rule = ("ecrm_cluster_rule_decisions", (("outcome", "fired"), ("rule", "cart")))
+    assert samples[rule] == 7
+    assert samples[("ecrm_outbox_depth", (("outbox", "clickhouse"),))] == 2
+    assert samples[("ecrm_outbox_depth", (("outbox", "kafka"),))] == 1
+    assert samples[("ecrm_timers_due", (("partition", "2"),))] == 1
+    assert samples[("ecrm_timers_due", (("partition", "0"),))] == 0
