@@ -94,7 +94,9 @@ def stored_as_of(rds: redis.Redis, cid: str, settings: Settings, now: datetime) 
     raw = rds.get(keyspace.member(cid, settings.partitions))
     if raw is None:
         return None
-    profile = Profile.model_validate_json(rds.get(keyspace.profile(cid, settings.partitions)) or b"")
+    profile = Profile.model_validate_json(
+        rds.get(keyspace.profile(cid, settings.partitions)) or b""
+    )
     customer = Customer(profile, Customer.new(cid).rules, MemberState.model_validate_json(raw))
     ctx = StepContext(rfm_policy(settings), None, BudgetBook(), programme=PROGRAMME)
     advance(customer, now, ctx, inclusive=True)

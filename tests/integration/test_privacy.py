@@ -244,7 +244,9 @@ def test_a_refused_channel_gets_no_action_and_an_unsubscribe_token_opts_out(
     done = ecrm(s, "customer", "unsubscribe", token)
     assert done.returncode == 0, done.stderr
     wait_for(
-        lambda: Profile.model_validate_json(rds.get(keyspace.profile("open", s.partitions))).consent.get("sms"),
+        lambda: Profile.model_validate_json(
+            rds.get(keyspace.profile("open", s.partitions))
+        ).consent.get("sms"),
         timeout=60,
         what="open's opt-out",
     )

@@ -85,7 +85,9 @@ def test_a_unit_commits_its_values_watermarks_and_side_effects_together(app, cli
     assert ops == [
         Set(keyspace.profile("alice", n), b'{"v": 1}'),
         Set(keyspace.offset("kafka", "orders", p), b"41"),
-        Xadd(keyspace.kafka_outbox(p), {"topic": b"t.actions", "value": b"coupon", "key": b"alice"}),
+        Xadd(
+            keyspace.kafka_outbox(p), {"topic": b"t.actions", "value": b"coupon", "key": b"alice"}
+        ),
         Zadd(keyspace.due(p), "alice", 1000),
         Hincrby(keyspace.stats(p), "events", 1),
     ]
