@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import redis
 from aiokafka import errors as kafka_errors
 
 from schemas.errors import KafkaError
+from streams.outages import REDIS_AWAY
 
 #: Kafka's error codes for a record or batch larger than the broker accepts
 #: (MESSAGE_TOO_LARGE, RECORD_LIST_TOO_LARGE), whatever client raised them.
@@ -56,7 +56,7 @@ def refusal(exc: BaseException) -> str | None:
 def waits_for(exc: BaseException) -> str | None:
     """What a failure waits for ("the broker", "Redis"), or None for an unexpected error."""
     for error in _chain(exc):
-        if isinstance(error, redis.ConnectionError | redis.TimeoutError):
+        if isinstance(error, REDIS_AWAY):  # down, or a failover moved the slot (MOVED)
             return "Redis"
         if isinstance(error, kafka_errors.KafkaError | TimeoutError | ConnectionError):
             return "the broker"

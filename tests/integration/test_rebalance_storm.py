@@ -30,11 +30,11 @@ rules:
     when: {event: orders, where: {status: paid}}
     action: {kind: points, params: {points: 10, template: thanks}}
 """
-STORM_S = 60
+STORM_S = 120
 CHANGE_EVERY_S = 4
 #: a backlog waiting when the workers start, so that rebalances find full batches in flight,
 #: then steady traffic through the storm
-BACKLOG, STEADY = 30_000, 12_000
+BACKLOG, STEADY = 30_000, 24_000
 
 
 def thanks_id(customer_id: str, event_id: str) -> str:
@@ -78,11 +78,11 @@ def test_workers_killed_and_started_every_few_seconds_lose_nothing_and_send_each
 ):
     rules = tmp_path / "rules.yaml"
     rules.write_text(THANKS_FOR_EVERY_ORDER)
-    # twice the partitions of the other tests: more to move at every rebalance
+    # three times the partitions of the other tests: more to move at every rebalance
     s = settings.model_copy(
         update={
             "topic_prefix": f"{settings.topic_prefix}storm.",
-            "partitions": 8,
+            "partitions": 12,
             "rules_file": rules,
         }
     )
