@@ -327,8 +327,12 @@ class KafkaRelay:
             customer = k.decode("utf-8", "replace")
             token = erasure_token(customer, self.privacy_key)
             names.append(keyspace.erased(token, keyspace.home(customer, self.partitions)))
-        # one GET each: on a cluster the names are in their customers' slots, not the stream's
-        found = await asyncio.gather(*(self.lookup.get(name) for name in names))
+        # on a cluster the names are in their customers' slots, not the stream's: the cluster
+        # client reads them slot by slot (a GET each at once would exhaust its connections)
+        if isinstance(self.lookup, aioredis.RedisCluster):
+            found = await self.lookup.mget_nonatomic(names)
+        else:
+            found = await self.lookup.mget(names)
         return {k for k, v in zip(keys, found, strict=True) if v is not None}
 
     async def _after_lapse(self) -> None:

@@ -145,7 +145,7 @@ def test_events_become_profiles_in_redis_and_rows_in_clickhouse(
     assert rows[0]["n"] == rows[0]["u"] == distinct_ids(events)
     latest = {r["customer_id"]: r for r in ch.query("SELECT * FROM profiles_latest")}
     stored = {
-        k.decode().split(":", 2)[2]: from_stored(rds.get(k))
+        keyspace.customer_of(k): from_stored(rds.get(k))
         for k in rds.scan_iter(match=keyspace.PROFILES_PATTERN)
     }
     assert latest.keys() == stored.keys()
