@@ -70,6 +70,7 @@ def test_a_uuid_whose_last_group_is_all_digits_is_not_taken_for_a_landline(value
     assert not looks_personal_id("80bebd47-7981-46f6-99b2-017875707611")
     assert looks_personal_id(f"tel-13812345678-{uuid}")
     assert looks_personal_id(f"{uuid}-0755-12345678")
+    assert looks_personal_id(f"{uuid}@example.com")  # an e-mail address all the same
 
 
 def test_phone_numbers_and_e_mail_addresses_inside_ids_are_found() -> None:
