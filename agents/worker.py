@@ -134,9 +134,9 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
         """Fetch nothing while the ClickHouse outbox is over its limit (streams/backpressure.py)."""
         try:
             depth = await outbox_depth(ctx.store.client, settings.partitions)
+            share = await memory_use(ctx.store.client)
         except REDIS_AWAY:
             return  # the batches wait Redis out anyway
-        share = await memory_use(ctx.store.client)
         if share is not None and share >= MEMORY_WARN_SHARE:
             log.warning(
                 "Redis uses %.0f %% of its maxmemory: at 100 %% it refuses writes and the "

@@ -268,10 +268,12 @@ class ProfileKeeper:
             if clock is None or now is not None:
                 ready = list(items)
             else:
-                await self._know_positions({i.partition for i in items})
-                await self._know_ends({i.partition for i in items})
+                partitions = {i.partition for i in items}
+                # waits an outage out (raising would end the profiles task)
+                await self._know_positions(partitions)
+                await self._know_ends(partitions)
                 clock.read(items, wall)
-                ready = self._release(clock, {i.partition for i in items}, wall)
+                ready = self._release(clock, partitions, wall)
             if ready:
                 await self._apply_retrying(ready, wall)
             return ready

@@ -3,6 +3,8 @@ answering for a while — the worker waits, resumes, and every event is applied 
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import threading
 import time
@@ -16,7 +18,9 @@ import pytest
 import redis
 from kafka import KafkaProducer
 
+from agents.profile.keeper import ProfileKeeper, decode
 from agents.profile.reads import read_profile
+from streams.app import create_app
 from streams.embedded import EmbeddedStack, start_embedded
 from streams.settings import Settings
 from streams.topics import contract_topics, ensure_topics
@@ -118,6 +122,42 @@ def test_redis_crash_and_a_frozen_broker_lose_nothing_and_apply_nothing_twice(
     finally:
         producer.close(timeout=5)
         worker.stop()
+
+
+def test_a_partition_first_read_while_redis_is_down_is_applied_once_redis_is_back(
+    own_stack: tuple[EmbeddedStack, Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    # a worker learns where each source partition resumed (Redis's watermarks) the first time
+    # it reads there: after a start or a rebalance, that read may fall in a Redis outage, and
+    # it must be waited out like the batch's own unit, not crash the worker's profiles task
+    stack, settings = own_stack
+    topic = settings.topic("browse")
+    event = {
+        "event_id": "e1",
+        "customer_id": "c1",
+        "ts": datetime.now(UTC).isoformat(),
+        "sku": "S1",
+    }
+
+    async def scenario() -> None:
+        keeper = ProfileKeeper(create_app(settings))
+        keeper.highwater = lambda t, p: 1 if t == topic else 0  # the event-time clock is on
+        stack.crash_redis()
+        applying = asyncio.ensure_future(
+            keeper.apply([decode(topic, "browse", 0, 0, None, orjson.dumps(event))])
+        )
+        while "waiting for Redis" not in caplog.text and not applying.done():
+            await asyncio.sleep(0.05)
+        stack.start_redis()
+        applied = await asyncio.wait_for(applying, timeout=60)
+        assert [i.event.event_id for i in applied if i.event] == ["e1"]
+        await keeper.app.store.stop()
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(scenario())
+    rds = redis.Redis.from_url(settings.redis_url)
+    assert stats(rds)["events"] == 1
+    assert read_profile(settings, "c1") is not None
 
 
 def _warnings(worker: WorkerProcess, n: int = 40) -> str:

@@ -112,8 +112,7 @@ def test_an_imported_export_builds_profiles_that_batch_sql_agrees_with_and_reimp
 def profiles(s: Settings, rds: redis.Redis) -> dict[str, Any]:
     now = datetime.now(UTC)
     ids = [
-        keyspace.customer_of(k)
-        for k in rds.scan_iter(match=keyspace.PROFILES_PATTERN, count=1000)
+        keyspace.customer_of(k) for k in rds.scan_iter(match=keyspace.PROFILES_PATTERN, count=1000)
     ]
     return {cid: read_profile(s, cid, now) for cid in ids}
 

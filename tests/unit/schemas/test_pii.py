@@ -60,6 +60,21 @@ def test_a_uuid_event_id_is_never_taken_for_a_phone_number(value) -> None:
     assert not looks_personal_id(str(value))
 
 
+@given(st.uuids(), st.from_regex(r"0[0-9]{11}", fullmatch=True))
+def test_a_uuid_whose_last_group_is_all_digits_is_not_taken_for_a_landline(value, digits) -> None:
+    # ~1 UUID in 2,800 ends in twelve decimal digits starting with 0 ("…-017875707611"): read
+    # as a landline, the event id became a keyed hash live, and the action named as its
+    # trigger an id the storefront never sent (seen in test_backlog as a flaky mismatch)
+    from schemas.pii import looks_personal_id
+
+    uuid = f"{str(value)[:24]}{digits}"
+    assert not looks_personal_id(uuid), uuid
+    assert not looks_personal_id("80bebd47-7981-46f6-99b2-017875707611")
+    assert looks_personal_id(f"tel-13812345678-{uuid}")
+    assert looks_personal_id(f"{uuid}-0755-12345678")
+    assert looks_personal_id(f"{uuid}@example.com")  # an e-mail address all the same
+
+
 def test_phone_numbers_and_e_mail_addresses_inside_ids_are_found() -> None:
     from schemas.pii import looks_personal_id
 
