@@ -8,8 +8,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -173,3 +176,42 @@ def rule_stats(client: redis.Redis) -> dict[str, int]:
 
 def consumed(client: redis.Redis) -> int:
     return messages_handled(client, ANY_PARTITIONS)
+
+
+class SteadyBrowsing(threading.Thread):
+    """A storefront sending `events` views of `customers` customers (keyed by customer, half a
+    second of event time apart, from half an hour ago) at a steady pace, each until the broker
+    acknowledged it — through a broker that stops answering for a while, too. `sent` counts
+    each customer's views; `done` is set once all are sent."""
+
+    def __init__(self, s: Settings, events: int, customers: int) -> None:
+        super().__init__(daemon=True)
+        self.s, self.events, self.customers = s, events, customers
+        self.sent: Counter[str] = Counter()
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        producer = KafkaProducer(bootstrap_servers=self.s.kafka_bootstrap, linger_ms=5)
+        start = datetime.now(UTC) - timedelta(minutes=30)
+        try:
+            for i in range(self.events):
+                customer = f"c{i % self.customers}"
+                event = {
+                    "event_id": f"v{i}",
+                    "customer_id": customer,
+                    "ts": (start + timedelta(milliseconds=500 * i)).isoformat(),
+                    "sku": f"S{i % 13}",
+                }
+                value = orjson.dumps(event)
+                while True:
+                    try:
+                        topic = self.s.topic("browse")
+                        producer.send(topic, key=customer.encode(), value=value).get(timeout=60)
+                        break
+                    except Exception:  # noqa: BLE001 - a frozen broker: send it again
+                        time.sleep(0.2)
+                self.sent[customer] += 1
+                time.sleep(0.002)
+            self.done.set()
+        finally:
+            producer.close(timeout=5)

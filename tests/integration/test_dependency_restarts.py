@@ -6,17 +6,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 import pytest
 import redis
-from kafka import KafkaProducer
 
 from agents.profile.keeper import ProfileKeeper, decode
 from agents.profile.reads import read_profile
@@ -24,7 +21,7 @@ from streams.app import create_app
 from streams.embedded import EmbeddedStack, start_embedded
 from streams.settings import Settings
 from streams.topics import contract_topics, ensure_topics
-from tests.integration.conftest import WorkerProcess, stats, wait_for
+from tests.integration.conftest import SteadyBrowsing, WorkerProcess, stats, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -60,34 +57,8 @@ def test_redis_crash_and_a_frozen_broker_lose_nothing_and_apply_nothing_twice(
     stack, settings = own_stack
     worker = WorkerProcess(settings, tmp_path / "worker.log")
     rds = redis.Redis.from_url(settings.redis_url)
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
-    start = datetime.now(UTC) - timedelta(minutes=30)
-    sent: Counter[str] = Counter()
-    done = threading.Event()
-
-    def storefront() -> None:  # steady traffic through both outages
-        for i in range(EVENTS):
-            customer = f"c{i % CUSTOMERS}"
-            event = {
-                "event_id": f"v{i}",
-                "customer_id": customer,
-                "ts": (start + timedelta(milliseconds=500 * i)).isoformat(),
-                "sku": f"S{i % 13}",
-            }
-            while True:
-                try:
-                    producer.send(
-                        settings.topic("browse"), key=customer.encode(), value=orjson.dumps(event)
-                    ).get(timeout=60)
-                    break
-                except Exception:  # noqa: BLE001 - the frozen broker: send it again
-                    time.sleep(0.2)
-            sent[customer] += 1
-            time.sleep(0.002)
-        done.set()
-
+    traffic = SteadyBrowsing(settings, EVENTS, CUSTOMERS)  # steady traffic through both outages
     try:
-        traffic = threading.Thread(target=storefront)
         traffic.start()
         wait_for(lambda: stats(rds).get("events", 0) > 300, timeout=90, what="events applied")
 
@@ -102,7 +73,7 @@ def test_redis_crash_and_a_frozen_broker_lose_nothing_and_apply_nothing_twice(
         stack.freeze_broker(False)
 
         traffic.join(timeout=180)
-        assert done.is_set(), "the storefront could not send everything"
+        assert traffic.done.is_set(), "the storefront could not send everything"
         try:
             wait_for(lambda: stats(rds).get("events", 0) >= EVENTS, timeout=120)
         except AssertionError:  # say where it stood: counters, the worker, what it warned of
@@ -113,14 +84,13 @@ def test_redis_crash_and_a_frozen_broker_lose_nothing_and_apply_nothing_twice(
         time.sleep(1)  # a late duplicate would show up here
         assert stats(rds)["events"] == EVENTS, worker.log_tail()
         assert stats(rds).get("duplicates", 0) == 0
-        for customer, n in sent.items():
+        for customer, n in traffic.sent.items():
             profile = read_profile(settings, customer)
             assert profile is not None and profile.events_seen == n, customer
         assert worker.proc.poll() is None, worker.log_tail()
         log = worker.log_path.read_text(errors="replace")
         assert "waiting for Redis" in log
     finally:
-        producer.close(timeout=5)
         worker.stop()
 
 

@@ -4,21 +4,17 @@ applied twice, and every profile equals what its events make."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 import pytest
-from kafka import KafkaProducer
 
 from agents.profile.reads import read_profile
 from streams import counters, keyspace
 from streams.settings import Settings
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import SteadyBrowsing, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -44,30 +40,10 @@ def test_a_failover_and_a_killed_master_mid_stream_lose_nothing_and_apply_nothin
 ) -> None:
     s = on_cluster
     worker = start_worker(s)
-    producer = KafkaProducer(bootstrap_servers=s.kafka_bootstrap, linger_ms=5)
-    start = datetime.now(UTC) - timedelta(minutes=30)
-    sent: Counter[str] = Counter()
-    done = threading.Event()
-
-    def storefront() -> None:
-        for i in range(EVENTS):
-            customer = f"c{i % CUSTOMERS}"
-            event = {
-                "event_id": f"v{i}",
-                "customer_id": customer,
-                "ts": (start + timedelta(milliseconds=500 * i)).isoformat(),
-                "sku": f"S{i % 13}",
-            }
-            producer.send(s.topic("browse"), key=customer.encode(), value=orjson.dumps(event))
-            sent[customer] += 1
-            time.sleep(0.002)
-        producer.flush()
-        done.set()
-
     # the partitions whose slots move: one planned handover, one crash of another master
     handed, killed = _partitions_on_two_masters(s, valkey_cluster)
+    traffic = SteadyBrowsing(s, EVENTS, CUSTOMERS)
     try:
-        traffic = threading.Thread(target=storefront)
         traffic.start()
         wait_for(lambda: applied(s)["events"] > 500, timeout=90, what="events applied")
         valkey_cluster.failover(keyspace.tag(handed))
@@ -76,7 +52,7 @@ def test_a_failover_and_a_killed_master_mid_stream_lose_nothing_and_apply_nothin
         assert gone  # the replica took over
         wait_for(lambda: applied(s)["events"] > 2000, timeout=90, what="progress after a kill")
         traffic.join(timeout=120)
-        assert done.is_set()
+        assert traffic.done.is_set()
         try:
             wait_for(lambda: applied(s)["events"] >= EVENTS, timeout=120)
         except AssertionError:
@@ -87,12 +63,11 @@ def test_a_failover_and_a_killed_master_mid_stream_lose_nothing_and_apply_nothin
         counts = applied(s)
         assert counts["events"] == EVENTS, worker.log_tail()
         assert counts["duplicates"] == 0
-        for customer, n in sent.items():
+        for customer, n in traffic.sent.items():
             profile = read_profile(s, customer)
             assert profile is not None and profile.events_seen == n, customer
         assert worker.proc.poll() is None, worker.log_tail()
     finally:
-        producer.close(timeout=5)
         _make_whole(valkey_cluster)
 
 
