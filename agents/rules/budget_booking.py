@@ -117,13 +117,19 @@ def bookings(decisions: Iterable[Decision]) -> dict[tuple[str, date], list[Booki
 async def read_spent(
     client: Any, rules: RuleSet, days: Iterable[date]
 ) -> dict[tuple[str, date], Spend]:
-    """What the budgeted rules have booked on these days (single-key reads: any slot)."""
+    """What the budgeted rules have booked on these days (single-key reads, pipelined: on a
+    cluster the client sends each to its slot's node)."""
     wanted = [(r.id, day) for day in days for r in rules.rules if r.budget is not None]
+    if not wanted:
+        return {}
+    async with client.pipeline(transaction=False) as pipe:  # one round trip (per node)
+        for rule_id, day in wanted:
+            pipe.hmget(keyspace.budget(rule_id, day), ["count", "value"])
+        found = await pipe.execute()
     spent: dict[tuple[str, date], Spend] = {}
-    for rule_id, day in wanted:
-        count, value = await client.hmget(keyspace.budget(rule_id, day), ["count", "value"])
+    for key, (count, value) in zip(wanted, found, strict=True):
         if count is not None or value is not None:
-            spent[(rule_id, day)] = Spend(int(count or 0), Decimal(int(value or 0)) / SCALE)
+            spent[key] = Spend(int(count or 0), Decimal(int(value or 0)) / SCALE)
     return spent
 
 
