@@ -287,6 +287,10 @@ def _member_follows(
             if d.outcome == "fired" and d.kind == "points":
                 points = int(d.params["points"])
                 credited += membership.credit_action(member, prog, d.action_id, points, now)
+            elif d.outcome == "fired" and d.kind == "tag":
+                add = str(d.params.get("op", "add")) != "remove"
+                tag = str(d.params["tag"])
+                credited += membership.tag_action(member, profile, d.action_id, tag, add, now)
         mark = len(step.decisions)
         if not credited:
             break
@@ -297,7 +301,8 @@ def _member_follows(
 
 
 def _points_fired(step: Step, mark: int) -> bool:
-    return any(d.kind == "points" and d.outcome == "fired" for d in step.decisions[mark:])
+    """A rule fired an action the member state carries out (points credited, a tag set)."""
+    return any(d.kind in ("points", "tag") and d.outcome == "fired" for d in step.decisions[mark:])
 
 
 def _clock(step: Step, now: datetime, ctx: StepContext) -> None:

@@ -99,6 +99,17 @@ def credit_action(
     return moves + levels.upgrade(st, prog, at)
 
 
+def tag_action(
+    st: MemberState, profile: Profile, action_id: str, tag: str, add: bool, at: datetime
+) -> list[Movement]:
+    """A rule's `kind: tag` action: the tag set (or, `op: remove`, taken off) as a manual tag,
+    once however often the action is decided again."""
+    if st.has_seen(f"action:{action_id}"):
+        return []
+    st.saw(f"action:{action_id}")
+    return tags.manual(st, profile, tag, add, at)
+
+
 def on_time(st: MemberState, prog: Programme, now: datetime) -> list[Movement]:
     """Unlocks, expiries, term ends and grace ends up to `now`, in time order."""
     if st.is_empty():

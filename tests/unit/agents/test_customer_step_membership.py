@@ -87,6 +87,50 @@ def test_a_rules_points_action_is_credited_once_and_rules_read_the_new_balance()
     assert again.duplicates and customer.profile.points == 100
 
 
+TAGGING = parse_rules(
+    """
+rules:
+  - id: big-spender
+    when: {event: orders, where: {status: paid, amount: {gte: 1000}}}
+    action: {kind: tag, params: {tag: big_spender}}
+  - id: refund-untag
+    when: {event: orders, where: {status: refunded}}
+    action: {kind: tag, params: {tag: big_spender, op: remove}}
+  - id: big-spender-thanks
+    when: {event: orders}
+    if: {tags: {has: big_spender}}
+    action: {kind: message, channel: sms, params: {template: thanks}}
+"""
+)
+
+
+def test_a_rules_tag_action_sets_the_tag_once_and_rules_read_it() -> None:
+    customer = Customer.new("c1")
+    ctx = _ctx(rules=TAGGING)
+    step = on_event(customer, [paid(1, T0, "1200")], ctx)
+    assert "big_spender" in customer.profile.tags
+    assert customer.member is not None and customer.member.manual_tags == ["big_spender"]
+    added = [m for m in step.movements if m.kind == "tag_added" and m.tag == "big_spender"]
+    assert [m.tag_source for m in added] == ["manual"]
+    again = on_event(customer, [paid(1, T0, "1200")], ctx)  # redelivered
+    assert again.duplicates and not [m for m in again.movements if m.kind == "tag_added"]
+    later = on_event(customer, [paid(2, T0 + DAY, "80")], ctx)
+    assert "big-spender-thanks" in _fired(later)  # a later order sees the tag
+
+
+def test_a_rules_tag_action_can_take_a_tag_off() -> None:
+    customer = Customer.new("c1")
+    ctx = _ctx(rules=TAGGING)
+    on_event(customer, [paid(1, T0, "1200")], ctx)
+    refund = OrderEvent.model_validate(
+        {"event_id": "r1", "customer_id": "c1", "ts": T0 + DAY, "order_id": "O1"}
+        | {"status": "refunded", "amount": "1200"}
+    )
+    step = on_event(customer, [refund], ctx)
+    assert "big_spender" not in customer.profile.tags
+    assert [m.kind for m in step.movements if m.tag == "big_spender"] == ["tag_removed"]
+
+
 def test_an_upgrade_starts_the_level_change_rule_whose_points_then_count() -> None:
     customer = Customer.new("c1")
     ctx = _ctx()
