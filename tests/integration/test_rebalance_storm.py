@@ -1,5 +1,6 @@
 """A rebalance storm: workers are killed and started every few seconds while traffic flows,
-and still every profile is what the events make it and every action is sent once."""
+and still every profile is what the events make it, every action is sent once and ClickHouse
+holds every event once."""
 
 from __future__ import annotations
 
@@ -20,7 +21,12 @@ from streams.counters import kafka_outboxes, stream_lengths
 from streams.settings import Settings
 from streams.topics import contract_topics, ensure_topics
 from tests.integration.conftest import WorkerProcess, consumed, stats, wait_for
-from tests.integration.test_pipeline import assert_profiles_match, distinct_ids, storefront
+from tests.integration.test_pipeline import (
+    assert_profiles_match,
+    distinct_ids,
+    sink_all,
+    storefront,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -136,6 +142,14 @@ def test_workers_killed_and_started_every_few_seconds_lose_nothing_and_send_each
         sent = Counter(a["action_id"] for a in actions_on_topic(s, len(expected)))
         assert [action for action, n in sent.items() if n > 1] == []
         assert set(sent) == expected
+
+        # and ClickHouse holds each event once: as many rows as distinct event ids
+        ch = sink_all(s)
+        try:
+            rows = ch.query("SELECT count() AS n, uniqExact(event_id) AS ids FROM events")
+        finally:
+            ch.close()
+        assert rows == [{"n": distinct_ids(events), "ids": distinct_ids(events)}]
     finally:
         for worker in started:
             worker.stop()
