@@ -289,7 +289,7 @@ def start_sink_thread(settings: Settings, stop: threading.Event) -> threading.Th
         while not stop.is_set():
             try:
                 ch = connect(settings.clickhouse_url)
-                migrate(ch)
+                migrate(ch, ttl_days=settings.clickhouse_ttl_days)
                 return ch
             except ClickHouseError as exc:
                 log.warning("ClickHouse unavailable, retrying in %.0f s: %s", backoff, exc)

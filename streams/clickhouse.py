@@ -311,8 +311,51 @@ ENGINE = MergeTree ORDER BY version SETTINGS non_replicated_deduplication_window
 """
 
 
-def migrate(ch: ClickHouse, directory: Path = SQL_DIR) -> list[str]:
-    """Apply clickhouse/NNN_*.sql not yet recorded in schema_migrations, in order.
+#: The tables whose rows may expire (ECRM_CLICKHOUSE_TTL_DAYS), by the time column they
+#: expire on. Not `profile_snapshots` (one row per customer: their current state) nor
+#: `erasures` (the audit of erasures is kept).
+TTL_COLUMNS = {
+    "events": "ts",
+    "segment_changes": "at",
+    "rule_decisions": "decided_at",
+    "identity_merges": "merged_at",
+    "points_ledger": "at",
+    "tag_changes": "at",
+    "level_changes": "at",
+}
+
+
+def apply_ttls(ch: ClickHouse, days: Mapping[str, int]) -> list[str]:
+    """Make each table's TTL what `days` says (table -> days to keep; a table not named keeps
+    its rows forever): set where it differs, removed where it is no longer wanted. Returns
+    the tables changed. An unchanged TTL is left alone (a change rewrites the table's parts)."""
+    changed = []
+    for table, column in TTL_COLUMNS.items():
+        rows = ch.query(
+            "SELECT engine_full FROM system.tables "
+            "WHERE database = currentDatabase() AND name = {t:String}",
+            {"t": table},
+        )
+        engine = rows[0]["engine_full"] if rows else ""
+        keep = days.get(table)
+        if keep:
+            wanted = f"TTL toDateTime({column}) + toIntervalDay({int(keep)})"
+            if wanted not in engine:
+                ch.execute(
+                    f"ALTER TABLE {table} MODIFY TTL toDateTime({column}) + INTERVAL {int(keep)} DAY"
+                )
+                changed.append(table)
+        elif " TTL " in engine:
+            ch.execute(f"ALTER TABLE {table} REMOVE TTL")
+            changed.append(table)
+    return changed
+
+
+def migrate(
+    ch: ClickHouse, directory: Path = SQL_DIR, ttl_days: Mapping[str, int] | None = None
+) -> list[str]:
+    """Apply clickhouse/NNN_*.sql not yet recorded in schema_migrations, in order; then, with
+    `ttl_days` (ECRM_CLICKHOUSE_TTL_DAYS), the tables' TTLs (`apply_ttls`).
 
     Returns the names applied now. Statements should be idempotent (IF NOT EXISTS): a crash
     between a file's statements and its record re-runs the whole file.
@@ -328,6 +371,8 @@ def migrate(ch: ClickHouse, directory: Path = SQL_DIR) -> list[str]:
         record = {"version": version, "name": path.stem, "applied_at": datetime.now(UTC)}
         ch.insert("schema_migrations", [record], token=f"migration-{path.stem}")
         done.append(path.stem)
+    if ttl_days is not None:
+        apply_ttls(ch, ttl_days)
     return done
 
 

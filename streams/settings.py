@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -112,6 +113,10 @@ class Settings(BaseSettings):
     #: rows than this (ClickHouse down or slow), the worker stops fetching its input topics,
     #: so Redis does not fill up; it fetches again below half of it.
     clickhouse_outbox_max_rows: int = Field(default=1_000_000, ge=1)
+    #: Days each ClickHouse table keeps its rows, as JSON (`{"rule_decisions": 730}`); a table
+    #: not named keeps them forever, the default for all (analysts own that choice). Tables:
+    #: streams/clickhouse.py TTL_COLUMNS.
+    clickhouse_ttl_days: dict[str, int] = Field(default_factory=dict)
     #: How often the worker looks at the outbox's depth.
     backpressure_check_s: float = Field(default=1.0, gt=0)
     #: Who drains the ClickHouse outbox: "auto" = a worker drains unless ClickHouse is chdb
@@ -154,6 +159,21 @@ class Settings(BaseSettings):
     api_retry_after_s: int = Field(default=5, ge=1)
     #: A worker's Prometheus endpoint (`/metrics` on this port); None: no endpoint.
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
+
+    @field_validator("clickhouse_ttl_days")
+    @classmethod
+    def _known_ttl_tables(cls, days: dict[str, int]) -> dict[str, int]:
+        from streams.clickhouse import TTL_COLUMNS
+
+        for table, n in days.items():
+            if table not in TTL_COLUMNS:
+                raise ConfigError(
+                    f"ECRM_CLICKHOUSE_TTL_DAYS: {table!r} cannot expire rows (tables that can: "
+                    f"{', '.join(TTL_COLUMNS)})"
+                )
+            if n < 1:
+                raise ConfigError(f"ECRM_CLICKHOUSE_TTL_DAYS: {table} keeps {n} days; at least 1")
+        return days
 
     @field_validator("clickhouse_url")
     @classmethod
@@ -274,4 +294,7 @@ class Settings(BaseSettings):
         values = self.model_dump(
             exclude={"pii_secret", "privacy_secret", "kafka_password"}, exclude_none=True
         )
-        return {f"ECRM_{name.upper()}": str(value) for name, value in values.items()}
+        return {
+            f"ECRM_{name.upper()}": json.dumps(value) if isinstance(value, dict) else str(value)
+            for name, value in values.items()
+        }

@@ -73,7 +73,7 @@ def run_demo(
         )
         # chdb lives in this process (one process per folder): the demo drains the outbox
         ch = connect(s.clickhouse_url)
-        migrate(ch)
+        migrate(ch, ttl_days=s.clickhouse_ttl_days)
         stop = threading.Event()
         sink = threading.Thread(
             target=ClickHouseSink.from_settings(s, ch).run, args=(stop,), name="sink", daemon=True

@@ -52,7 +52,8 @@ def _retry(client: Any, settings: Settings, ids: list[str] | None, out: TextIO) 
         )
     ch = connect(url)
     try:
-        migrate(ch)  # a fix is often a migration: bring the schema up to date first
+        # a fix is often a migration: bring the schema up to date first
+        migrate(ch, ttl_days=settings.clickhouse_ttl_days)
         result = retry(client, ch, clickhouse_outboxes(settings.partitions), ids=ids)
     finally:
         ch.close()
