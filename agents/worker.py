@@ -17,7 +17,7 @@ from agents.membership.book import ProgrammeBook
 from agents.profile.keeper import Incoming, ProfileKeeper, decode
 from agents.rules.book import RulesBook
 from streams import keyspace
-from streams.app import OUTPUT_TOPICS, EcrmApp, create_app
+from streams.app import INPUT_TOPICS, OUTPUT_TOPICS, EcrmApp, create_app
 from streams.backpressure import MEMORY_WARN_SHARE, OutboxGate, memory_use, outbox_depth
 from streams.batches import BatchConsumer, subscribe_batches
 from streams.kafka_auth import PLAINTEXT, KafkaAuth
@@ -183,7 +183,9 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
             max_message_bytes=settings.relay_max_message_bytes,
             heartbeat_ttl_s=settings.relay_heartbeat_ttl_s,
             retry_max_s=settings.relay_retry_max_s,
-            topics=frozenset(settings.topic(name) for name in OUTPUT_TOPICS),
+            # on a cluster, events are forwarded to their customer's partition on the topic
+            # they came on (agents/profile/keeper.py `forward`): the input topics too
+            topics=frozenset(settings.topic(name) for name in relayed_topics(settings)),
             privacy_key=keeper.privacy_key,
             partitions=settings.partitions,
             lookup=ctx.store.client,
@@ -239,6 +241,12 @@ def run_worker(settings: Settings, loglevel: str = "warning") -> int:
         if sink_thread is not None:
             sink_thread.join(timeout=10)
     return 0
+
+
+def relayed_topics(settings: Settings) -> tuple[str, ...]:
+    """The topics the relay may send to: ecrm's outputs; on a Redis Cluster also the inputs,
+    where events for another partition's slot are forwarded."""
+    return OUTPUT_TOPICS + (INPUT_TOPICS if settings.redis_is_cluster else ())
 
 
 def upgrade_layout(settings: Settings) -> None:

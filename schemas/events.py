@@ -348,15 +348,34 @@ class CampaignEvent(Event):
     campaign: NonEmpty
 
 
+class Handover(BaseModel):
+    """ecrm's own step of a link between ids whose keys live in different slots of a Redis
+    Cluster (agents/identity_handover.py): `release` asks the previous id's partition to hand
+    its state over; `absorb` carries that state to the customer's partition. Signed with the
+    shop's privacy key: one a storefront writes is refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stage: Literal["release", "absorb"]
+    #: absorb: the previous id's profile and rule state as stored (None: nothing to merge)
+    profile: str | None = None
+    rules: str | None = None
+    #: absorb: `already_linked` when the previous id was this customer's already
+    outcome: Literal["merged", "already_linked"] = "merged"
+    signature: str = ""
+
+
 class IdentityEvent(Event):
     """An anonymous id (a browsing session before login) or an old id is the customer
     `customer_id` from now on: the worker merges `previous_id`'s profile and rule state into
     the customer's and redirects `previous_id` there (`ecrm api` writes it for Segment's
-    identify/alias; docs/api.md, "Identity"). Keyed by `customer_id`."""
+    identify/alias; docs/api.md, "Identity"). Keyed by `customer_id`. `handover` is ecrm's
+    own (a link across Redis Cluster slots), never a storefront's."""
 
     kind: ClassVar[str] = "identity"
 
     previous_id: NonEmpty
+    handover: Handover | None = None
 
     @model_validator(mode="after")
     def _two_ids(self) -> IdentityEvent:

@@ -20,14 +20,18 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Any, cast
 
 import orjson
 from pydantic import ValidationError
 
 from agents.customer_step import Customer, Step, StepContext, advance, on_event, wake_of
-from agents.identity import MAX_REDIRECTS, merge
+from agents.identity import MAX_REDIRECTS, merge, redirect_stub
+from agents.identity_handover import absorb as handover_absorb
+from agents.identity_handover import as_message as handover_message
+from agents.identity_handover import release as handover_release
+from agents.identity_handover import verified as handover_verified
 from agents.membership.book import ProgrammeBook
 from agents.membership.rows import rows_by_table
 from agents.membership.state import MemberState, Movement
@@ -404,24 +408,30 @@ class ProfileKeeper:
         partition = items[0].partition
         by_customer: dict[str, list[Incoming]] = defaultdict(list)
         links: list[Incoming] = []
-        away: list[Incoming] = []  # on a cluster: events whose customer lives in another slot
+        # on a cluster: id(item) -> (key, message) of what goes to another partition's slot
+        away: dict[int, tuple[str, bytes]] = {}
+        refused: dict[int, str] = {}  # id(item) -> why it is dead-lettered
         for item in items:
-            if isinstance(item.event, IdentityEvent):
-                if self.cluster and not self._links_here(item.event, partition):
-                    away.append(item)
-                else:
+            event = item.event
+            if isinstance(event, IdentityEvent):
+                route = self._route_link(item, event, partition) if self.cluster else None
+                if route is None:
                     links.append(item)
-            elif item.event is not None:
-                customer_id = self.resolved(item.event.customer_id)
+                elif isinstance(route, str):
+                    refused[id(item)] = route
+                else:
+                    away[id(item)] = route
+            elif event is not None:
+                customer_id = self.resolved(event.customer_id)
                 if self.cluster and keyspace.home(customer_id, self.partitions) != partition:
-                    away.append(item)
+                    away[id(item)] = (customer_id, _as_customers(item, customer_id))
                 else:
                     by_customer[customer_id].append(item)
         parties = [
             self.resolved(cid)
             for i in links
             if isinstance(i.event, IdentityEvent)
-            for cid in (i.event.previous_id, i.event.customer_id)
+            for cid in _link_parties(i.event)
         ]
         customers = list(dict.fromkeys([*by_customer, *parties]))
         sources = {(i.topic, i.partition) for i in items}
@@ -449,13 +459,14 @@ class ProfileKeeper:
             await self._contiguous(unit, fresh)
             batch.stats["batches"] = 1 if fresh else 0
             fresh_ids = {id(i) for i in fresh}
-            away_ids = {id(i) for i in away}
             for item in fresh:
                 unit.advance(item.topic, item.partition, item.offset)
                 if item.error is not None:
                     batch.dead_letter(item, now)
-                elif id(item) in away_ids:
-                    batch.forward(item, self._home_of(item), now)
+                elif id(item) in refused:
+                    batch.dead_letter(item, now, error=refused[id(item)])
+                elif id(item) in away:
+                    batch.forward(item, *away[id(item)], now)
                 elif item.event is not None and self.resolved(item.event.customer_id) in erased:
                     batch.withhold(item, now, "erased")
             for customer_id, mine in by_customer.items():
@@ -484,17 +495,38 @@ class ProfileKeeper:
             batch.finish()
         await self._count_worker(batch)
 
-    def _home_of(self, item: Incoming) -> str:
-        """The customer whose home partition an event belongs to."""
-        assert item.event is not None
-        return self.resolved(item.event.customer_id)
-
-    def _links_here(self, event: IdentityEvent, partition: int) -> bool:
-        """Both ids of a link live in this partition's slot (a cluster can merge only then)."""
-        return all(
-            keyspace.home(self.resolved(cid), self.partitions) == partition
-            for cid in (event.previous_id, event.customer_id)
-        )
+    def _route_link(
+        self, item: Incoming, event: IdentityEvent, partition: int
+    ) -> tuple[str, bytes] | str | None:
+        """On a cluster, where a link (or a step of its handover, agents/identity_handover.py)
+        goes: None, applied in this unit; (key, message), sent on to another partition; a
+        string, dead-lettered with that reason."""
+        key = self.privacy_key
+        handover = event.handover
+        if handover is not None and not handover_verified(event, key):
+            return "identity handover not signed by this shop's ecrm (storefronts may not send one)"
+        into, old = self.resolved(event.customer_id), self.resolved(event.previous_id)
+        here = partial(_is_home, partitions=self.partitions, partition=partition)
+        if handover is None:
+            if not here(into):
+                return into, item.value  # the customer's partition starts it
+            if here(old):
+                return None  # both in this slot: merged here
+            asked = handover_release(event.model_copy(update={"customer_id": into}), old, key)
+            return old, handover_message(asked)
+        if handover.stage == "release":
+            if old == into:  # linked already (a repeated link, or a chain that came back)
+                done = handover_absorb(event, into, None, None, key, "already_linked")
+                return into, handover_message(done)
+            if not here(old):
+                return old, handover_message(handover_release(event, old, key))
+            return None  # the previous id is handed over here
+        if not here(into):  # absorb, for a customer linked on meanwhile
+            moved = handover_absorb(
+                event, into, _raw(handover.profile), _raw(handover.rules), key, handover.outcome
+            )
+            return into, handover_message(moved)
+        return None
 
     async def _count_worker(self, batch: _Batch) -> None:
         """This process's share of the work, counted after the unit (a key of no partition:
@@ -706,9 +738,16 @@ class _Batch:
 
     def link(self, item: Incoming, now: datetime) -> None:
         """An identity link: the previous id's customer merged into the customer's, the old
-        id left as a redirect, the merge recorded (`identity_merges`)."""
+        id left as a redirect, the merge recorded (`identity_merges`). On a cluster, a step of
+        a link across slots instead (`release`, `absorb`; agents/identity_handover.py)."""
         event = item.event
         assert isinstance(event, IdentityEvent)
+        if event.handover is not None:
+            if event.handover.stage == "release":
+                self.release(item, event, now)
+            else:
+                self.absorb(item, event, now)
+            return
         keeper = self.keeper
         old_id = self._resolved(event.previous_id)
         into_id = self._resolved(event.customer_id)
@@ -750,6 +789,62 @@ class _Batch:
         self.merges.append({**merged.moved, "outcome": "merged"})
         self.stats["identity_merges"] += 1
 
+    def release(self, item: Incoming, event: IdentityEvent, now: datetime) -> None:
+        """The previous id's partition: its profile becomes a redirect to the customer, and
+        what it held goes to the customer's partition to be merged there (`absorb`)."""
+        keeper = self.keeper
+        old_id, into_id = self._resolved(event.previous_id), event.customer_id
+        at = min(event.ts, now)
+        old = self.customer(old_id)
+        state = (stored(old.profile), old.rules.model_dump_json().encode())
+        stub = redirect_stub(old.profile, into_id, at)
+        keeper.app.profiles[old_id.encode()] = stored(stub)
+        self.linked[old_id] = into_id
+        if self.marketing is not None:
+            self.marketing.took(CustomerRuleState(customer_id=old_id), True, [])
+        self.unit.zrem(keyspace.due(keyspace.home(old_id, keeper.partitions)), old_id)
+        self.snapshots.append(profile_row(stub, self.written_at))
+        moved = handover_absorb(event, into_id, *state, keeper.privacy_key)
+        self.unit.add(kafka_message(item.topic, into_id, handover_message(moved)))
+        self.stats["identity_handovers"] += 1
+
+    def absorb(self, item: Incoming, event: IdentityEvent, now: datetime) -> None:
+        """The customer's partition: the previous id's state, handed over, merged in as a
+        local link merges it."""
+        handover = event.handover
+        assert handover is not None
+        into_id = self._resolved(event.customer_id)
+        at = min(event.ts, now)
+        self.stats["events"] += 1
+        if handover.outcome == "already_linked" or handover.profile is None:
+            self.merges.append(
+                {
+                    "customer_id": into_id,
+                    "merged_id": event.previous_id,
+                    "event_id": event.event_id,
+                    "merged_at": at,
+                    "outcome": "already_linked",
+                }
+            )
+            return
+        old_rules = (
+            CustomerRuleState.model_validate_json(handover.rules)
+            if handover.rules
+            else CustomerRuleState(customer_id=event.previous_id)
+        )
+        old = Customer(from_stored(handover.profile.encode()), old_rules, None)
+        merged = merge(self.customer(into_id), old, at, self.keeper.policy, event.event_id)
+        step = Step(merged.customer, rules_changed=True)
+        step.wake = wake_of(merged.customer, self.ctx)
+        self.took(step, item.partition)
+        before, after = merged.moved["segment_before"], merged.moved["segment_after"]
+        if before != after:
+            self.changes.append(
+                SegmentChange.of(into_id, before, after, at, "event", event.event_id)
+            )
+        self.merges.append({**merged.moved, "outcome": "merged"})
+        self.stats["identity_merges"] += 1
+
     def _resolved(self, customer_id: str) -> str:
         for _ in range(MAX_REDIRECTS):
             target = self.linked.get(customer_id) or self.keeper.redirects.get(customer_id)
@@ -758,13 +853,14 @@ class _Batch:
             customer_id = target
         return customer_id
 
-    def forward(self, item: Incoming, customer_id: str, now: datetime) -> None:
-        """On a cluster: an event of a customer whose keys live in another partition's slot
-        (the storefront keyed it otherwise, or it is a linked id's) goes, as it came, to the
-        same topic keyed by that customer, so Kafka's partitioner puts it on their home
-        partition, whose worker applies it (once: the event id). A message keyed so already
-        cannot be sent home: the topic's partitions are not ECRM_PARTITIONS."""
-        if item.key == customer_id.encode():
+    def forward(self, item: Incoming, customer_id: str, message: bytes, now: datetime) -> None:
+        """On a cluster: a message for a customer whose keys live in another partition's slot
+        (the storefront keyed it otherwise; a linked id's event, now the customer's; a step
+        of a link across slots) goes to the same topic keyed by that customer, so Kafka's
+        partitioner puts it on their home partition, whose worker applies it (once: the
+        event id). A message keyed so already cannot be sent home: the topic's partitions
+        are not ECRM_PARTITIONS."""
+        if item.key == customer_id.encode() and message == item.value:
             self.dead_letter(
                 item,
                 now,
@@ -775,20 +871,7 @@ class _Batch:
                 ),
             )
             return
-        if (
-            isinstance(item.event, IdentityEvent)
-            and keyspace.home(customer_id, self.keeper.partitions) == item.partition
-        ):
-            self.dead_letter(
-                item,
-                now,
-                error=(
-                    "identity link across Redis Cluster slots: both ids must share a home "
-                    "partition to be merged on a cluster (docs/operations.md)"
-                ),
-            )
-            return
-        self.unit.add(kafka_message(item.topic, customer_id, item.value))
+        self.unit.add(kafka_message(item.topic, customer_id, message))
         self.stats["forwarded"] += 1
 
     def dead_letter(self, item: Incoming, now: datetime, error: str | None = None) -> None:
@@ -855,6 +938,31 @@ class _Batch:
         for name, n in self.stats.items():
             if n:
                 unit.count(name, n)
+
+
+def _is_home(customer_id: str, *, partitions: int, partition: int) -> bool:
+    return keyspace.home(customer_id, partitions) == partition
+
+
+def _link_parties(event: IdentityEvent) -> tuple[str, ...]:
+    """The customers a link's unit reads: both ids; one for a step of a handover."""
+    if event.handover is None:
+        return (event.previous_id, event.customer_id)
+    return (event.previous_id,) if event.handover.stage == "release" else (event.customer_id,)
+
+
+def _as_customers(item: Incoming, customer_id: str) -> bytes:
+    """The message that brings an event to `customer_id`'s partition: as it came, or, for a
+    linked id's event, as the customer's (their partition knows nothing of the link)."""
+    event = item.event
+    assert event is not None
+    if event.customer_id == customer_id:
+        return item.value
+    return event.model_copy(update={"customer_id": customer_id}).model_dump_json().encode()
+
+
+def _raw(text: str | None) -> bytes | None:
+    return text.encode() if text is not None else None
 
 
 def _ms(moment: datetime) -> int:

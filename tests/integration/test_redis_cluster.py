@@ -1,12 +1,14 @@
 """ecrm on a Redis Cluster (3 masters, a replica each): a worker applies a stream while a
 master hands over to its replica and another is killed outright; no event is lost or
-applied twice, and every profile equals what its events make."""
+applied twice, and every profile equals what its events make. A link between ids whose keys
+live in different slots merges them all the same."""
 
 from __future__ import annotations
 
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -89,3 +91,60 @@ def _make_whole(cluster: Any) -> None:
     for node in cluster.nodes:
         if node.role == "down":
             cluster.restart_node(node.port)
+
+
+def test_a_link_between_ids_in_different_slots_merges_them_and_later_events_follow(
+    on_cluster: Settings, start_worker: Any, produce: Any
+) -> None:
+    """An anonymous id and the customer it logs in as live in different slots: the link is
+    handed over between their partitions (agents/identity_handover.py), the customer ends up
+    with everything, and the anonymous id's later events reach the customer too."""
+    s = on_cluster
+    anon = next(f"anon-{i}" for i in range(100) if keyspace.home(f"anon-{i}", s.partitions) != 0)
+    customer = next(
+        f"cust-{i}"
+        for i in range(100)
+        if keyspace.home(f"cust-{i}", s.partitions) != keyspace.home(anon, s.partitions)
+    )
+    start_worker(s)
+    now = datetime.now(UTC) - timedelta(minutes=10)
+
+    def view(n: int, who: str) -> dict[str, Any]:
+        at = now + timedelta(seconds=n)
+        return {"event_id": f"v{n}", "customer_id": who, "ts": at.isoformat(), "sku": f"S{n}"}
+
+    for n in range(3):
+        produce("browse", view(n, anon))
+    produce("browse", view(3, customer))
+    link = {
+        "event_id": "login-1",
+        "customer_id": customer,
+        "previous_id": anon,
+        "ts": (now + timedelta(seconds=10)).isoformat(),
+    }
+    produce("identities", link)
+    produce.flush()
+    wait_for(
+        lambda: (p := read_profile(s, customer)) is not None and p.events_seen == 4,
+        timeout=60,
+        what="the anonymous views merged into the customer",
+    )
+    produce("browse", view(20, anon))  # after the link: the customer's
+    produce.flush()
+    wait_for(
+        lambda: (p := read_profile(s, customer)) is not None and p.events_seen == 5,
+        timeout=60,
+        what="a later view of the anonymous id applied to the customer",
+    )
+    merged = read_profile(s, customer)
+    assert merged is not None and set(merged.views) == {"S0", "S1", "S2", "S3", "S20"}
+    read_as = read_profile(s, anon)  # the anonymous id reads as the customer
+    assert read_as is not None and (read_as.customer_id, read_as.events_seen) == (customer, 5)
+    counts = applied(s)
+    assert counts["identity_merges"] == 1 and counts["identity_handovers"] == 1
+    assert counts["duplicates"] == 0 and counts["dead_letters"] == 0
+    produce("identities", link)  # the same link again: nothing moves twice
+    produce.flush()
+    wait_for(lambda: applied(s)["duplicates"] + applied(s)["events"] >= 7, timeout=60)
+    time.sleep(1)
+    assert applied(s)["identity_merges"] == 1
