@@ -31,6 +31,13 @@ done
 for kind in actions segment-changes member-changes dead-letter; do
   acl --allow-principal User:ecrm-worker --operation Write --operation Read --operation Describe --topic "${P}${kind}"
 done
+# On a Redis Cluster (ECRM_REDIS_CLUSTER) the worker forwards an event to its customer's
+# partition on the topic it came on (docs/operations.md, "Redis Cluster"): it writes the inputs.
+if [ "${ECRM_REDIS_CLUSTER:-false}" = "true" ]; then
+  for kind in orders cart favorites browse customers campaigns identities points tags; do
+    acl --allow-principal User:ecrm-worker --operation Write --topic "${P}${kind}"
+  done
+fi
 acl --allow-principal User:ecrm-worker --operation All --resource-pattern-type prefixed --topic "${APP}-"
 acl --allow-principal User:ecrm-worker --operation Read --operation Describe --group "${APP}"
 acl --allow-principal User:ecrm-worker --operation Describe --cluster
