@@ -158,8 +158,12 @@ def sink_groups(stream: str) -> str:
 
 def budget(rule_id: str, day: date) -> str:
     """What a rule has spent on one day of the shop's calendar: a hash of the totals and of
-    the bookings made (agents/rules/budget_booking.py)."""
+    the bookings made (agents/rules/budget_booking.py); the coupon value in units of
+    1/BUDGET_VALUE_SCALE (Lua, which books it, has no decimals)."""
     return f"{PREFIX}budget:{rule_id}:{day.isoformat()}"
+
+
+BUDGET_VALUE_SCALE = 10_000
 
 
 def worker_stats(pid: int) -> str:

@@ -22,7 +22,6 @@ from typing import Any
 
 import orjson
 
-from agents.rules.budget_booking import SCALE
 from streams import keyspace
 
 log = logging.getLogger(__name__)
@@ -151,7 +150,8 @@ def _budget(client: Any, name: str) -> str | None:
     raw = client.get(name)
     ttl = client.pttl(name)
     data = orjson.loads(raw)
-    value = int((Decimal(str(data.get("value", "0"))) * SCALE).to_integral_value())
+    scaled = Decimal(str(data.get("value", "0"))) * keyspace.BUDGET_VALUE_SCALE
+    value = int(scaled.to_integral_value())
     with client.pipeline(transaction=True) as tx:
         tx.delete(name)
         tx.hset(name, mapping={"count": int(data.get("count", 0)), "value": value})

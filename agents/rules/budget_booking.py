@@ -43,7 +43,7 @@ from agents.rules.state import Decision
 from schemas.rules import RuleSet
 from streams import keyspace
 
-SCALE = 10_000
+SCALE = keyspace.BUDGET_VALUE_SCALE
 
 #: KEYS[1] the budget hash; ARGV: max count (-1: none), max value (scaled; -1: none), TTL in
 #: ms, then (booking id, count, value) triples. Returns {1, fresh ids...} or {0}.
