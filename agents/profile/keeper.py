@@ -27,7 +27,7 @@ import orjson
 from pydantic import ValidationError
 
 from agents.customer_step import Customer, Step, StepContext, advance, on_event, wake_of
-from agents.identity import MAX_REDIRECTS, merge, redirect_stub
+from agents.identity import MAX_REDIRECTS, Merge, merge, redirect_stub
 from agents.identity_handover import absorb as handover_absorb
 from agents.identity_handover import as_message as handover_message
 from agents.identity_handover import release as handover_release
@@ -754,40 +754,18 @@ class _Batch:
         at = min(event.ts, now)
         self.stats["events"] += 1
         if old_id == into_id:
-            self.merges.append(
-                {
-                    "customer_id": into_id,
-                    "merged_id": event.previous_id,
-                    "event_id": event.event_id,
-                    "merged_at": at,
-                    "outcome": "already_linked",
-                }
-            )
+            self._already_linked(into_id, event, at)
             return
         merged = merge(
             self.customer(into_id), self.customer(old_id), at, keeper.policy, event.event_id
         )
-        self.linked[old_id] = into_id
-        keeper.app.profiles[old_id.encode()] = stored(merged.stub)
-        if self.marketing is not None:
-            self.marketing.took(CustomerRuleState(customer_id=old_id), True, [])
-        partitions = keeper.partitions
-        self.unit.zrem(keyspace.due(keyspace.home(old_id, partitions)), old_id)
-        step = Step(merged.customer, rules_changed=True)
-        step.wake = wake_of(merged.customer, self.ctx)
+        self._leave_stub(old_id, merged.stub)
         home = (
-            item.partition if event.customer_id == into_id else keyspace.home(into_id, partitions)
+            item.partition
+            if event.customer_id == into_id
+            else keyspace.home(into_id, keeper.partitions)
         )
-        self.took(step, home)
-        # the old id's last snapshot would keep its cart and views in profiles_latest
-        self.snapshots.append(profile_row(merged.stub, self.written_at))
-        before, after = merged.moved["segment_before"], merged.moved["segment_after"]
-        if before != after:  # e.g. a guest order came along
-            self.changes.append(
-                SegmentChange.of(into_id, before, after, at, "event", event.event_id)
-            )
-        self.merges.append({**merged.moved, "outcome": "merged"})
-        self.stats["identity_merges"] += 1
+        self._took_merge(merged, home, event, at)
 
     def release(self, item: Incoming, event: IdentityEvent, now: datetime) -> None:
         """The previous id's partition: its profile becomes a redirect to the customer, and
@@ -797,13 +775,7 @@ class _Batch:
         at = min(event.ts, now)
         old = self.customer(old_id)
         state = (stored(old.profile), old.rules.model_dump_json().encode())
-        stub = redirect_stub(old.profile, into_id, at)
-        keeper.app.profiles[old_id.encode()] = stored(stub)
-        self.linked[old_id] = into_id
-        if self.marketing is not None:
-            self.marketing.took(CustomerRuleState(customer_id=old_id), True, [])
-        self.unit.zrem(keyspace.due(keyspace.home(old_id, keeper.partitions)), old_id)
-        self.snapshots.append(profile_row(stub, self.written_at))
+        self._leave_stub(old_id, redirect_stub(old.profile, into_id, at))
         moved = handover_absorb(event, into_id, *state, keeper.privacy_key)
         self.unit.add(kafka_message(item.topic, into_id, handover_message(moved)))
         self.stats["identity_handovers"] += 1
@@ -817,15 +789,7 @@ class _Batch:
         at = min(event.ts, now)
         self.stats["events"] += 1
         if handover.outcome == "already_linked" or handover.profile is None:
-            self.merges.append(
-                {
-                    "customer_id": into_id,
-                    "merged_id": event.previous_id,
-                    "event_id": event.event_id,
-                    "merged_at": at,
-                    "outcome": "already_linked",
-                }
-            )
+            self._already_linked(into_id, event, at)
             return
         old_rules = (
             CustomerRuleState.model_validate_json(handover.rules)
@@ -834,11 +798,38 @@ class _Batch:
         )
         old = Customer(from_stored(handover.profile.encode()), old_rules, None)
         merged = merge(self.customer(into_id), old, at, self.keeper.policy, event.event_id)
+        self._took_merge(merged, item.partition, event, at)
+
+    def _already_linked(self, into_id: str, event: IdentityEvent, at: datetime) -> None:
+        self.merges.append(
+            {
+                "customer_id": into_id,
+                "merged_id": event.previous_id,
+                "event_id": event.event_id,
+                "merged_at": at,
+                "outcome": "already_linked",
+            }
+        )
+
+    def _leave_stub(self, old_id: str, stub: Profile) -> None:
+        """The old id becomes a redirect to `stub.merged_into`: no rule state, no wake-up."""
+        assert stub.merged_into is not None
+        self.keeper.app.profiles[old_id.encode()] = stored(stub)
+        self.linked[old_id] = stub.merged_into
+        if self.marketing is not None:
+            self.marketing.took(CustomerRuleState(customer_id=old_id), True, [])
+        self.unit.zrem(keyspace.due(keyspace.home(old_id, self.keeper.partitions)), old_id)
+        # the old id's last snapshot would keep its cart and views in profiles_latest
+        self.snapshots.append(profile_row(stub, self.written_at))
+
+    def _took_merge(self, merged: Merge, home: int, event: IdentityEvent, at: datetime) -> None:
+        """The customer with both histories kept, its segment move and the merge recorded."""
+        into_id = merged.customer.customer_id
         step = Step(merged.customer, rules_changed=True)
         step.wake = wake_of(merged.customer, self.ctx)
-        self.took(step, item.partition)
+        self.took(step, home)
         before, after = merged.moved["segment_before"], merged.moved["segment_after"]
-        if before != after:
+        if before != after:  # e.g. a guest order came along
             self.changes.append(
                 SegmentChange.of(into_id, before, after, at, "event", event.event_id)
             )
