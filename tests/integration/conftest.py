@@ -215,3 +215,14 @@ class SteadyBrowsing(threading.Thread):
             self.done.set()
         finally:
             producer.close(timeout=5)
+
+
+def ecrm(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """`ecrm ARGS` in a process of its own, pointed at the test's services; its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "ecrm", *args],
+        env={**os.environ, **settings.as_env()},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )

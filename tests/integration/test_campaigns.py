@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -32,7 +29,7 @@ from streams import keyspace
 from streams.clickhouse import ClickHouse, connect, migrate
 from streams.settings import Settings
 from tests.integration.analytics_history import generate
-from tests.integration.conftest import consumed, rule_stats, stats, wait_for
+from tests.integration.conftest import consumed, ecrm, rule_stats, stats, wait_for
 from tests.integration.test_pipeline import sink_all
 
 pytestmark = pytest.mark.integration
@@ -70,16 +67,6 @@ def shop_history(now: datetime) -> list[tuple[str, dict[str, Any]]]:
                 )
             )
     return events
-
-
-def ecrm(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ecrm", *args],
-        env={**os.environ, **settings.as_env()},
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
 
 
 def decisions_made(rds: redis.Redis) -> int:

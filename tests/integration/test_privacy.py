@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,7 +29,7 @@ from schemas.profile import Profile
 from streams import keyspace
 from streams.customer_data import customer_tables
 from streams.settings import Settings
-from tests.integration.conftest import consumed, rule_stats, stats, wait_for
+from tests.integration.conftest import consumed, ecrm, rule_stats, stats, wait_for
 from tests.integration.test_pipeline import sink_all
 
 pytestmark = pytest.mark.integration
@@ -46,16 +43,6 @@ rules:
     when: {event: orders, where: {status: paid}}
     action: {kind: points, channel: inbox, params: {points: 10}}
 """
-
-
-def ecrm(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ecrm", *args],
-        env={**os.environ, **settings.as_env()},
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
 
 
 class Topic:
@@ -127,13 +114,19 @@ def rows_of(settings: Settings, cid: str) -> dict[str, int]:
         ch.close()
 
 
-def test_an_erased_customer_stays_erased_when_their_events_come_again(
-    settings: Settings, start_worker, produce, rds: redis.Redis, outputs, tmp_path: Path
-) -> None:
+def worker_with_rules(settings: Settings, start_worker: Any, tmp_path: Path) -> Settings:
+    """A worker running this file's RULES; the settings it runs with."""
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
     s = settings.model_copy(update={"rules_file": rules})
     start_worker(s)
+    return s
+
+
+def test_an_erased_customer_stays_erased_when_their_events_come_again(
+    settings: Settings, start_worker, produce, rds: redis.Redis, outputs, tmp_path: Path
+) -> None:
+    s = worker_with_rules(settings, start_worker, tmp_path)
     now = datetime.now(UTC)
     first = shopping("gone", "a", now - timedelta(minutes=5)) + shopping(
         "kept", "a", now - timedelta(minutes=5)
@@ -207,10 +200,7 @@ def test_an_erased_customer_stays_erased_when_their_events_come_again(
 def test_a_refused_channel_gets_no_action_and_an_unsubscribe_token_opts_out(
     settings: Settings, start_worker, produce, rds: redis.Redis, outputs, tmp_path: Path
 ) -> None:
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(RULES)
-    s = settings.model_copy(update={"rules_file": rules})
-    start_worker(s)
+    s = worker_with_rules(settings, start_worker, tmp_path)
     now = datetime.now(UTC)
     produce(
         "customers",
