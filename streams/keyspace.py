@@ -193,3 +193,11 @@ def relay_heartbeat(stream: str, consumer: str) -> str:
 def relay_marks(stream: str, consumer: str) -> str:
     """Per-partition topic offsets from which a relay's unacknowledged sends are looked for."""
     return f"{stream}:relay:mark:{consumer}"
+
+
+# -- the API (names of their own, written by single scripts, never inside a unit) ---------------
+
+
+def api_rate(key_name: str) -> str:
+    """An API key's token bucket (`ecrm/api/ratelimit.py`), shared by every API process."""
+    return f"{PREFIX}api:rate:{key_name}"

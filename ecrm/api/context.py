@@ -3,6 +3,7 @@ ClickHouse, metrics; and the key check each endpoint starts with."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -95,6 +96,8 @@ class ApiContext:
     analysis: Analysis
     limits: RateLimits
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
+    #: set once the topics are known to exist (made in the background at start)
+    topics_ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     def rate_of(self, key_name: str) -> float:
         key = next((k for k in self.keys if k.name == key_name), None)

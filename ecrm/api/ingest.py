@@ -1,12 +1,16 @@
-"""Ingestion over HTTP: Segment's /v1/track, /v1/page, /v1/identify, /v1/alias, /v1/batch and
-ecrm's own /v1/events/{topic}, each event validated by the worker's own decoder, answered
-200 only once the broker has acknowledged it (docs/api.md)."""
+"""Ingestion over HTTP: Segment's /v1/track, /v1/page, /v1/identify, /v1/alias, /v1/batch (and
+the browser library's short paths /v1/t, /p, /i, /a, /b) and ecrm's own /v1/events/{topic},
+each event validated by the worker's own decoder, answered 200 only once the broker has
+acknowledged it (docs/api.md).
+
+The body may be gzip or deflate, JSON or text/plain (`ecrm/api/body.py`); the write key comes
+as HTTP Basic or, from browsers, as `writeKey` in the body; a page's origin must be one its key
+allows (`ecrm/api/cors.py`)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,105 +19,124 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from agents.profile.keeper import decode
-from ecrm.api import segment
+from ecrm.api import cors, segment
+from ecrm.api.body import body_json
 from ecrm.api.context import ApiContext, require_key
+from ecrm.api.keys import ApiKey, Refusal
 from ecrm.api.producer import BrokerUnavailable
-from ecrm.api.segment import Mapped, Refused
+from ecrm.api.segment import Mapped, Refused, Sent
 
-#: Segment's limits: 32 KB an event, 500 KB a batch request
+#: Segment's limits: 32 KB an event, 500 KB a batch request (decoded, as sent)
 MAX_EVENT_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
 #: the storefront topics /v1/events/{topic} takes (campaigns are `ecrm campaign send`'s)
-EVENT_TOPICS = ("orders", "cart", "favorites", "browse", "identities")
+EVENT_TOPICS = ("orders", "cart", "favorites", "browse", "identities", "customers")
 
 router = APIRouter(tags=["ingestion"])
 
 
 @dataclass
 class Outcome:
-    """One event's answer: accepted onto a topic, or refused with the reason."""
+    """One call's answer: the events it sent (none for a call with nothing to record), or
+    refused with the reason."""
 
     index: int
-    topic: str | None = None
-    event: dict[str, Any] | None = None
+    sent: list[Sent] = field(default_factory=list)
     reason: str | None = None
 
     def answer(self) -> dict[str, Any]:
         if self.reason is not None:
             return {"index": self.index, "status": "refused", "reason": self.reason}
-        assert self.event is not None
-        return {
+        first = self.sent[0] if self.sent else (None, {"event_id": None})
+        out: dict[str, Any] = {
             "index": self.index,
             "status": "accepted",
-            "topic": self.topic,
-            "event_id": self.event["event_id"],
+            "topic": first[0],
+            "event_id": first[1]["event_id"],
         }
+        if not self.sent:
+            out["note"] = "nothing for ecrm to record in this call"
+        if len(self.sent) > 1:
+            out["events"] = [{"topic": t, "event_id": e["event_id"]} for t, e in self.sent]
+        return out
 
 
 def checked(ctx: ApiContext, index: int, mapped: Mapped, now: datetime) -> Outcome:
-    """Validated exactly as the worker will (agents/profile/keeper.py `decode`)."""
+    """Each event validated exactly as the worker will (agents/profile/keeper.py `decode`)."""
     if isinstance(mapped, Refused):
         return Outcome(index, reason=mapped.reason)
-    topic, event = mapped
-    raw = orjson.dumps(event)
-    if len(raw) > MAX_EVENT_BYTES:
-        return Outcome(index, reason=f"the event is {len(raw):,} bytes; at most 32 KB")
     window = ctx.settings.time_window(now)
-    item = decode(ctx.settings.topic(topic), topic, 0, 0, None, raw, window)
-    if item.error is not None:
-        return Outcome(index, topic, reason=item.error)
-    return Outcome(index, topic, event)
+    for topic, event in mapped:
+        item = decode(ctx.settings.topic(topic), topic, 0, 0, None, orjson.dumps(event), window)
+        if item.error is not None:
+            return Outcome(index, reason=item.error)
+    return Outcome(index, list(mapped))
 
 
-async def body_json(request: Request, limit: int) -> Any:
-    """The request's JSON body; 413 past `limit` bytes, 400 when not JSON."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, f"the body is {int(declared):,} bytes; at most {limit // 1024} KB")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise HTTPException(413, f"the body is over {limit // 1024} KB")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise HTTPException(400, f"the body is not JSON: {exc}") from exc
+def as_sent_size(message: Any) -> int:
+    """An event's size as its sender wrote it (compact JSON, as the libraries write it)."""
+    return len(orjson.dumps(message))
+
+
+async def writer(request: Request, body: Any = None) -> ApiKey:
+    """The write key: HTTP Basic, else the body's `writeKey` (the browser library, whose
+    text/plain calls carry it there); taken out of the body. The page's origin is checked."""
+    ctx: ApiContext = request.app.state.ctx
+    sent_key = body.pop("writeKey", None) if isinstance(body, dict) else None
+    if request.headers.get("authorization") or not isinstance(sent_key, str):
+        key = require_key(request, "write")
+    else:
+        found = ctx.keyring.check_key(sent_key, "write")
+        if isinstance(found, Refusal):
+            raise HTTPException(found.status, found.reason)
+        key = found
+    cors.allow(request, key)
+    return key
+
+
+async def within_rate(ctx: ApiContext, key: ApiKey, n: int) -> None:
+    """Take `n` events from the key's bucket; 429 with Retry-After when it may not."""
+    verdict = await ctx.limits.take(key.name, n, ctx.rate_of(key.name))
+    if verdict.allowed:
+        return
+    ctx.metrics.refused.labels(reason="rate_limited").inc(n)
+    if verdict.too_large:
+        why = (
+            f"key {key.name!r} may send {verdict.rate:g} events a second, at most "
+            f"{verdict.capacity:g} in one request; this one has {n}: send it in smaller batches"
+        )
+    else:
+        why = (
+            f"key {key.name!r} is over its {verdict.rate:g} events a second "
+            f"(bursts up to {verdict.capacity:g}); retry in {verdict.wait_s} s"
+        )
+    raise HTTPException(429, why, headers={"Retry-After": str(verdict.wait_s)})
 
 
 async def deliver(ctx: ApiContext, key_name: str, outcomes: list[Outcome]) -> None:
-    """Rate-limit then send the accepted events; 429 or 503 refuse the whole request."""
-    accepted = [o for o in outcomes if o.reason is None]
-    rate = ctx.rate_of(key_name)
-    wait = ctx.limits.take(key_name, len(accepted), time.monotonic(), rate)
-    if wait:
-        ctx.metrics.refused.labels(reason="rate_limited").inc(len(accepted))
-        raise HTTPException(
-            429,
-            f"key {key_name!r} is over its {rate:g} events a second; retry in {wait} s",
-            headers={"Retry-After": str(wait)},
+    """Send the accepted events; 503 when the broker did not acknowledge them all."""
+    sent = [s for o in outcomes if o.reason is None for s in o.sent]
+    messages = [
+        (
+            ctx.settings.topic(topic),
+            str(event["customer_id"]).encode(),
+            orjson.dumps({**event, "source": key_name}),
         )
-    messages = []
-    for o in accepted:
-        assert o.event is not None and o.topic is not None
-        messages.append(
-            (
-                ctx.settings.topic(o.topic),
-                str(o.event["customer_id"]).encode(),
-                orjson.dumps({**o.event, "source": key_name}),
-            )
-        )
+        for topic, event in sent
+    ]
     try:
         await ctx.producer.send_all(messages)
     except BrokerUnavailable as exc:
-        ctx.metrics.refused.labels(reason="broker_unavailable").inc(len(accepted))
+        ctx.metrics.refused.labels(reason="broker_unavailable").inc(len(sent))
         raise HTTPException(
             503,
-            f"{exc}; nothing was accepted, send again",
+            f"{exc}. Some of the events may have reached it: send the same request again; "
+            "each event's id (its messageId, else one made from its content and your key) "
+            "makes a resend count once",
             headers={"Retry-After": str(ctx.settings.api_retry_after_s)},
         ) from exc
-    for o in accepted:
-        ctx.metrics.events.labels(topic=o.topic, source=key_name).inc()
+    for topic, _ in sent:
+        ctx.metrics.events.labels(topic=topic, source=key_name).inc()
     for o in outcomes:
         if o.reason is not None:
             ctx.metrics.refused.labels(reason="invalid").inc()
@@ -123,12 +146,15 @@ async def one(
     request: Request, mapping: Callable[[Mapping[str, Any], datetime], Mapped]
 ) -> JSONResponse:
     ctx: ApiContext = request.app.state.ctx
-    key = require_key(request, "write")
+    if request.headers.get("authorization"):
+        require_key(request, "write")  # refused before the body is read
     message = await body_json(request, MAX_EVENT_BYTES)
     if not isinstance(message, dict):
         raise HTTPException(400, "the body must be a JSON object")
+    key = await writer(request, message)
+    await within_rate(ctx, key, 1)
     now = datetime.now(UTC)
-    outcome = checked(ctx, 0, mapping(message, now), now)
+    outcome = checked(ctx, 0, mapping(segment.with_message_id(message, key.name), now), now)
     if outcome.reason is not None:
         ctx.metrics.refused.labels(reason="invalid").inc()
         raise HTTPException(400, outcome.reason)
@@ -136,34 +162,32 @@ async def one(
     return JSONResponse({"success": True, **outcome.answer()})
 
 
-@router.post("/v1/track", summary="Segment track: an e-commerce event")
 async def track(request: Request) -> JSONResponse:
     return await one(request, segment.from_track)
 
 
-@router.post("/v1/page", summary="Segment page: a page view (browse with its url)")
 async def page(request: Request) -> JSONResponse:
     return await one(request, segment.from_page)
 
 
-@router.post("/v1/identify", summary="Segment identify: link anonymousId to userId")
 async def identify(request: Request) -> JSONResponse:
     return await one(request, segment.from_identify)
 
 
-@router.post("/v1/alias", summary="Segment alias: previousId is userId from now on")
 async def alias(request: Request) -> JSONResponse:
     return await one(request, segment.from_alias)
 
 
-@router.post("/v1/batch", summary="Segment batch: many calls, an answer for each")
 async def batch(request: Request) -> JSONResponse:
     ctx: ApiContext = request.app.state.ctx
-    key = require_key(request, "write")
+    if request.headers.get("authorization"):
+        require_key(request, "write")
     body = await body_json(request, MAX_BATCH_BYTES)
+    key = await writer(request, body)
     items = body.get("batch") if isinstance(body, dict) else None
     if not isinstance(items, list):
         raise HTTPException(400, 'the body must be {"batch": [ ... ]}')
+    await within_rate(ctx, key, len(items))
     now = datetime.now(UTC)
     outcomes = []
     for i, message in enumerate(items):
@@ -173,7 +197,13 @@ async def batch(request: Request) -> JSONResponse:
             known = ", ".join(segment.BY_TYPE)
             outcomes.append(Outcome(i, reason=f"type {kind!r} is not one of {known}"))
             continue
-        outcomes.append(checked(ctx, i, mapping(message, now), now))
+        size = as_sent_size(message)
+        if size > MAX_EVENT_BYTES:
+            outcomes.append(Outcome(i, reason=f"the event is {size:,} bytes; at most 32 KB"))
+            continue
+        outcomes.append(
+            checked(ctx, i, mapping(segment.with_message_id(message, key.name), now), now)
+        )
     await deliver(ctx, key.name, outcomes)
     answers = [o.answer() for o in outcomes]
     accepted = sum(1 for a in answers if a["status"] == "accepted")
@@ -187,12 +217,54 @@ async def batch(request: Request) -> JSONResponse:
     )
 
 
+#: Segment's calls: (name, handler, summary); each at /v1/NAME and at the browser library's
+#: /v1/N (its first letter)
+CALLS: tuple[tuple[str, Callable[[Request], Any], str], ...] = (
+    ("track", track, "Segment track: an e-commerce event"),
+    ("page", page, "Segment page: a page view (browse with its url)"),
+    ("identify", identify, "Segment identify: link anonymousId to userId; member traits"),
+    ("alias", alias, "Segment alias: previousId is userId from now on"),
+    ("batch", batch, "Segment batch: many calls, an answer for each"),
+)
+for _name, _handler, _summary in CALLS:
+    router.add_api_route(f"/v1/{_name}", _handler, methods=["POST"], summary=_summary)
+    router.add_api_route(
+        f"/v1/{_name[0]}", _handler, methods=["POST"], summary=_summary, include_in_schema=False
+    )
+
+
 @router.post("/v1/events/{topic}", summary="ecrm's own event shape (CONTRACT.md) onto a topic")
 async def contract_event(topic: str, request: Request) -> JSONResponse:
     if topic not in EVENT_TOPICS:
         raise HTTPException(404, f"no input topic {topic!r}; ecrm takes {', '.join(EVENT_TOPICS)}")
 
     def as_is(message: Mapping[str, Any], now: datetime) -> Mapped:
-        return topic, dict(message)
+        return [(topic, dict(message))]
 
     return await one(request, as_is)
+
+
+@router.get("/v1/projects/{write_key}/settings", summary="analytics.js settings for a write key")
+async def browser_settings(write_key: str, request: Request) -> JSONResponse:
+    """What analytics.js fetches from its `cdnURL` before sending: point `cdnURL` at ecrm and
+    its events come here (`apiHost` is this API as the page reached it). 404 for a key that
+    is not a write key (the browser library then does not load)."""
+    ctx: ApiContext = request.app.state.ctx
+    found = ctx.keyring.check_key(write_key, "write")
+    if isinstance(found, Refusal):
+        raise HTTPException(404, "no write key by that value")
+    cors.allow(request, found)
+    api_host = f"{request.url.netloc}/v1"
+    return JSONResponse(
+        {
+            "integrations": {
+                "Segment.io": {
+                    "apiKey": write_key,
+                    "apiHost": api_host,
+                    "protocol": request.url.scheme,
+                }
+            },
+            # the library's own telemetry would go to Segment: off
+            "metrics": {"sampleRate": 0},
+        }
+    )

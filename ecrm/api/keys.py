@@ -4,8 +4,13 @@ A key is 32 random bytes (hex), sent as Segment does: HTTP Basic with the key as
 no password. The keys file (ECRM_API_KEYS_FILE, default DATA_DIR/api-keys.yaml) holds
 
     keys:
-      - {name: web-shop, kind: write, sha256: 9f86d0…, rate_per_s: 500}
+      - {name: web-shop, kind: write, sha256: 9f86d0…, rate_per_s: 500,
+         origins: ["https://shop.example"]}
       - {name: crm-desk, kind: read, sha256: 2c26b4…}
+
+A write key used by a shop's web pages (analytics.js) names the origins those pages are
+served from; a browser may send with the key only from them (CORS, `ecrm/api/cors.py`).
+The key is public there, in the page: `origins` and the key's rate are what bound it.
 
 A fast hash is enough here: the keys are random, not passwords a person chose, so there is
 nothing to guess from a hash (as with GitHub's tokens). `ecrm api key add` makes one.
@@ -17,17 +22,32 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from schemas.errors import ConfigError
 
 Kind = Literal["write", "read"]
+
+#: an origin as browsers send it: scheme://host[:port], no path; or "*" for any
+_ORIGIN = re.compile(r"^https?://[^/\s:]+(:\d{1,5})?$")
+
+
+def checked_origin(origin: str) -> str:
+    """`origin` as a browser sends it (lower case, no trailing slash); ValueError saying the
+    form when it is not one."""
+    value = origin.strip().rstrip("/").lower()
+    if value != "*" and not _ORIGIN.match(value):
+        raise ValueError(
+            f"origin {origin!r} is not scheme://host[:port] (e.g. https://shop.example), or *"
+        )
+    return value
 
 
 class ApiKey(BaseModel):
@@ -40,6 +60,16 @@ class ApiKey(BaseModel):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     #: events a second this key may send (None: ECRM_API_RATE_PER_S)
     rate_per_s: float | None = Field(default=None, gt=0)
+    #: web origins whose pages may send with this key (browsers; CORS); "*" for any
+    origins: tuple[str, ...] = ()
+
+    @field_validator("origins")
+    @classmethod
+    def _origins(cls, origins: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(checked_origin(o) for o in origins)
+
+    def allows_origin(self, origin: str) -> bool:
+        return "*" in self.origins or origin.rstrip("/").lower() in self.origins
 
 
 class KeysFile(BaseModel):
@@ -68,18 +98,40 @@ def load_keys(path: Path) -> list[ApiKey]:
     return keys
 
 
-def add_key(path: Path, name: str, kind: Kind, rate_per_s: float | None = None) -> str:
+def add_key(
+    path: Path,
+    name: str,
+    kind: Kind,
+    rate_per_s: float | None = None,
+    origins: tuple[str, ...] = (),
+) -> str:
     """Make a new key, store its hash in `path` and return the key (shown once, never kept)."""
     keys = load_keys(path)
     if any(k.name == name for k in keys):
         raise ConfigError(f"API keys file {path} already has a key named {name!r}")
+    if origins and kind != "write":
+        raise ConfigError("--origin is for write keys: browsers send events, never read")
+    try:
+        origins = tuple(checked_origin(o) for o in origins)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
     key = secrets.token_hex(32)
-    keys.append(ApiKey(name=name, kind=kind, sha256=key_hash(key), rate_per_s=rate_per_s))
+    keys.append(
+        ApiKey(name=name, kind=kind, sha256=key_hash(key), rate_per_s=rate_per_s, origins=origins)
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = {"keys": [k.model_dump(exclude_none=True) for k in keys]}
+    data = {
+        "keys": [
+            {**k.model_dump(exclude_none=True, exclude={"origins"}), **_origins_of(k)} for k in keys
+        ]
+    }
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     path.chmod(0o600)
     return key
+
+
+def _origins_of(key: ApiKey) -> dict[str, list[str]]:
+    return {"origins": list(key.origins)} if key.origins else {}
 
 
 @dataclass(frozen=True)
@@ -99,8 +151,15 @@ class Keyring:
     def __len__(self) -> int:
         return len(self._by_hash)
 
+    def any_allows_origin(self, origin: str) -> bool:
+        """Whether some write key may be used from `origin` (a preflight names no key)."""
+        return any(k.kind == "write" and k.allows_origin(origin) for k in self._by_hash.values())
+
     def check(self, authorization: str | None, needed: Kind) -> ApiKey | Refusal:
-        key = basic_user(authorization)
+        return self.check_key(basic_user(authorization), needed)
+
+    def check_key(self, key: str | None, needed: Kind) -> ApiKey | Refusal:
+        """As `check`, for a key sent otherwise (the browser library's `writeKey` in the body)."""
         if key is None:
             return Refusal(
                 401,

@@ -39,7 +39,8 @@ class AckedProducer:
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
 
-    async def _started(self) -> AIOKafkaProducer:
+    async def _started(self, timeout_s: float | None = None) -> AIOKafkaProducer:
+        timeout_s = timeout_s or self.timeout_s
         async with self._lock:
             if self._producer is not None:
                 return self._producer
@@ -54,10 +55,13 @@ class AckedProducer:
                 **self.auth.aiokafka(),
             )
             try:
-                await asyncio.wait_for(producer.start(), self.timeout_s)
+                await asyncio.wait_for(producer.start(), timeout_s)
             except (AioKafkaError, OSError, TimeoutError) as exc:
                 await _quietly_stop(producer)
                 raise BrokerUnavailable(f"Kafka at {self.bootstrap} unavailable: {exc!r}") from exc
+            except asyncio.CancelledError:
+                await _quietly_stop(producer)
+                raise
             self._producer = producer
             return producer
 
@@ -76,13 +80,17 @@ class AckedProducer:
                 f"Kafka at {self.bootstrap} did not acknowledge: {exc!r}"
             ) from exc
 
-    async def reachable(self) -> bool:
+    async def reachable(self, timeout_s: float = 3.0) -> bool:
+        """Whether the broker answers a metadata request within `timeout_s` (readiness)."""
+
+        async def ask() -> bool:
+            producer = await self._started(timeout_s)
+            return bool(await producer.client.force_metadata_update())
+
         try:
-            producer = await self._started()
-            ok = await asyncio.wait_for(producer.client.force_metadata_update(), self.timeout_s)
+            return await asyncio.wait_for(ask(), timeout_s)
         except (BrokerUnavailable, AioKafkaError, OSError, TimeoutError):
             return False
-        return bool(ok)
 
     async def _reset(self, producer: AIOKafkaProducer) -> None:
         async with self._lock:

@@ -1,9 +1,8 @@
 """Reading over HTTP: a customer's live profile and recent decisions, audiences as CSV, and
-the health of the services — through the library code the commands use."""
+the API's metrics — through the library code the commands use."""
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 from collections.abc import Iterator
@@ -14,7 +13,6 @@ from typing import Any
 import orjson
 import redis
 from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -122,40 +120,6 @@ def audiences(
         media_type="text/csv; charset=utf-8",
         headers={"X-Ecrm-Customers": str(len(audience.rows))},
     )
-
-
-@router.get("/healthz", tags=["operations"])
-async def healthz(request: Request) -> JSONResponse:
-    """Each service: ok, or what is wrong. 200 when all are ok, else 503."""
-    ctx: ApiContext = request.app.state.ctx
-
-    def redis_ok() -> str:
-        client = ctx.settings.redis(socket_timeout=3)
-        try:
-            client.ping()
-            return "ok"
-        except redis.RedisError as exc:
-            return f"unavailable: {exc}"
-        finally:
-            client.close()
-
-    def clickhouse_ok() -> str:
-        try:
-            ctx.analysis.run(lambda ch: ch.query("SELECT 1 AS one"))
-            return "ok"
-        except HTTPException as exc:
-            return f"unavailable: {exc.detail}"
-
-    broker = "ok" if await ctx.producer.reachable() else "unavailable"
-    checks = {
-        "broker": broker,
-        "redis": await run_in_threadpool(redis_ok),
-        "clickhouse": await asyncio.wait_for(run_in_threadpool(clickhouse_ok), 30),
-    }
-    healthy = all(v == "ok" for v in checks.values())
-    body = {"status": "ok" if healthy else "degraded", **checks}
-    body["at"] = datetime.now(UTC).isoformat()
-    return JSONResponse(body, status_code=200 if healthy else 503)
 
 
 @router.get("/metrics", tags=["operations"])

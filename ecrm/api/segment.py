@@ -1,21 +1,31 @@
-"""Segment's HTTP tracking calls (track, identify, alias) turned into ecrm's contract events.
+"""Segment's HTTP tracking calls (track, page, identify, alias) turned into ecrm's contract
+events.
 
-Pure: a Segment message in, `(topic, event)` out or a `Refused` saying why. The e-commerce
-names of Segment's spec map onto ecrm's topics (docs/api.md, "Segment mapping"); any other
-name is refused with the list of names ecrm knows, never dropped in silence.
+Pure: a Segment message in, the `(topic, event)`s it makes out (none, one, or two for an
+identify that links and carries traits) or a `Refused` saying why. The e-commerce names of
+Segment's spec map onto ecrm's topics (docs/api.md, "Segment mapping"); any other name is
+refused with the list of names ecrm knows, never dropped in silence.
 
-    topic, event = from_track(message, now)       # ("orders", {"event_id": ..., ...})
-    topic, event = from_identify(message, now)    # ("identities", {...}) or Refused
+    [(topic, event)] = from_track(message, now)   # [("orders", {"event_id": ..., ...})]
+    from_identify(message, now)   # [("identities", link), ("customers", member attributes)]
+
+A message without a `messageId` gets one made from its content and the key that sent it
+(`content_id`), so the same call sent again (after a 503, a timeout) is the same event, which
+the worker counts once.
 """
 
 from __future__ import annotations
 
-import uuid
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+import orjson
+
+from schemas.events import CHANNELS
 
 #: Segment event name -> (ecrm topic, order status if an order)
 TRACK_EVENTS: dict[str, tuple[str, str | None]] = {
@@ -34,7 +44,30 @@ class Refused:
     reason: str
 
 
-Mapped = tuple[str, dict[str, Any]] | Refused
+#: one event for a topic
+Sent = tuple[str, dict[str, Any]]
+Mapped = list[Sent] | Refused
+
+#: fields a client sets per send, not per call: left out of a call's content id
+PER_SEND = frozenset({"sentAt", "writeKey", "_metadata"})
+
+
+def content_id(message: Mapping[str, Any], key_name: str) -> str:
+    """The event id of a call without a messageId: a hash of the call as sent (less what
+    a client changes on each send: `sentAt`, `writeKey`) and the sending key's name. Two
+    identical calls from one key are one event: send a `timestamp` or a `messageId` to tell
+    repeated identical actions apart."""
+    content = {k: v for k, v in message.items() if k not in PER_SEND}
+    canonical = orjson.dumps(content, option=orjson.OPT_SORT_KEYS, default=str)
+    digest = hashlib.sha256(key_name.encode() + b"\0" + canonical).hexdigest()
+    return f"api:{digest[:32]}"
+
+
+def with_message_id(message: Mapping[str, Any], key_name: str) -> dict[str, Any]:
+    """`message` with its messageId, made by `content_id` when it has none."""
+    if message.get("messageId"):
+        return dict(message)
+    return {**message, "messageId": content_id(message, key_name)}
 
 
 def _customer(message: Mapping[str, Any]) -> str | None:
@@ -47,8 +80,11 @@ def _customer(message: Mapping[str, Any]) -> str | None:
 
 
 def _common(message: Mapping[str, Any], customer_id: str, now: datetime) -> dict[str, Any]:
-    """event_id (Segment's messageId: a retried send repeats it), customer_id and ts."""
-    event_id = message.get("messageId") or f"api:{uuid.uuid4()}"
+    """event_id (Segment's messageId: a retried send repeats it; `with_message_id` gives a
+    call without one an id from its content), customer_id and ts."""
+    event_id = message.get("messageId")
+    if not event_id:
+        raise ValueError("a message reaches the mapping with its messageId (with_message_id)")
     ts = message.get("timestamp") or message.get("originalTimestamp") or now.isoformat()
     event: dict[str, Any] = {"event_id": str(event_id), "customer_id": customer_id, "ts": ts}
     properties = message.get("properties") or {}
@@ -146,7 +182,7 @@ def from_track(message: Mapping[str, Any], now: datetime) -> Mapped:
     topic, status = TRACK_EVENTS[name]
     event = _common(message, customer, now)
     event.update(_FIELDS[topic](props, status))
-    return topic, event
+    return [(topic, event)]
 
 
 def from_page(message: Mapping[str, Any], now: datetime) -> Mapped:
@@ -164,31 +200,86 @@ def from_page(message: Mapping[str, Any], now: datetime) -> Mapped:
         return Refused("a page call needs properties.url (or context.page.url)")
     event = _common(message, customer, now)
     event["url"] = url
-    return "browse", event
+    return [("browse", event)]
 
 
-def link(customer_id: Any, previous_id: Any, message: Mapping[str, Any], now: datetime) -> Mapped:
+def link(customer_id: Any, previous_id: Any, message: Mapping[str, Any], now: datetime) -> Sent:
     """An identity link: `previous_id` is `customer_id` from now on."""
-    if customer_id is None or str(customer_id) == "":
-        return Refused("a link needs the customer's userId")
-    if previous_id is None or str(previous_id) == "":
-        return Refused("a link needs the previous id (anonymousId or previousId)")
-    if str(previous_id) == str(customer_id):
-        return Refused("the previous id is the userId: there is nothing to link")
     event = _common(message, str(customer_id), now)
     event["previous_id"] = str(previous_id)
     return "identities", event
 
 
+def _given(value: Any) -> bool:
+    return value is not None and str(value) != ""
+
+
+def _birthday(value: Any) -> Any:
+    """Segment's `birthday` trait (a date, often with a year or a time) as ecrm's MM-DD: the
+    year is dropped, so no age is kept. Anything else is left for the schema to refuse."""
+    if isinstance(value, str) and len(value) >= 10 and value[4] == "-" and value[7] == "-":
+        return value[5:10]
+    return value
+
+
+def member_attributes(message: Mapping[str, Any]) -> dict[str, Any]:
+    """What an identify's traits say that ecrm.customers holds (schemas/events.py
+    CustomerEvent): `birthday`, when the customer joined (`createdAt`, Segment's reserved
+    trait, or `joined_at`), and consent per channel (`traits.consent` as {channel: bool},
+    and Segment's `context.consent.categoryPreferences` where a category is a channel).
+    Names, e-mails, phones and addresses are not ecrm's to keep: never taken."""
+    traits = message.get("traits")
+    traits = traits if isinstance(traits, Mapping) else {}
+    out: dict[str, Any] = {}
+    if _given(traits.get("birthday")):
+        out["birthday"] = _birthday(traits["birthday"])
+    joined = traits.get("createdAt") or traits.get("created_at") or traits.get("joined_at")
+    if _given(joined):
+        out["joined_at"] = joined
+    consent: dict[str, Any] = {}
+    context = message.get("context")
+    preferences = context.get("consent") if isinstance(context, Mapping) else None
+    categories = (
+        preferences.get("categoryPreferences") if isinstance(preferences, Mapping) else None
+    )
+    for given in (categories, traits.get("consent")):  # the traits' own word wins
+        if isinstance(given, Mapping):
+            consent.update({k: v for k, v in given.items() if k in CHANNELS})
+    if consent:
+        out["consent"] = consent
+    return out
+
+
 def from_identify(message: Mapping[str, Any], now: datetime) -> Mapped:
-    """`identify` with a userId and an anonymousId links them; traits are not stored (they
-    are names, emails and phones, which ecrm keeps out of its profiles)."""
-    return link(message.get("userId"), message.get("anonymousId"), message, now)
+    """`identify`: a userId with an anonymousId links them; the traits ecrm.customers holds
+    become a member update of the customer. An identify with neither (a userId alone, or
+    traits ecrm does not keep) changes nothing and is accepted as such."""
+    customer = _customer(message)
+    if customer is None:
+        return Refused("an identify call needs a userId or an anonymousId")
+    user, anonymous = message.get("userId"), message.get("anonymousId")
+    sent: list[Sent] = []
+    if _given(user) and _given(anonymous) and str(user) != str(anonymous):
+        sent.append(link(user, anonymous, message, now))
+    attributes = member_attributes(message)
+    if attributes:
+        event = _common(message, customer, now)
+        event["event_id"] = f"{event['event_id']}:member"
+        event.update(attributes)
+        sent.append(("customers", event))
+    return sent
 
 
 def from_alias(message: Mapping[str, Any], now: datetime) -> Mapped:
     """`alias`: previousId is userId from now on."""
-    return link(message.get("userId"), message.get("previousId"), message, now)
+    user, previous = message.get("userId"), message.get("previousId")
+    if not _given(user):
+        return Refused("an alias needs the customer's userId")
+    if not _given(previous):
+        return Refused("an alias needs the previousId")
+    if str(previous) == str(user):
+        return Refused("the previousId is the userId: there is nothing to link")
+    return [link(user, previous, message, now)]
 
 
 #: Segment batch item `type` -> its mapping

@@ -7,7 +7,6 @@ import argparse
 import sys
 
 from ecrm.api.keys import add_key, load_keys
-from streams.kafka_auth import KafkaAuth
 from streams.settings import Settings
 
 
@@ -23,6 +22,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     new.add_argument("name", help="the source or reader it is for, e.g. web-shop")
     new.add_argument("--kind", choices=("write", "read"), required=True)
     new.add_argument("--rate", type=float, help="events a second (default ECRM_API_RATE_PER_S)")
+    new.add_argument(
+        "--origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a web origin whose pages may send with this write key (analytics.js), e.g. "
+        "https://shop.example; repeat for more; * for any",
+    )
     key.add_parser("list", help="the keys' names and kinds")
 
 
@@ -30,7 +37,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.api_command == "key":
         path = settings.keys_file
         if args.key_command == "add":
-            key = add_key(path, args.name, args.kind, args.rate)
+            key = add_key(path, args.name, args.kind, args.rate, tuple(args.origin))
             print(key)
             print(
                 f"{args.kind} key {args.name!r} added to {path}; it is shown only now",
@@ -38,7 +45,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             )
             return 0
         for k in load_keys(path):
-            print(f"{k.name}\t{k.kind}\t{k.rate_per_s or settings.api_rate_per_s:g}/s")
+            origins = " ".join(k.origins) or "-"
+            print(f"{k.name}\t{k.kind}\t{k.rate_per_s or settings.api_rate_per_s:g}/s\t{origins}")
         return 0
     return serve(settings, host=args.host, port=args.port)
 
@@ -47,18 +55,9 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
     import uvicorn
 
     from ecrm.api.app import create_app
-    from schemas.errors import KafkaError
-    from streams.topics import contract_topics, ensure_topics
 
-    try:  # the topics the API writes to, identities among them, as `ecrm worker` makes them
-        ensure_topics(
-            settings.kafka_bootstrap,
-            list(contract_topics(settings).values()),
-            settings.partitions,
-            auth=KafkaAuth.of(settings),
-        )
-    except KafkaError as exc:  # served anyway: every send answers 503 until the broker is back
-        print(f"ecrm api: {exc}", file=sys.stderr)
+    # serves at once: the topics are made in the background, and every send answers 503
+    # until the broker is there (ecrm/api/app.py)
     app = create_app(settings)
     keys = len(app.state.ctx.keys)
     if not keys:
