@@ -170,9 +170,14 @@ def test_an_unavailable_broker_is_a_503_to_retry_never_a_silent_drop(settings):
         answer = http.post("/v1/track", json=order_completed("fred", "o-3", "20.00"), auth=W)
         assert answer.status_code == 503
         assert int(answer.headers["retry-after"]) >= 1
-        health = http.get("/healthz")
-        assert health.status_code == 503 and health.json()["broker"] == "unavailable"
-        assert health.json()["redis"] == "ok"
+        assert http.get("/healthz").status_code == 200  # alive, serving
+        ready = http.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["broker"].startswith("unavailable")
+        assert ready.json()["redis"] == "ok"
+        assert (
+            answer.json()["code"] == "unavailable"
+            and "send the same request" in (answer.json()["message"])
+        )
         metrics = http.get("/metrics").text
         assert 'ecrm_api_events_refused_total{reason="broker_unavailable"} 1.0' in metrics
 
@@ -269,7 +274,7 @@ def test_identify_merges_the_anonymous_session_and_its_wait_into_the_customer(
             decided = http.get("/v1/profiles/u-7/decisions", auth=R).json()["decisions"]
             carts = http.get("/v1/audiences", params={"where": "cart_items >= 1"}, auth=R)
             refused = http.get("/v1/audiences", params={"where": "1; DROP TABLE x"}, auth=R)
-            health = http.get("/healthz")
+            ready = http.get("/readyz")
     finally:
         ch.close()
     # `ecrm api` beside no other holder of the embedded chdb opens it per request, as `ecrm sql`
@@ -293,4 +298,9 @@ def test_identify_merges_the_anonymous_session_and_its_wait_into_the_customer(
     lines = carts.text.splitlines()
     assert lines[0].startswith("customer_id,") and [ln.split(",")[0] for ln in lines[1:]] == ["u-7"]
     assert refused.status_code == 400
-    assert health.status_code == 200 and health.json()["clickhouse"] == "ok"
+    assert ready.status_code == 200 and ready.json() | {"at": 0} == {
+        "status": "ready",
+        "broker": "ok",
+        "redis": "ok",
+        "at": 0,
+    }
