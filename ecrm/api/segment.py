@@ -224,12 +224,17 @@ def _birthday(value: Any) -> Any:
 
 def member_attributes(message: Mapping[str, Any]) -> dict[str, Any]:
     """What an identify's traits say that ecrm.customers holds (schemas/events.py
-    CustomerEvent): `birthday`, when the customer joined (`createdAt`, Segment's reserved
+    CustomerEvent) — `traits`, or `context.traits` where RudderStack's library puts them —:
+    `birthday`, when the customer joined (`createdAt`, Segment's reserved
     trait, or `joined_at`), and consent per channel (`traits.consent` as {channel: bool},
     and Segment's `context.consent.categoryPreferences` where a category is a channel).
     Names, e-mails, phones and addresses are not ecrm's to keep: never taken."""
-    traits = message.get("traits")
-    traits = traits if isinstance(traits, Mapping) else {}
+    context = message.get("context")
+    context = context if isinstance(context, Mapping) else {}
+    traits: dict[str, Any] = {}
+    for given in (context.get("traits"), message.get("traits")):  # RudderStack: context.traits
+        if isinstance(given, Mapping):
+            traits.update(given)
     out: dict[str, Any] = {}
     if _given(traits.get("birthday")):
         out["birthday"] = _birthday(traits["birthday"])
@@ -237,8 +242,7 @@ def member_attributes(message: Mapping[str, Any]) -> dict[str, Any]:
     if _given(joined):
         out["joined_at"] = joined
     consent: dict[str, Any] = {}
-    context = message.get("context")
-    preferences = context.get("consent") if isinstance(context, Mapping) else None
+    preferences = context.get("consent")
     categories = (
         preferences.get("categoryPreferences") if isinstance(preferences, Mapping) else None
     )
