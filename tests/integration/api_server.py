@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import uvicorn
+from fastapi import FastAPI
 
 from ecrm.api.app import create_app
 from ecrm.api.keys import ApiKey, key_hash
@@ -34,6 +35,15 @@ def serving(
     settings: Settings, *, clickhouse: ClickHouse | None = None, keys: list[ApiKey] = KEYS
 ) -> Iterator[str]:
     """The base URL of a running API; stopped on exit."""
+    with serving_app(settings, clickhouse=clickhouse, keys=keys) as (url, _):
+        yield url
+
+
+@contextmanager
+def serving_app(
+    settings: Settings, *, clickhouse: ClickHouse | None = None, keys: list[ApiKey] = KEYS
+) -> Iterator[tuple[str, FastAPI]]:
+    """The base URL of a running API and its app (to reach into its context); stopped on exit."""
     port = free_port()
     app = create_app(settings, clickhouse=clickhouse, keys=keys)
     server = uvicorn.Server(
@@ -47,7 +57,7 @@ def serving(
             raise AssertionError("the API server did not start")
         time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", app
     finally:
         server.should_exit = True
         thread.join(timeout=15)

@@ -18,10 +18,18 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import redis
 
 from ecrm.api.keys import ApiKey, key_hash
-from tests.integration.api_server import KEYS, READ_KEY, WRITE_KEY, free_port, serving
-from tests.integration.conftest import wait_for
+from tests.integration.api_server import (
+    KEYS,
+    READ_KEY,
+    WRITE_KEY,
+    free_port,
+    serving,
+    serving_app,
+)
+from tests.integration.conftest import consumed, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -162,6 +170,50 @@ def test_a_call_without_message_id_sent_twice_is_one_event(settings, start_worke
             what="both products in the cart",
         )
         assert seen["cart"]["tea"]["qty"] == 1  # the resend counted once
+
+
+def test_a_503_after_the_event_landed_is_told_truly_and_the_resend_counts_once(
+    settings, start_worker
+):
+    """The broker takes the event but its acknowledgement comes too late (here: a producer
+    that waits a microsecond): 503. The client resends as told; the event is on the topic
+    twice with one id, and in the profile once."""
+    from kafka import KafkaConsumer
+
+    start_worker()
+    added = {
+        "event": "Product Added",
+        "anonymousId": "late-ack",
+        "properties": {"sku": "tea", "price": "9.00", "quantity": 1},
+    }
+    with serving_app(settings, keys=ALL_KEYS) as (url, app), httpx.Client(base_url=url) as http:
+        producer = app.state.ctx.producer
+        assert http.post("/v1/track", json={**added, "userId": "warm"}, auth=W).status_code == 200
+        producer.timeout_s = 1e-6  # the acknowledgement cannot arrive in time
+        late = http.post("/v1/track", json=added, auth=W, timeout=30)
+        producer.timeout_s = 10.0
+        assert late.status_code == 503 and late.headers["retry-after"]
+        assert "may have reached it: send the same request again" in late.json()["message"]
+        again = http.post("/v1/track", json=added, auth=W, timeout=30)
+        assert again.status_code == 200, again.text
+        consumer = KafkaConsumer(
+            settings.topic("cart"),
+            bootstrap_servers=settings.kafka_bootstrap,
+            auto_offset_reset="earliest",
+            consumer_timeout_ms=3000,
+        )
+        copies = [
+            orjson.loads(m.value)
+            for m in consumer
+            if orjson.loads(m.value)["customer_id"] == "late-ack"
+        ]
+        consumer.close()
+        assert len(copies) == 2 and copies[0]["event_id"] == copies[1]["event_id"]
+        rds = redis.Redis.from_url(settings.redis_url)
+        wait_for(lambda: consumed(rds) >= 3, what="the worker read both copies")
+        rds.close()
+        seen = profile_of(http, "late-ack")
+        assert seen is not None and seen["cart"]["tea"]["qty"] == 1
 
 
 def test_the_browser_library_path_text_plain_write_key_in_body_and_cors(settings, start_worker):
