@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -42,18 +43,49 @@ TOPICS_RETRY_S = 5.0
 log = logging.getLogger(__name__)
 
 
+def in_daemon_thread(work: Callable[[], None]) -> asyncio.Future[None]:
+    """`work()` in a thread of its own that never holds up the process's exit (a blocking
+    Kafka admin call may take its time while the broker is away; asyncio's default executor
+    would be waited for when the API stops)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def settle(error: BaseException | None) -> None:
+        if done.done():
+            return  # the waiter was cancelled (the API stopping)
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
+
+    def run() -> None:
+        error: BaseException | None = None
+        try:
+            work()
+        except Exception as exc:  # handed to the waiter, which decides
+            error = exc
+        try:
+            loop.call_soon_threadsafe(settle, error)
+        except RuntimeError:
+            pass  # the loop is closed: nobody waits any more
+
+    threading.Thread(target=run, name="ecrm-api-topics", daemon=True).start()
+    return done
+
+
 async def ensure_topics_soon(settings: Settings, ready: asyncio.Event) -> None:
     """The topics the API writes to (identities and customers among them), as `ecrm worker`
     makes them; tried again until the broker answers, while the API already serves."""
     topics = list(contract_topics(settings).values())
     while True:
         try:
-            await asyncio.to_thread(
-                ensure_topics,
-                settings.kafka_bootstrap,
-                topics,
-                settings.partitions,
-                auth=KafkaAuth.of(settings),
+            await in_daemon_thread(
+                lambda: ensure_topics(
+                    settings.kafka_bootstrap,
+                    topics,
+                    settings.partitions,
+                    auth=KafkaAuth.of(settings),
+                )
             )
         except KafkaError as exc:
             log.warning("ecrm api: the topics are not there yet (%s); trying again", exc)
