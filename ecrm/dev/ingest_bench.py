@@ -126,7 +126,7 @@ def ingest(s: Settings, work: Path, quick: bool) -> dict[str, Any]:
     for call in calls:
         mapped = from_track(call, now)
         assert not isinstance(mapped, Refused)
-        topic, event = mapped
+        [(topic, event)] = mapped
         messages.append((s.topic(topic), event["customer_id"].encode(), orjson.dumps(event)))
     keys = work / "bench-api-keys.yaml"
     key = add_key(keys, f"bench-{s.app_id}", "write", rate_per_s=10_000_000)

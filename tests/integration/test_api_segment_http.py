@@ -6,10 +6,13 @@ CORS, identify traits, and liveness / readiness."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from datetime import UTC, datetime
@@ -312,24 +315,73 @@ def test_identify_traits_set_consent_and_birthday_and_a_bare_identify_is_a_no_op
         assert "m@example.com" not in orjson.dumps(seen).decode()
 
 
+class Forwarder:
+    """A TCP port that forwards to another once opened: a broker that comes back."""
+
+    def __init__(self, port: int, target: str) -> None:
+        host, _, target_port = target.rpartition(":")
+        self.target = (host, int(target_port))
+        self.server = socket.create_server(("127.0.0.1", port))
+        self.server.settimeout(0.2)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                client, _ = self.server.accept()
+            except TimeoutError:
+                continue
+            upstream = socket.create_connection(self.target)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=5)
+        self.server.close()
+
+
 def test_ecrm_api_serves_at_once_ready_beside_ecrm_up_and_503_while_the_broker_is_away(
     settings, tmp_path
 ):
     """`ecrm api` as its own process next to the embedded services (what `ecrm up` runs):
-    alive and ready; pointed at a broker that is not there, it serves within seconds and
-    answers 503 (not ready; sends refused to be retried)."""
+    alive and ready. Pointed at a broker that is not there, it serves as soon as it would
+    with one (it used to spend ~30 s on the topics first), answers 503 and is not ready; when
+    the broker comes, it is ready and takes events, without a restart."""
     keys = tmp_path / "keys.yaml"
     env = {**os.environ, **settings.as_env(), "ECRM_API_KEYS_FILE": str(keys)}
-    key = subprocess.run(
-        [sys.executable, "-m", "ecrm", "api", "key", "add", "web", "--kind", "write"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    away = {**env, "ECRM_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"}
-    for environment, broker_there in ((env, True), (away, False)):
+
+    def ecrm_api(*args: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-m", "ecrm", "api", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+
+    key = ecrm_api("key", "add", "web", "--kind", "write", "--origin", "https://shop.example")
+    assert "https://shop.example" in ecrm_api("key", "list")
+    broker_port = free_port()
+    away = {**env, "ECRM_KAFKA_BOOTSTRAP": f"127.0.0.1:{broker_port}"}
+    took: dict[str, float] = {}
+    for environment, broker in ((env, "there"), (away, "away")):
         port = free_port()
+        base = f"http://127.0.0.1:{port}"
         started = time.monotonic()
         proc = subprocess.Popen(
             [sys.executable, "-m", "ecrm", "api", "--port", str(port)],
@@ -337,8 +389,8 @@ def test_ecrm_api_serves_at_once_ready_beside_ecrm_up_and_503_while_the_broker_i
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        forwarder = None
         try:
-            base = f"http://127.0.0.1:{port}"
 
             def alive(base: str = base) -> bool:
                 try:
@@ -346,25 +398,27 @@ def test_ecrm_api_serves_at_once_ready_beside_ecrm_up_and_503_while_the_broker_i
                 except httpx.TransportError:
                     return False
 
-            wait_for(alive, timeout=30, what="ecrm api serving")
-            serving_after = time.monotonic() - started
-            if broker_there:
-                ready = wait_for(
-                    lambda base=base: (
-                        (r := httpx.get(f"{base}/readyz", timeout=10)).status_code == 200 and r
-                    ),
-                    timeout=30,
-                    what="ready",
-                )
-                assert ready.json()["broker"] == ready.json()["redis"] == "ok"
-            else:
-                assert serving_after < 15, serving_after  # not the ~30 s it once took
-                ready = httpx.get(f"{base}/readyz", timeout=10)
-                assert ready.status_code == 503 and ready.json()["redis"] == "ok"
-                sent = httpx.post(
-                    f"{base}/v1/track", json=view("z", "s"), auth=(key, ""), timeout=30
-                )
+            def ready(base: str = base) -> httpx.Response | None:
+                answer = httpx.get(f"{base}/readyz", timeout=10)
+                return answer if answer.status_code == 200 else None
+
+            wait_for(alive, timeout=60, what="ecrm api serving")
+            took[broker] = time.monotonic() - started
+            if broker == "away":
+                # the same start as with a broker (both measured in this run), not 30 s more
+                assert took["away"] < took["there"] + 10, took
+                not_ready = httpx.get(f"{base}/readyz", timeout=10)
+                assert not_ready.status_code == 503 and not_ready.json()["redis"] == "ok"
+                assert not_ready.json()["broker"].startswith("unavailable")
+                sent = httpx.post(f"{base}/v1/track", json=view("z", "s"), auth=(key, ""))
                 assert sent.status_code == 503 and sent.headers["retry-after"]
+                forwarder = Forwarder(broker_port, settings.kafka_bootstrap)
+            answer = wait_for(ready, timeout=60, what=f"ready (broker {broker})")
+            assert answer.json()["broker"] == answer.json()["redis"] == "ok"
+            sent = httpx.post(f"{base}/v1/track", json=view("z", "s"), auth=(key, ""), timeout=30)
+            assert sent.status_code == 200, sent.text
         finally:
             proc.terminate()
             proc.wait(timeout=20)
+            if forwarder is not None:
+                forwarder.close()
