@@ -26,10 +26,12 @@ import pytest
 from ecrm.api.keys import ApiKey, key_hash
 from tests.integration.api_server import KEYS, READ_KEY, free_port, serving
 from tests.integration.conftest import wait_for
-from tests.integration.test_dashboard_browser import CHROMEDRIVER, CHROMIUM, FLAGS
 
 pytestmark = pytest.mark.integration
 
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
 #: the library's version, pinned so that a test failure is ecrm's, not a new release's
 ANALYTICS_NEXT = "@segment/analytics-next@1.84.3"
 BROWSER_KEY = "a" * 64

@@ -68,3 +68,24 @@ def test_the_body_may_carry_the_write_key(tmp_path):
     ring = Keyring(load_keys(path))
     assert ring.check_key(key, "write").name == "web"
     assert ring.check_key("nope", "write").status == 401
+
+
+def test_without_redis_the_limit_holds_in_the_process():
+    import asyncio
+    import socket
+
+    from redis.asyncio import Redis
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+
+    async def run() -> list[bool]:
+        client = Redis(host="127.0.0.1", port=port, socket_connect_timeout=1)
+        limits = RateLimits(default_rate=1, redis=client)
+        try:
+            return [(await limits.take("a", 300)).allowed for _ in range(2)]
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(run()) == [True, False]  # 500 a burst, in this process
