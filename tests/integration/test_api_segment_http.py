@@ -260,6 +260,8 @@ def test_the_browser_library_path_text_plain_write_key_in_body_and_cors(settings
         assert i.status_code == 200 and i.json()["topic"] == "identities"
         a = send("/v1/a", {"userId": "shopper-1", "previousId": "anon-b"})
         assert a.status_code == 200
+        long_path = send("/v1/track", {**view("shopper-1", "sku-d"), "messageId": "long-path"})
+        assert long_path.status_code == 200 and long_path.json()["event_id"] == "long-path"
         elsewhere = send("/v1/t", view("shopper", "sku-b"), origin="http://evil.test")
         assert (
             elsewhere.status_code == 403
@@ -274,7 +276,9 @@ def test_the_browser_library_path_text_plain_write_key_in_body_and_cors(settings
         assert http.get(f"/v1/projects/{'z' * 64}/settings").status_code == 404
         merged = wait_for(
             lambda: (
-                (q := profile_of(http, "shopper-1")) and {"sku-b", "sku-c"} <= set(q["views"]) and q
+                (q := profile_of(http, "shopper-1"))
+                and {"sku-b", "sku-c", "sku-d"} <= set(q["views"])
+                and q
             ),
             what="the browser session merged into shopper-1",
         )
