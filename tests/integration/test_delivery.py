@@ -1,0 +1,273 @@
+"""`ecrm deliver` against real local receivers (a webhook receiver honouring the idempotency
+key, an aiosmtpd server with STARTTLS), on the session's embedded broker and Valkey."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis
+from kafka import KafkaConsumer
+
+from ecrm.dev.delivery_receivers import ShopReceiver, SmtpReceiver
+from schemas.profile import ConsentMark, Profile
+from schemas.privacy import read_unsubscribe_token, unsubscribe_token
+from streams import keyspace
+from streams.settings import Settings
+from tests.integration.conftest import wait_for
+
+pytestmark = pytest.mark.integration
+
+SECRET = "shop-webhook-secret-for-tests"  # noqa: S105
+
+
+def delivery_file(folder: Path, shop: ShopReceiver, smtp: SmtpReceiver | None = None) -> Path:
+    email = ""
+    if smtp is not None:
+        email = f"""
+    smtp:
+      type: email
+      host: {smtp.host}
+      port: {smtp.port}
+      ca_file: {smtp.ca_file}
+      from: "示例商城 <crm@shop.example>"
+      unsubscribe_url: "https://shop.example/u?token={{token}}"
+      timeout: 5s"""
+    path = folder / "delivery.yaml"
+    path.write_text(
+        f"""
+deliver:
+  channels: {{inbox: shop, webhook: shop{", email: smtp" if smtp else ""}}}
+  providers:
+    shop:
+      type: webhook
+      url: {shop.url}/ecrm/actions
+      secret: {{env: TEST_SHOP_SECRET}}
+      timeout: 2s{email}
+  contacts: {{url: "{shop.url}/ecrm/contacts", secret: {{env: TEST_SHOP_SECRET}}}}
+  coupons: {{url: "{shop.url}/ecrm/coupons", secret: {{env: TEST_SHOP_SECRET}}}}
+  retry: {{first: 1s, max: 2s, deadline: 20s}}
+  templates:
+    cart_coupon:
+      email:
+        zh-CN:
+          subject: "送您 {{{{ value }}}} 元优惠券"
+          text: "券码 {{{{ coupon_code }}}}，满 {{{{ threshold }}}} 元可用"
+      inbox:
+        zh-CN: {{text: "券码 {{{{ coupon_code }}}}"}}
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+class DeliverProcess:
+    """`ecrm deliver` as a real child process, killable like in production."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        env = {
+            **os.environ,
+            **settings.as_env(),
+            "TEST_SHOP_SECRET": SECRET,
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ecrm", "deliver"],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._log.close()
+
+    def log_tail(self) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-40:])
+
+
+@pytest.fixture
+def shop() -> Iterator[ShopReceiver]:
+    with ShopReceiver(SECRET.encode()) as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def start_deliver(
+    settings: Settings, tmp_path: Path
+) -> Iterator[Callable[[Path], DeliverProcess]]:
+    started: list[DeliverProcess] = []
+
+    def start(file: Path) -> DeliverProcess:
+        s = settings.model_copy(update={"delivery_file": file, "rules_reload_s": 0.5})
+        process = DeliverProcess(s, tmp_path / f"deliver-{len(started) + 1}.log")
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+def action(n: int, **over: Any) -> dict[str, Any]:
+    a = {
+        "action_id": f"a{n}",
+        "rule_id": "abandoned-cart",
+        "customer_id": f"c{n}",
+        "kind": "message",
+        "channel": "inbox",
+        "params": {"template": "cart_coupon"},
+        "trigger_event_id": f"e{n}",
+        "fired_at": datetime.now(UTC).isoformat(),
+    }
+    a.update(over)
+    return a
+
+
+def failures(settings: Settings, expect: int) -> list[dict[str, Any]]:
+    consumer = KafkaConsumer(
+        settings.topic("delivery-failures"),
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=1000,
+    )
+    found: list[dict[str, Any]] = []
+    try:
+
+        def read() -> bool:
+            found.extend(orjson.loads(m.value) for m in consumer)
+            return len(found) >= expect
+
+        wait_for(read, timeout=60, what=f"{expect} delivery failures")
+    finally:
+        consumer.close()
+    return found
+
+
+def test_a_receiver_answering_500_then_200_gets_the_action_once_after_the_retry(
+    settings: Settings, shop: ShopReceiver, produce: Any, tmp_path: Path, start_deliver: Any
+) -> None:
+    shop.script["a1"] = [500]
+    deliver = start_deliver(delivery_file(tmp_path, shop))
+    produce("actions", action(1))
+    produce.flush()
+    wait_for(lambda: "a1" in shop.delivered, timeout=60, what="a1 delivered")
+    assert shop.posts["a1"] == 2, deliver.log_tail()
+    body = shop.delivered["a1"]
+    assert body["action_id"] == "a1" and body["customer_id"] == "c1"
+    record = redis.Redis.from_url(settings.redis_url).hgetall(
+        keyspace.delivery("a1", settings.partitions)
+    )
+    assert record[b"status"] == b"sent" and record[b"attempts"] == b"2"
+
+
+def test_a_4xx_lands_in_delivery_failures_with_the_reason_and_is_not_retried(
+    settings: Settings, shop: ShopReceiver, produce: Any, tmp_path: Path, start_deliver: Any
+) -> None:
+    shop.script["a2"] = [422]
+    start_deliver(delivery_file(tmp_path, shop))
+    produce("actions", action(2))
+    produce.flush()
+    [failure] = failures(settings, 1)
+    assert failure["action_id"] == "a2"
+    assert failure["reason"].startswith("HTTP 422")
+    assert failure["attempts"] == 1
+    assert shop.posts["a2"] == 1 and "a2" not in shop.delivered
+
+
+def test_a_consent_withdrawn_after_the_decision_stops_the_send(
+    settings: Settings, shop: ShopReceiver, produce: Any, tmp_path: Path, start_deliver: Any
+) -> None:
+    now = datetime.now(UTC)
+    withdrawn = Profile(
+        customer_id="c3", consent={"inbox": ConsentMark(granted=False, at=now)}
+    )
+    client = redis.Redis.from_url(settings.redis_url)
+    client.set(keyspace.profile("c3", settings.partitions), withdrawn.model_dump_json())
+    start_deliver(delivery_file(tmp_path, shop))
+    produce("actions", action(3))
+    produce("actions", action(4))  # consent never withdrawn: sent
+    produce.flush()
+    [failure] = failures(settings, 1)
+    assert failure["action_id"] == "a3" and failure["reason"] == "no_consent"
+    wait_for(lambda: "a4" in shop.delivered, what="a4 delivered")
+    assert "a3" not in shop.posts
+
+
+def test_a_sigkilled_deliver_mid_stream_leaves_every_action_delivered_once_and_none_lost(
+    settings: Settings, shop: ShopReceiver, produce: Any, tmp_path: Path, start_deliver: Any
+) -> None:
+    count = 120
+    shop.delay_s = 0.02
+    file = delivery_file(tmp_path, shop)
+    first = start_deliver(file)
+    for n in range(count):
+        produce("actions", action(100 + n))
+    produce.flush()
+    wait_for(lambda: len(shop.delivered) >= 20, timeout=60, what="a first share delivered")
+    first.kill()
+    killed_at = len(shop.delivered)
+    assert killed_at < count, "the first process delivered everything before the kill"
+    second = start_deliver(file)
+    wait_for(
+        lambda: len(shop.delivered) == count, timeout=90, what=f"{count} delivered: {second.log_tail}"
+    )
+    assert set(shop.delivered) == {f"a{100 + n}" for n in range(count)}
+    # the idempotency key made repeats harmless; only the actions in flight at the kill repeat
+    assert sum(shop.posts.values()) - count <= 32
+
+
+def test_a_coupon_email_carries_the_minted_code_and_one_click_unsubscribe(
+    settings: Settings, shop: ShopReceiver, produce: Any, tmp_path: Path, start_deliver: Any
+) -> None:
+    token = unsubscribe_token("c5", "email", settings.privacy_key())
+    coupon = action(
+        5,
+        kind="coupon",
+        channel="email",
+        params={
+            "template": "cart_coupon",
+            "value": 10,
+            "threshold": 99,
+            "valid_for": "48h",
+            "unsubscribe_token": token,
+        },
+    )
+    with SmtpReceiver(tmp_path) as smtp:
+        start_deliver(delivery_file(tmp_path, shop, smtp))
+        produce("actions", coupon)
+        produce.flush()
+        wait_for(lambda: smtp.messages, timeout=60, what="the e-mail")
+        [mail] = smtp.messages
+    assert mail["To"] == "c5@shop.example"
+    assert ("c5", "email") in shop.asked
+    assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    link = mail["List-Unsubscribe"].strip("<>")
+    assert read_unsubscribe_token(link.split("token=", 1)[1], settings.privacy_key()) == (
+        "c5",
+        ["email"],
+    )
+    assert mail["Message-ID"] == "<a5@shop.example>"
+    body = mail.get_payload(decode=True).decode()
+    assert body.startswith("券码 CPN") and "满 99 元可用" in body
