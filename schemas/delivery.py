@@ -81,6 +81,9 @@ class RateLimit(Strict):
 class ProviderBase(Strict):
     timeout: Duration = timedelta(seconds=10)
     rate: RateLimit | None = None
+    #: the `?token=` a provider's status callback carries (POST /v1/receipts/{name}), for
+    #: providers whose callbacks are not signed (SMS, WeChat); a webhook's are signed instead
+    receipt_token: Secret | None = None
 
 
 class WebhookProvider(ProviderBase):

@@ -14,7 +14,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
 
-from ecrm.api import dashboard, ingest, reading
+from ecrm.api import dashboard, ingest, reading, receipts
 from ecrm.api.context import Analysis, ApiContext
 from ecrm.api.keys import ApiKey, Keyring, load_keys
 from ecrm.api.producer import AckedProducer
@@ -72,5 +72,6 @@ def create_app(
     app.include_router(ingest.router)
     app.include_router(reading.router)
     app.include_router(dashboard.router)
+    app.include_router(receipts.router)  # delivery receipts and click links (docs/delivery.md)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 import redis
@@ -22,6 +23,7 @@ from schemas.profile import ConsentMark, Profile
 from schemas.privacy import read_unsubscribe_token, unsubscribe_token
 from streams import keyspace
 from streams.settings import Settings
+from tests.integration.api_server import serving
 from tests.integration.conftest import wait_for
 
 pytestmark = pytest.mark.integration
@@ -29,7 +31,9 @@ pytestmark = pytest.mark.integration
 SECRET = "shop-webhook-secret-for-tests"  # noqa: S105
 
 
-def delivery_file(folder: Path, shop: ShopReceiver, smtp: SmtpReceiver | None = None) -> Path:
+def delivery_file(
+    folder: Path, shop: ShopReceiver, smtp: SmtpReceiver | None = None, click_base: str = ""
+) -> Path:
     email = ""
     if smtp is not None:
         email = f"""
@@ -55,6 +59,7 @@ deliver:
   contacts: {{url: "{shop.url}/ecrm/contacts", secret: {{env: TEST_SHOP_SECRET}}}}
   coupons: {{url: "{shop.url}/ecrm/coupons", secret: {{env: TEST_SHOP_SECRET}}}}
   retry: {{first: 1s, max: 2s, deadline: 20s}}
+  {f"click_base: {click_base}" if click_base else ""}
   templates:
     cart_coupon:
       email:
@@ -62,7 +67,7 @@ deliver:
           subject: "送您 {{{{ value }}}} 元优惠券"
           text: "券码 {{{{ coupon_code }}}}，满 {{{{ threshold }}}} 元可用"
       inbox:
-        zh-CN: {{text: "券码 {{{{ coupon_code }}}}"}}
+        zh-CN: {{text: "您的购物车还在等您 {{{{ link('https://shop.example/cart') }}}}"}}
 """,
         encoding="utf-8",
     )
@@ -271,3 +276,80 @@ def test_a_coupon_email_carries_the_minted_code_and_one_click_unsubscribe(
     assert mail["Message-ID"] == "<a5@shop.example>"
     body = mail.get_payload(decode=True).decode()
     assert body.startswith("券码 CPN") and "满 99 元可用" in body
+
+
+def test_the_funnel_from_decided_to_clicked_lands_in_rule_performance(
+    settings: Settings,
+    shop: ShopReceiver,
+    produce: Any,
+    tmp_path: Path,
+    start_deliver: Any,
+    ch: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from agents.delivery.channels.webhook import signed_post_headers
+    from streams.sink import ClickHouseSink
+
+    monkeypatch.setenv("TEST_SHOP_SECRET", SECRET)
+    fired = action(6)
+    decided_at = datetime.now(UTC)
+    # the worker's part: the decision row it writes when the rule fires
+    ch.insert(
+        "rule_decisions",
+        [
+            {
+                "action_id": "a6", "rule_id": "abandoned-cart", "customer_id": "c6",
+                "outcome": "fired", "reason": "", "kind": "message", "channel": "inbox",
+                "params": "{}", "trigger_event_id": "e6", "decided_at": decided_at,
+                "deliver_at": None, "priority": 50, "coupon_value": None, "released": 0,
+            }
+        ],
+        token="decision-a6",
+    )  # fmt: skip
+    file = tmp_path / "delivery.yaml"
+    with serving(settings.model_copy(update={"delivery_file": file})) as api:
+        delivery_file(tmp_path, shop, click_base=api)
+        start_deliver(file)
+        produce("actions", fired)
+        produce.flush()
+        wait_for(lambda: "a6" in shop.delivered, timeout=60, what="a6 delivered")
+        text = shop.delivered["a6"]["text"]
+        link = text.split(" ", 1)[1]
+        assert link.startswith(f"{api}/r/")
+        with httpx.Client(timeout=30) as http:
+            clicked = http.get(link, follow_redirects=False)
+            assert clicked.status_code == 302
+            assert clicked.headers["location"] == "https://shop.example/cart"
+            forged = http.get(link[:-3] + "xyz", follow_redirects=False)
+            assert forged.status_code == 404
+            body = orjson.dumps({"action_id": "a6", "status": "delivered", "provider_id": "m-6"})
+            unsigned = http.post(f"{api}/v1/receipts/shop", content=body)
+            assert unsigned.status_code == 401
+            signed = http.post(
+                f"{api}/v1/receipts/shop",
+                content=body,
+                headers=signed_post_headers(SECRET.encode(), body, "a6"),
+            )
+            assert signed.status_code == 200 and signed.json() == {"accepted": 1}
+    sink = ClickHouseSink.from_settings(settings, ch, min_interval_s=0)
+
+    def sunk() -> bool:
+        sink.drain_once()
+        return ch.query("SELECT count() AS n FROM deliveries")[0]["n"] >= 3
+
+    wait_for(sunk, timeout=60, what="three delivery steps in ClickHouse")
+    sink.close()
+    [row] = ch.query(
+        "SELECT * FROM rule_performance(since = {s:DateTime64(3, 'UTC')}, "
+        "until = {u:DateTime64(3, 'UTC')}, window_hours = 72)",
+        {"s": "2000-01-01 00:00:00", "u": "2100-01-01 00:00:00"},
+    )
+    assert row["rule_id"] == "abandoned-cart"
+    funnel = {k: row[k] for k in ("decided", "sent", "delivery_sent", "delivered", "clicked")}
+    assert funnel == {"decided": 1, "sent": 1, "delivery_sent": 1, "delivered": 1, "clicked": 1}
+    steps = ch.query("SELECT status, rule_id, customer_id FROM deliveries ORDER BY status")
+    assert [(r["status"], r["rule_id"], r["customer_id"]) for r in steps] == [
+        ("clicked", "abandoned-cart", "c6"),
+        ("delivered", "abandoned-cart", "c6"),
+        ("sent", "abandoned-cart", "c6"),
+    ]
