@@ -215,7 +215,9 @@ class ChannelTemplates(Strict):
     webhook: dict[str, WebhookTemplate] = Field(default_factory=dict)
 
     def for_channel(self, channel: str) -> dict[str, Any]:
-        found: dict[str, Any] = getattr(self, channel, {}) if channel in type(self).model_fields else {}
+        found: dict[str, Any] = (
+            getattr(self, channel, {}) if channel in type(self).model_fields else {}
+        )
         return found
 
 

@@ -70,7 +70,9 @@ class Deliverer:
         try:
             action = Action.model_validate_json(raw)
         except ValidationError as exc:
-            log.error("an action on %s cannot be read, skipped: %s", self.settings.topic("actions"), exc)
+            log.error(
+                "an action on %s cannot be read, skipped: %s", self.settings.topic("actions"), exc
+            )
             self.counts[("?", "unreadable")] += 1
             return "unreadable"
         channel = action.channel or ("webhook" if action.kind == "webhook" else None)
@@ -89,7 +91,9 @@ class Deliverer:
             self.counts[(channel, claimed.verdict)] += 1
             return claimed.verdict
         if provider is None:
-            outcome = Outcome("failed", reason=f"no provider for channel {channel!r} in the delivery file")
+            outcome = Outcome(
+                "failed", reason=f"no provider for channel {channel!r} in the delivery file"
+            )
         else:
             outcome = await self._attempt(action, channel, provider_name, provider, claimed)
         return await self._record(action, channel, provider_name, claimed, outcome)
@@ -103,7 +107,9 @@ class Deliverer:
         if profile is not None:
             consent = consent_of(profile, self.settings.consent_granted)
         else:
-            consent = consent_of(Profile(customer_id=action.customer_id), self.settings.consent_granted)
+            consent = consent_of(
+                Profile(customer_id=action.customer_id), self.settings.consent_granted
+            )
         if not consent.allows(action.channel):
             return Outcome("failed", reason="no_consent")
         shop = self.book.shop
@@ -118,7 +124,9 @@ class Deliverer:
         except ShopAnswer as exc:
             return exc.outcome
         fields = profile.model_dump(mode="json") if profile is not None else {}
-        names = variables(action, fields, self.book.deliver.profile_fields, code, self._link(action))
+        names = variables(
+            action, fields, self.book.deliver.profile_fields, code, self._link(action)
+        )
         try:
             rendered = render(self.book.deliver, action, channel, names)
         except RenderError as exc:
@@ -204,7 +212,9 @@ class Deliverer:
         if rate is None:
             return
         burst = rate.burst or max(1, int(rate.per_second))
-        while (wait := await self.records.take_token(name, rate.per_second, burst, _ms(self.clock()))) > 0:
+        while (
+            wait := await self.records.take_token(name, rate.per_second, burst, _ms(self.clock()))
+        ) > 0:
             await asyncio.sleep(wait / 1000)
 
     # -- the retry queue -------------------------------------------------------------------------

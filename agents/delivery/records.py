@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -50,7 +50,7 @@ return {'send', attempts, redis.call('HGET', KEYS[1], 'first_try'),
 
 # A token bucket: `rate` tokens a second up to `burst`; returns 0 when a token was taken, else
 # the milliseconds until one will be there.
-_TAKE_TOKEN = """
+_BUCKET = """
 local rate, burst, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
 local tokens = tonumber(b[1]) or burst
@@ -82,7 +82,7 @@ class DeliveryRecords:
         self.deliveries_topic = f"{topic_prefix}deliveries"
         self.failures_topic = f"{topic_prefix}delivery-failures"
         self._claim = client.register_script(_CLAIM)
-        self._take = client.register_script(_TAKE_TOKEN)
+        self._take = client.register_script(_BUCKET)
 
     def partition(self, action_id: str) -> int:
         return keyspace.home(action_id, self.partitions)
@@ -116,8 +116,8 @@ class DeliveryRecords:
         return {_s(k): _s(v) for k, v in raw.items()}
 
     async def action_json(self, action_id: str) -> bytes | None:
-        found: bytes | None = await self.client.hget(self.key(action_id), "action")
-        return found
+        found = await self.client.hget(self.key(action_id), "action")
+        return found.encode() if isinstance(found, str) else found
 
     async def due(self, partition: int, now_ms: int, count: int = 100) -> list[str]:
         ids = await self.client.zrangebyscore(
@@ -161,20 +161,26 @@ class DeliveryRecords:
                 )
                 tx.zrem(queue, action_id)
                 row = receipt.row()
-                tx.xadd(keyspace.clickhouse_outbox(p), outbox_entry("deliveries", [row]))
+                tx.xadd(keyspace.clickhouse_outbox(p), _fields(outbox_entry("deliveries", [row])))
                 tx.hincrby(keyspace.stats(p), QUEUED_ENTRIES, 1)
                 tx.hincrby(keyspace.stats(p), QUEUED_ROWS, 1)
                 tx.xadd(
                     keyspace.delivery_outbox(p),
-                    kafka_entry(self.deliveries_topic, receipt.customer_id, receipt_json(receipt)),
+                    _fields(
+                        kafka_entry(
+                            self.deliveries_topic, receipt.customer_id, receipt_json(receipt)
+                        )
+                    ),
                 )
                 if failure is not None:
                     tx.xadd(
                         keyspace.delivery_outbox(p),
-                        kafka_entry(
-                            self.failures_topic,
-                            failure.customer_id,
-                            failure.model_dump_json().encode(),
+                        _fields(
+                            kafka_entry(
+                                self.failures_topic,
+                                failure.customer_id,
+                                failure.model_dump_json().encode(),
+                            )
                         ),
                     )
             tx.expire(key, keyspace.DELIVERY_RECORD_TTL_S)
@@ -185,12 +191,16 @@ class DeliveryRecords:
         clicked): to ClickHouse and `ecrm.deliveries`; the record notes the latest."""
         p = self.partition(receipt.action_id)
         async with self.client.pipeline(transaction=True) as tx:
-            tx.xadd(keyspace.clickhouse_outbox(p), outbox_entry("deliveries", [receipt.row()]))
+            tx.xadd(
+                keyspace.clickhouse_outbox(p), _fields(outbox_entry("deliveries", [receipt.row()]))
+            )
             tx.hincrby(keyspace.stats(p), QUEUED_ENTRIES, 1)
             tx.hincrby(keyspace.stats(p), QUEUED_ROWS, 1)
             tx.xadd(
                 keyspace.delivery_outbox(p),
-                kafka_entry(self.deliveries_topic, receipt.customer_id, receipt_json(receipt)),
+                _fields(
+                    kafka_entry(self.deliveries_topic, receipt.customer_id, receipt_json(receipt))
+                ),
             )
             await tx.execute()
 
@@ -204,6 +214,11 @@ class DeliveryRecords:
 
 def receipt_json(receipt: Receipt) -> bytes:
     return orjson.dumps(receipt.model_dump(mode="json"))
+
+
+def _fields(entry: dict[str, bytes]) -> dict[Any, Any]:
+    """An outbox entry as XADD's fields (its typing wants a wider dict)."""
+    return cast(dict[Any, Any], entry)
 
 
 def _s(value: Any) -> str:

@@ -92,7 +92,11 @@ def _text(source: str, names: Mapping[str, Any]) -> str:
 
 
 def render(
-    deliver: Deliver, action: Action, channel: str, names: Mapping[str, Any], locale: str | None = None
+    deliver: Deliver,
+    action: Action,
+    channel: str,
+    names: Mapping[str, Any],
+    locale: str | None = None,
 ) -> Rendered | None:
     """The action's template for `channel` rendered; None when the channel has none (a
     webhook then carries the action alone). RenderError when it cannot be rendered."""
@@ -129,7 +133,12 @@ def render(
 
 
 #: stand-ins for what is only known at send time, when `ecrm rules check` tries a template
-SAMPLE_PROFILE = {"segment": "important_value", "level": "gold", "frequency": 3, "monetary": "520.00"}
+SAMPLE_PROFILE = {
+    "segment": "important_value",
+    "level": "gold",
+    "frequency": 3,
+    "monetary": "520.00",
+}
 SAMPLE_COUPON_CODE = "CPN8X2K9Q7"
 
 
@@ -170,5 +179,7 @@ def problems_of_rules(deliver: Deliver, rules: Any) -> list[str]:
             try:
                 render(deliver, action, channel, names, locale)
             except RenderError as exc:
-                problems.append(f"{where}, template {name!r}{f' ({locale})' if locale else ''}: {exc}")
+                problems.append(
+                    f"{where}, template {name!r}{f' ({locale})' if locale else ''}: {exc}"
+                )
     return problems

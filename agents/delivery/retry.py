@@ -1,8 +1,8 @@
 """When to try an action again, and whether to try at all: pure, the clock and the dice passed in.
 
-    attempt 1 fails at t0 -> next try after uniform(0, first)            (full jitter)
-    attempt n fails       -> next try after uniform(0, min(max, first * 2^(n-1)))
-    past first_try + deadline -> give up: `ecrm.delivery-failures` with the last reason
+attempt 1 fails at t0 -> next try after uniform(0, first)            (full jitter)
+attempt n fails       -> next try after uniform(0, min(max, first * 2^(n-1)))
+past first_try + deadline -> give up: `ecrm.delivery-failures` with the last reason
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ RecordStatus = Literal["new", "sending", "retry", "sent", "failed"]
 def backoff(attempts: int, policy: Retry, dice: float) -> timedelta:
     """The pause after the `attempts`-th failed attempt; `dice` in [0, 1) draws the jitter
     (AWS's "full jitter": retries of many actions spread out instead of stampeding)."""
-    ceiling = min(policy.max, policy.first * (2 ** max(attempts - 1, 0)))
+    doublings = min(max(attempts - 1, 0), 40)  # past 2^40 every ceiling is `max` anyway
+    ceiling = min(policy.max, policy.first * (2**doublings))
     return ceiling * dice
 
 
@@ -48,7 +49,9 @@ def after_failure(
 Claim = Literal["send", "done", "busy", "later"]
 
 
-def claim(status: RecordStatus, lease_until_ms: int, next_try_ms: int, now_ms: int, retry: bool) -> Claim:
+def claim(
+    status: RecordStatus, lease_until_ms: int, next_try_ms: int, now_ms: int, retry: bool
+) -> Claim:
     """Whether this process may send an action now, from its delivery record (the same
     decision the claim script in records.py makes atomically in Redis):
 

@@ -22,7 +22,7 @@ from agents.delivery.book import DeliveryBook
 from agents.delivery.deliverer import Deliverer
 from streams import keyspace
 from streams.kafka_auth import KafkaAuth
-from streams.redis_client import async_client
+from streams.redis_client import PartitionClients, async_client
 from streams.relay import KafkaRelay, run_relays
 from streams.relay_tail import TopicTail
 from streams.settings import Settings
@@ -63,15 +63,19 @@ class DeliverProcess:
             s.partitions,
             auth=auth,
         )
-        producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", **auth.aiokafka())
+        producer = AIOKafkaProducer(
+            bootstrap_servers=s.kafka_bootstrap, acks="all", **auth.aiokafka()
+        )
         await producer.start()
 
         async def send(topic: str, key: bytes | None, value: bytes) -> Any:
             return await producer.send(topic, value, key=key)
 
+        # a relay's MULTI needs the node that serves its stream (one client on one server)
+        nodes = PartitionClients(s.redis_url, s.redis_cluster)
         relays = [
             KafkaRelay(
-                self.client,
+                await nodes.get(p),
                 send,
                 stream=keyspace.delivery_outbox(p),
                 tail=TopicTail(s.kafka_bootstrap, auth=auth),
@@ -79,6 +83,7 @@ class DeliverProcess:
                 partitions=s.partitions,
                 heartbeat_ttl_s=s.relay_heartbeat_ttl_s,
                 retry_max_s=s.relay_retry_max_s,
+                lookup=self.client,
             )
             for p in range(s.partitions)
         ]
@@ -99,6 +104,7 @@ class DeliverProcess:
             await producer.stop()
             await self.book.close()
             await self.client.aclose()
+            await nodes.aclose()
 
     async def _consume(self, auth: KafkaAuth) -> None:
         s = self.settings

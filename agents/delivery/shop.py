@@ -58,7 +58,10 @@ class Shop:
         """The customer's address on `channel`; ShopAnswer when there is none."""
         if self.contacts is None:
             raise ShopAnswer(
-                Outcome("failed", reason=f"no contacts: in the delivery file to find {channel} addresses")
+                Outcome(
+                    "failed",
+                    reason=f"no contacts: in the delivery file to find {channel} addresses",
+                )
             )
         payload = {"customer_id": action.customer_id, "channel": channel}
         return await _ask(
@@ -68,7 +71,9 @@ class Shop:
     async def coupon_code(self, action: Action) -> str:
         """A code minted by the shop for this coupon action (idempotent on the action id)."""
         if self.coupons is None:
-            raise ShopAnswer(Outcome("failed", reason="no coupons: in the delivery file to mint the code"))
+            raise ShopAnswer(
+                Outcome("failed", reason="no coupons: in the delivery file to mint the code")
+            )
         payload = action.model_dump(mode="json")
         payload["params"].pop("unsubscribe_token", None)
         return await _ask(

@@ -89,15 +89,38 @@ def _steps(provider_type: str, data: Any) -> list[dict[str, Any]]:
             continue
         if provider_type == "aliyun_sms":
             ok = item.get("success") in (True, "true")
-            action_id, status, pid = item.get("out_id"), "delivered" if ok else "bounced", item.get("biz_id")
+            action_id, status, pid = (
+                item.get("out_id"),
+                "delivered" if ok else "bounced",
+                item.get("biz_id"),
+            )
         elif provider_type == "tencent_sms":
             ok = item.get("report_status") == "SUCCESS"
-            action_id, status, pid = item.get("ext"), "delivered" if ok else "bounced", item.get("sid")
+            action_id, status, pid = (
+                item.get("ext"),
+                "delivered" if ok else "bounced",
+                item.get("sid"),
+            )
         else:
-            action_id, status, pid = item.get("action_id"), item.get("status"), item.get("provider_id")
+            action_id, status, pid = (
+                item.get("action_id"),
+                item.get("status"),
+                item.get("provider_id"),
+            )
         if action_id and status in DELIVERY_STATUSES:
-            reason = "" if status not in ("bounced", "failed") else str(item.get("err_msg") or item.get("errmsg") or item.get("reason") or "")
-            steps.append({"action_id": str(action_id), "status": status, "provider_id": str(pid or ""), "reason": reason})
+            reason = (
+                ""
+                if status not in ("bounced", "failed")
+                else str(item.get("err_msg") or item.get("errmsg") or item.get("reason") or "")
+            )
+            steps.append(
+                {
+                    "action_id": str(action_id),
+                    "status": status,
+                    "provider_id": str(pid or ""),
+                    "reason": reason,
+                }
+            )
     return steps
 
 
@@ -120,7 +143,9 @@ async def receipt(provider: str, request: Request) -> JSONResponse:
         else:
             expected = getattr(spec, "receipt_token", None)
             if expected is None:
-                raise HTTPException(403, f"provider {provider!r} has no receipt_token: in the delivery file")
+                raise HTTPException(
+                    403, f"provider {provider!r} has no receipt_token: in the delivery file"
+                )
             given = request.query_params.get("token", "")
             if not hmac.compare_digest(given, read_secret(expected)):
                 raise BadSignature("the token does not match the provider's receipt_token")
@@ -136,9 +161,7 @@ async def receipt(provider: str, request: Request) -> JSONResponse:
     now = datetime.now(UTC)
     for step in steps:
         known = await desk.known(step["action_id"])
-        await desk.records.receipt(
-            Receipt(provider=provider, at=now, **{**known, **step})
-        )
+        await desk.records.receipt(Receipt(provider=provider, at=now, **{**known, **step}))
     # the answers the providers expect of a callback
     if spec.type == "aliyun_sms":
         return JSONResponse({"code": 0, "msg": "成功"})

@@ -53,7 +53,9 @@ def check_delivery(path: Path, rules_path: Path | None = None) -> tuple[int, str
     if rules_path is not None:
         problems = problems_of_rules(deliver, load_rules(rules_path))
         if problems:
-            return EXIT_INVALID, "\n".join([f"{rules_path}: {len(problems)} problems", *problems])
+            return EXIT_INVALID, "\n".join(
+                [f"{rules_path}: {len(problems)} problem{'s' * (len(problems) != 1)}", *problems]
+            )
         lines.append(f"{rules_path}: every action can be delivered")
     return EXIT_VALID, "\n".join(lines)
 

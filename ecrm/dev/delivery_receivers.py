@@ -51,7 +51,10 @@ class ShopReceiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 try:
                     verify_webhook(
-                        receiver.secret, body, self.headers.get(SIGNATURE_HEADER, ""), int(time.time())
+                        receiver.secret,
+                        body,
+                        self.headers.get(SIGNATURE_HEADER, ""),
+                        int(time.time()),
                     )
                 except BadSignature as exc:
                     with receiver.lock:

@@ -275,7 +275,9 @@ class _Builder:
         }
         at = fired["decided_at"] + timedelta(seconds=dice.uniform(1, 60))
         if roll < 0.2:
-            self.history.deliveries.append({**base, "status": "failed", "reason": "HTTP 400", "at": ms(at)})
+            self.history.deliveries.append(
+                {**base, "status": "failed", "reason": "HTTP 400", "at": ms(at)}
+            )
             return
         steps = ["sent"]
         if dice.random() < 0.8:
@@ -283,7 +285,9 @@ class _Builder:
             if dice.random() < 0.3:
                 steps += ["clicked"] * dice.randint(1, 2)
         for n, status in enumerate(steps):
-            self.history.deliveries.append({**base, "status": status, "at": ms(at + timedelta(minutes=n))})
+            self.history.deliveries.append(
+                {**base, "status": status, "at": ms(at + timedelta(minutes=n))}
+            )
 
     def conversion(self, rule: Rule, customer: str, touched_at: datetime, treated: bool) -> None:
         rng = self.rng

@@ -19,8 +19,8 @@ import redis
 from kafka import KafkaConsumer
 
 from ecrm.dev.delivery_receivers import ShopReceiver, SmtpReceiver
-from schemas.profile import ConsentMark, Profile
 from schemas.privacy import read_unsubscribe_token, unsubscribe_token
+from schemas.profile import ConsentMark, Profile
 from streams import keyspace
 from streams.settings import Settings
 from tests.integration.api_server import serving
@@ -119,9 +119,7 @@ def shop() -> Iterator[ShopReceiver]:
 
 
 @pytest.fixture
-def start_deliver(
-    settings: Settings, tmp_path: Path
-) -> Iterator[Callable[[Path], DeliverProcess]]:
+def start_deliver(settings: Settings, tmp_path: Path) -> Iterator[Callable[[Path], DeliverProcess]]:
     started: list[DeliverProcess] = []
 
     def start(file: Path) -> DeliverProcess:
@@ -205,9 +203,7 @@ def test_a_consent_withdrawn_after_the_decision_stops_the_send(
     settings: Settings, shop: ShopReceiver, produce: Any, tmp_path: Path, start_deliver: Any
 ) -> None:
     now = datetime.now(UTC)
-    withdrawn = Profile(
-        customer_id="c3", consent={"inbox": ConsentMark(granted=False, at=now)}
-    )
+    withdrawn = Profile(customer_id="c3", consent={"inbox": ConsentMark(granted=False, at=now)})
     client = redis.Redis.from_url(settings.redis_url)
     client.set(keyspace.profile("c3", settings.partitions), withdrawn.model_dump_json())
     start_deliver(delivery_file(tmp_path, shop))
@@ -236,7 +232,9 @@ def test_a_sigkilled_deliver_mid_stream_leaves_every_action_delivered_once_and_n
     assert killed_at < count, "the first process delivered everything before the kill"
     second = start_deliver(file)
     wait_for(
-        lambda: len(shop.delivered) == count, timeout=90, what=f"{count} delivered: {second.log_tail}"
+        lambda: len(shop.delivered) == count,
+        timeout=90,
+        what=f"{count} delivered: {second.log_tail}",
     )
     assert set(shop.delivered) == {f"a{100 + n}" for n in range(count)}
     # the idempotency key made repeats harmless; only the actions in flight at the kill repeat

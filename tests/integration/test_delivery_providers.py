@@ -221,7 +221,11 @@ def test_wechat_fetches_caches_and_refreshes_its_access_token(
         url = urlsplit(path)
         query = dict(parse_qsl(url.query))
         if url.path == "/cgi-bin/token":
-            if query != {"grant_type": "client_credential", "appid": "wx1", "secret": "wx-app-secret"}:
+            if query != {
+                "grant_type": "client_credential",
+                "appid": "wx1",
+                "secret": "wx-app-secret",
+            }:
                 return 200, {"errcode": 40125, "errmsg": "invalid appsecret"}
             issued.append(f"TOKEN{len(issued)}")
             return 200, {"access_token": issued[-1], "expires_in": 7200}

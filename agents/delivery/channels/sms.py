@@ -21,7 +21,11 @@ from schemas.delivery import AliyunSmsProvider, TencentSmsProvider
 
 #: answers that mean "not now" rather than "never"
 ALIYUN_RETRY_CODES = ("Throttling", "isp.SYSTEM_ERROR", "ServiceUnavailable", "InternalError")
-TENCENT_RETRY_CODES = ("InternalError", "RequestLimitExceeded", "LimitExceeded.AppCountryOrRegionDailyLimit")
+TENCENT_RETRY_CODES = (
+    "InternalError",
+    "RequestLimitExceeded",
+    "LimitExceeded.AppCountryOrRegionDailyLimit",
+)
 
 
 class AliyunSmsChannel:
@@ -131,11 +135,15 @@ class TencentSmsChannel:
         if error:
             code = str(error.get("Code", ""))
             reason = f"Tencent SMS {code}: {error.get('Message', '')}"
-            return Outcome("retry" if code.startswith(TENCENT_RETRY_CODES) else "failed", reason=reason)
+            return Outcome(
+                "retry" if code.startswith(TENCENT_RETRY_CODES) else "failed", reason=reason
+            )
         status = (response.get("SendStatusSet") or [{}])[0]
         if status.get("Code") == "Ok":
             return Outcome("sent", str(status.get("SerialNo", "")))
-        return Outcome("failed", reason=f"Tencent SMS {status.get('Code')}: {status.get('Message', '')}")
+        return Outcome(
+            "failed", reason=f"Tencent SMS {status.get('Code')}: {status.get('Message', '')}"
+        )
 
     async def close(self) -> None:
         await self.http.aclose()

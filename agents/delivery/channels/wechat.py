@@ -53,7 +53,9 @@ class WechatChannel:
         )
         data = orjson.loads(answer.content)
         if "access_token" not in data:
-            raise TokenRefused(f"WeChat refused the access token: {data.get('errcode')} {data.get('errmsg')}")
+            raise TokenRefused(
+                f"WeChat refused the access token: {data.get('errcode')} {data.get('errmsg')}"
+            )
         token = str(data["access_token"])
         ttl = max(int(data.get("expires_in", 7200)) - TOKEN_MARGIN_S, 60)
         self.fetched += 1
