@@ -180,6 +180,9 @@ class SmsTemplate(Strict):
 
     template_code: str
     params: dict[str, str] = Field(default_factory=dict)
+    #: the template's text as registered at the provider, with ${name} for each variable:
+    #: what a preview (the demo, the logs of a webhook stand-in) shows; providers send their own
+    text: str | None = None
 
 
 class EmailTemplate(Strict):

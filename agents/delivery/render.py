@@ -116,7 +116,10 @@ def render(
                     f"SMS variable {k} is {len(v)} characters, more than the "
                     f"{SMS_PARAM_MAX_CHARS} providers accept"
                 )
-        return Rendered(channel, chosen, spec.template_code, values)
+        preview = spec.text or ""
+        for k, v in values.items():
+            preview = preview.replace("${" + k + "}", v)
+        return Rendered(channel, chosen, spec.template_code, values, preview)
     if isinstance(spec, EmailTemplate):
         fields = {"subject": _text(spec.subject, names), "text": _text(spec.text, names)}
         if spec.html is not None:
