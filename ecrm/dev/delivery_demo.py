@@ -28,7 +28,7 @@ from ecrm.dev.delivery_receivers import ShopReceiver, SmtpReceiver
 from streams import keyspace
 from streams.settings import EXAMPLE_DELIVERY, Settings
 
-SECRET_ENV = "ECRM_DEMO_SHOP_SECRET"
+SECRET_ENV = "ECRM_DEMO_SHOP_SECRET"  # noqa: S105 - the name of a variable
 #: the longest the demo waits for the actions to be sent
 DEMO_TIMEOUT_S = 90.0
 
