@@ -351,3 +351,30 @@ def test_the_funnel_from_decided_to_clicked_lands_in_rule_performance(
         ("delivered", "abandoned-cart", "c6"),
         ("sent", "abandoned-cart", "c6"),
     ]
+
+
+def test_a_providers_rate_limit_is_one_bucket_for_every_deliver_process(settings: Settings) -> None:
+    import asyncio
+
+    from agents.delivery.records import DeliveryRecords
+    from streams.redis_client import async_client
+
+    async def run() -> list[int]:
+        a = async_client(settings.redis_url)
+        b = async_client(settings.redis_url)
+        try:
+            one = DeliveryRecords(a, settings.partitions, settings.topic_prefix)
+            two = DeliveryRecords(b, settings.partitions, settings.topic_prefix)
+            now = 1_000_000
+            waits = [await r.take_token("sms-gw", 5.0, 2, now) for r in (one, two, one, two)]
+            waits.append(await one.take_token("sms-gw", 5.0, 2, now + 200))  # a token came back
+            waits.append(await two.take_token("other", 5.0, 2, now))  # another provider's own
+            return waits
+        finally:
+            await a.aclose()
+            await b.aclose()
+
+    waits = asyncio.run(run())
+    assert waits[:2] == [0, 0]  # the burst, shared
+    assert waits[2:4] == [200, 200]  # then 5 a second, whoever asks
+    assert waits[4:] == [0, 0]
