@@ -231,3 +231,9 @@ def delivery_rate(provider: str) -> str:
 def delivery_token(provider: str) -> str:
     """A provider's cached access token (WeChat), with its expiry as TTL."""
     return f"{PREFIX}delivery:token:{provider}"
+
+
+def delivery_by_provider_id(provider: str, provider_id: str) -> str:
+    """The action id a provider's message id stands for, for receipts naming only the
+    provider's id (Tencent's `sid`); expires with the delivery record."""
+    return f"{PREFIX}delivery:pid:{provider}:{provider_id}"

@@ -185,6 +185,18 @@ class DeliveryRecords:
                     )
             tx.expire(key, keyspace.DELIVERY_RECORD_TTL_S)
             await tx.execute()
+        if receipt.status == "sent" and receipt.provider_id and receipt.provider:
+            # another slot than the record's: a lost one only leaves a receipt unmatched
+            await self.client.set(
+                keyspace.delivery_by_provider_id(receipt.provider, receipt.provider_id),
+                action_id,
+                ex=keyspace.DELIVERY_RECORD_TTL_S,
+            )
+
+    async def action_for(self, provider: str, provider_id: str) -> str | None:
+        """The action a provider's message id was sent for, while its record lives."""
+        found = await self.client.get(keyspace.delivery_by_provider_id(provider, provider_id))
+        return None if found is None else _s(found)
 
     async def receipt(self, receipt: Receipt) -> None:
         """A later step reported by a provider or a click (delivered, bounced, opened,

@@ -8,8 +8,9 @@ Providers and how their callbacks prove who sent them (docs/delivery.md, "Receip
 - a `webhook` provider (the shop, an e-mail relay): the ECRM-Signature header under the
   provider's secret, over a JSON object or array of `{action_id, status, provider_id?}`;
 - `aliyun_sms`, `tencent_sms`, `wechat` (their status reports carry no signature): the
-  callback URL's `?token=`, compared with the provider's `receipt_token` secret; the action id
-  rides in Aliyun's `out_id` and Tencent's `ext` (set when sending).
+  callback URL's `?token=`, compared with the provider's `receipt_token` secret; the action is
+  found by Aliyun's `out_id` (the action id, set when sending) or by the provider's message id
+  (Tencent's `sid`, the `SerialNo` it answered the send with).
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def _steps(provider_type: str, data: Any) -> list[dict[str, Any]]:
         elif provider_type == "tencent_sms":
             ok = item.get("report_status") == "SUCCESS"
             action_id, status, pid = (
-                item.get("ext"),
+                None,  # Tencent's report names the send by its SerialNo (`sid`) only
                 "delivered" if ok else "bounced",
                 item.get("sid"),
             )
@@ -107,7 +108,7 @@ def _steps(provider_type: str, data: Any) -> list[dict[str, Any]]:
                 item.get("status"),
                 item.get("provider_id"),
             )
-        if action_id and status in DELIVERY_STATUSES:
+        if (action_id or pid) and status in DELIVERY_STATUSES:
             reason = (
                 ""
                 if status not in ("bounced", "failed")
@@ -115,7 +116,7 @@ def _steps(provider_type: str, data: Any) -> list[dict[str, Any]]:
             )
             steps.append(
                 {
-                    "action_id": str(action_id),
+                    "action_id": str(action_id or ""),
                     "status": status,
                     "provider_id": str(pid or ""),
                     "reason": reason,
@@ -159,7 +160,14 @@ async def receipt(provider: str, request: Request) -> JSONResponse:
         raise HTTPException(400, f"not JSON: {exc}") from exc
     steps = _steps(spec.type, data)
     now = datetime.now(UTC)
+    accepted = 0
     for step in steps:
+        if not step["action_id"]:
+            found = await desk.records.action_for(provider, step["provider_id"])
+            if found is None:
+                continue  # a message ecrm did not send, or whose record expired
+            step["action_id"] = found
+        accepted += 1
         known = await desk.known(step["action_id"])
         await desk.records.receipt(Receipt(provider=provider, at=now, **{**known, **step}))
     # the answers the providers expect of a callback
@@ -167,7 +175,7 @@ async def receipt(provider: str, request: Request) -> JSONResponse:
         return JSONResponse({"code": 0, "msg": "成功"})
     if spec.type == "tencent_sms":
         return JSONResponse({"result": 0, "errmsg": "OK"})
-    return JSONResponse({"accepted": len(steps)})
+    return JSONResponse({"accepted": accepted})
 
 
 @router.get("/r/{token}", tags=["delivery"], include_in_schema=False)

@@ -19,6 +19,7 @@ import redis
 from kafka import KafkaConsumer
 
 from ecrm.dev.delivery_receivers import ShopReceiver, SmtpReceiver
+from schemas.delivery import Receipt
 from schemas.privacy import read_unsubscribe_token, unsubscribe_token
 from schemas.profile import ConsentMark, Profile
 from streams import keyspace
@@ -378,3 +379,70 @@ def test_a_providers_rate_limit_is_one_bucket_for_every_deliver_process(settings
     assert waits[:2] == [0, 0]  # the burst, shared
     assert waits[2:4] == [200, 200]  # then 5 a second, whoever asks
     assert waits[4:] == [0, 0]
+
+
+def test_a_tencent_status_report_finds_its_action_by_the_serial_number_and_needs_the_token(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from agents.delivery.records import DeliveryRecords
+    from streams.outbox import parse_entry
+    from streams.redis_client import async_client
+
+    for name in ("TC_ID", "TC_KEY", "TC_RECEIPTS"):
+        monkeypatch.setenv(name, f"{name.lower()}-value")
+    file = tmp_path / "delivery.yaml"
+    file.write_text(
+        """
+deliver:
+  channels: {sms: tencent}
+  providers:
+    tencent:
+      type: tencent_sms
+      secret_id: {env: TC_ID}
+      secret_key: {env: TC_KEY}
+      sdk_app_id: "1400006666"
+      sign_name: 示例商城
+      receipt_token: {env: TC_RECEIPTS}
+""",
+        encoding="utf-8",
+    )
+    sent = Receipt(
+        action_id="a9", rule_id="welcome", customer_id="c9", channel="sms", provider="tencent",
+        status="sent", provider_id="5000:104571066915", attempts=1, at=datetime.now(UTC),
+    )  # fmt: skip
+
+    async def finish() -> None:
+        client = async_client(settings.redis_url)
+        try:
+            records = DeliveryRecords(client, settings.partitions, settings.topic_prefix)
+            await records.claim(
+                "a9", orjson.dumps(action(9, rule_id="welcome", channel="sms")), 0, 1000, False
+            )
+            await records.finish(sent)
+        finally:
+            await client.aclose()
+
+    asyncio.run(finish())
+    report = orjson.dumps(
+        [{"user_receive_time": "2026-05-01 08:03:04", "nationcode": "86", "mobile": "13800000000",
+          "report_status": "SUCCESS", "errmsg": "DELIVRD", "description": "用户短信送达成功",
+          "sid": "5000:104571066915"},
+         {"report_status": "SUCCESS", "sid": "not-ours"}]
+    )  # fmt: skip
+    with (
+        serving(settings.model_copy(update={"delivery_file": file})) as api,
+        httpx.Client(timeout=30) as http,
+    ):
+        refused = http.post(f"{api}/v1/receipts/tencent?token=guess", content=report)
+        assert refused.status_code == 401
+        answer = http.post(f"{api}/v1/receipts/tencent?token=tc_receipts-value", content=report)
+        assert answer.status_code == 200 and answer.json() == {"result": 0, "errmsg": "OK"}
+    client = redis.Redis.from_url(settings.redis_url)
+    p = keyspace.home("a9", settings.partitions)
+    rows = [parse_entry(fields)[1][0] for _, fields in client.xrange(keyspace.clickhouse_outbox(p))]
+    assert [(r["status"], r["rule_id"], r["customer_id"]) for r in rows] == [
+        ("sent", "welcome", "c9"),
+        ("delivered", "welcome", "c9"),
+    ]
