@@ -15,7 +15,7 @@ environment variable (`*_env`) or the secret file (`*_file`) that holds each one
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -326,5 +326,6 @@ class DeliveryFailure(BaseModel):
     provider: str = ""
     reason: str
     attempts: int = 0
-    at: datetime
+    at: AwareDatetime
+    #: the action as it came (None for an erased customer's)
     action: dict[str, Any] | None = None
