@@ -95,7 +95,13 @@ class Deliverer:
                 "failed", reason=f"no provider for channel {channel!r} in the delivery file"
             )
         else:
-            outcome = await self._attempt(action, channel, provider_name, provider, claimed)
+            try:
+                outcome = await self._attempt(action, channel, provider_name, provider, claimed)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a bug or bad data: retried, then failed
+                log.exception("delivering action %s raised", action.action_id)
+                outcome = Outcome("retry", reason=f"{type(exc).__name__}: {exc}")
         return await self._record(action, channel, provider_name, claimed, outcome)
 
     async def _attempt(

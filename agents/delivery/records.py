@@ -160,6 +160,8 @@ class DeliveryRecords:
                     },
                 )
                 tx.zrem(queue, action_id)
+                if not receipt.customer_id:  # erased: keep nothing that names them
+                    tx.hdel(key, "action", "coupon_code")
                 row = receipt.row()
                 tx.xadd(keyspace.clickhouse_outbox(p), _fields(outbox_entry("deliveries", [row])))
                 tx.hincrby(keyspace.stats(p), QUEUED_ENTRIES, 1)

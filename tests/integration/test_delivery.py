@@ -200,21 +200,30 @@ def test_a_4xx_lands_in_delivery_failures_with_the_reason_and_is_not_retried(
     assert shop.posts["a2"] == 1 and "a2" not in shop.delivered
 
 
-def test_a_consent_withdrawn_after_the_decision_stops_the_send(
+def test_a_consent_withdrawn_or_an_erasure_after_the_decision_stops_the_send(
     settings: Settings, shop: ShopReceiver, produce: Any, tmp_path: Path, start_deliver: Any
 ) -> None:
     now = datetime.now(UTC)
     withdrawn = Profile(customer_id="c3", consent={"inbox": ConsentMark(granted=False, at=now)})
     client = redis.Redis.from_url(settings.redis_url)
     client.set(keyspace.profile("c3", settings.partitions), withdrawn.model_dump_json())
+    from agents.privacy.erasure import erase_customer
+
+    erase_customer(client, settings, "c7", "test", now)  # erased after the decision too
     start_deliver(delivery_file(tmp_path, shop))
     produce("actions", action(3))
     produce("actions", action(4))  # consent never withdrawn: sent
+    produce("actions", action(7))
     produce.flush()
-    [failure] = failures(settings, 1)
-    assert failure["action_id"] == "a3" and failure["reason"] == "no_consent"
+    found = {f["action_id"]: f for f in failures(settings, 2)}
+    assert found["a3"]["reason"] == "no_consent" and found["a3"]["customer_id"] == "c3"
+    erased = found["a7"]
+    assert (erased["reason"], erased["customer_id"], erased["action"]) == ("erased", "", None)
     wait_for(lambda: "a4" in shop.delivered, what="a4 delivered")
-    assert "a3" not in shop.posts
+    assert "a3" not in shop.posts and "a7" not in shop.posts
+    assert shop.asked == []  # nobody's address was even asked for
+    record = client.hgetall(keyspace.delivery("a7", settings.partitions))
+    assert record[b"status"] == b"failed" and b"action" not in record
 
 
 def test_a_sigkilled_deliver_mid_stream_leaves_every_action_delivered_once_and_none_lost(
