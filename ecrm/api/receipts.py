@@ -25,11 +25,14 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 
 from agents.delivery.channels.base import read_secret
+from agents.privacy.consent import consent_event
+from ecrm.api.producer import BrokerUnavailable
 from agents.delivery.records import DeliveryRecords
 from agents.delivery.signing import SIGNATURE_HEADER, BadSignature, read_click_token, verify_webhook
 from agents.reloading_file import ReloadingFile
 from schemas.delivery import DELIVERY_STATUSES, Deliver, Receipt, load_delivery
 from schemas.errors import ConfigError
+from schemas.privacy import BadToken, read_unsubscribe_token
 from streams.redis_client import async_client
 from streams.settings import Settings
 
@@ -191,3 +194,26 @@ async def click(token: str, request: Request) -> RedirectResponse:
         Receipt(action_id=action_id, status="clicked", at=datetime.now(UTC), **known)
     )
     return RedirectResponse(url, status_code=302)
+
+
+@router.post("/v1/unsubscribe", tags=["delivery"])
+async def unsubscribe(token: str, request: Request) -> JSONResponse:
+    """One-click unsubscribe (RFC 8058): the address of an e-mail's List-Unsubscribe header
+    (`unsubscribe_url: https://crm.shop.example/v1/unsubscribe?token={token}`). The token
+    (schemas/privacy.py) opts its customer out of its channel, as `ecrm customer unsubscribe
+    TOKEN` does: a member update on `ecrm.customers`, which `ecrm deliver` reads before every
+    later send."""
+    ctx = request.app.state.ctx
+    try:
+        customer_id, channels = read_unsubscribe_token(token, ctx.settings.privacy_key())
+    except BadToken as exc:
+        raise HTTPException(404, "no such subscription") from exc
+    event = consent_event(
+        customer_id, dict.fromkeys(channels, False), datetime.now(UTC), "unsubscribe"
+    )
+    topic = ctx.settings.topic("customers")
+    try:
+        await ctx.producer.send_all([(topic, customer_id.encode(), orjson.dumps(event))])
+    except BrokerUnavailable as exc:
+        raise HTTPException(503, "try again in a moment") from exc
+    return JSONResponse({"unsubscribed": channels})

@@ -455,3 +455,36 @@ deliver:
         ("sent", "welcome", "c9"),
         ("delivered", "welcome", "c9"),
     ]
+
+
+def test_one_click_unsubscribe_opts_the_customer_out_of_the_emails_channel(
+    settings: Settings,
+) -> None:
+    token = unsubscribe_token("c8", "email", settings.privacy_key())
+    with serving(settings) as api, httpx.Client(timeout=30) as http:
+        forged = http.post(f"{api}/v1/unsubscribe", params={"token": token[:-2] + "xx"})
+        assert forged.status_code == 404
+        done = http.post(
+            f"{api}/v1/unsubscribe",
+            params={"token": token},
+            content=b"List-Unsubscribe=One-Click",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert done.status_code == 200 and done.json() == {"unsubscribed": ["email"]}
+    consumer = KafkaConsumer(
+        settings.topic("customers"),
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=1000,
+    )
+    seen: list[dict[str, Any]] = []
+    try:
+        wait_for(lambda: seen.extend(orjson.loads(m.value) for m in consumer) or seen, what="it")
+    finally:
+        consumer.close()
+    [update] = seen
+    assert (update["customer_id"], update["consent"], update["origin"]) == (
+        "c8",
+        {"email": False},
+        "unsubscribe",
+    )
