@@ -25,11 +25,11 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 
 from agents.delivery.channels.base import read_secret
-from agents.privacy.consent import consent_event
-from ecrm.api.producer import BrokerUnavailable
 from agents.delivery.records import DeliveryRecords
 from agents.delivery.signing import SIGNATURE_HEADER, BadSignature, read_click_token, verify_webhook
+from agents.privacy.consent import consent_event
 from agents.reloading_file import ReloadingFile
+from ecrm.api.producer import BrokerUnavailable
 from schemas.delivery import DELIVERY_STATUSES, Deliver, Receipt, load_delivery
 from schemas.errors import ConfigError
 from schemas.privacy import BadToken, read_unsubscribe_token
