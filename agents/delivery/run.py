@@ -29,6 +29,10 @@ from streams.settings import Settings
 from streams.topics import ensure_topics
 
 log = logging.getLogger(__name__)
+# httpx logs each request's URL at INFO: WeChat's carry the app secret or the access token in
+# the query string, and no credential may reach a log
+logging.getLogger("httpx").setLevel(logging.WARNING)
+logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 DELIVERY_TOPICS = ("actions", "deliveries", "delivery-failures")
 #: actions of one batch handled side by side (each waits on its provider)

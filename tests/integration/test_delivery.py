@@ -184,6 +184,7 @@ def test_a_receiver_answering_500_then_200_gets_the_action_once_after_the_retry(
         keyspace.delivery("a1", settings.partitions)
     )
     assert record[b"status"] == b"sent" and record[b"attempts"] == b"2"
+    assert SECRET not in deliver.log_path.read_text(errors="replace")  # never in a log
 
 
 def test_a_4xx_lands_in_delivery_failures_with_the_reason_and_is_not_retried(
