@@ -107,9 +107,9 @@ class Deliverer:
     async def _attempt(
         self, action: Action, channel: str, provider_name: str, provider: Any, claimed: Claimed
     ) -> Outcome:
-        if await self._erased(action.customer_id):
+        erased, profile = await self._erased_and_profile(action.customer_id)
+        if erased:
             return Outcome("failed", reason="erased")
-        profile = await self._profile(action.customer_id)
         if profile is not None:
             consent = consent_of(profile, self.settings.consent_granted)
         else:
@@ -194,14 +194,16 @@ class Deliverer:
 
     # -- reads at send time ----------------------------------------------------------------------
 
-    async def _erased(self, customer_id: str) -> bool:
+    async def _erased_and_profile(self, customer_id: str) -> tuple[bool, Profile | None]:
+        """Whether the customer is erased, and their live profile: one round trip (both keys
+        carry the customer's home partition's tag, so one slot on a cluster)."""
         token = erasure_token(customer_id, self.privacy_key)
         home = keyspace.home(customer_id, self.settings.partitions)
-        return bool(await self.client.exists(keyspace.erased(token, home)))
-
-    async def _profile(self, customer_id: str) -> Profile | None:
-        raw = await self.client.get(keyspace.profile(customer_id, self.settings.partitions))
-        return None if raw is None else Profile.model_validate_json(raw)
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.exists(keyspace.erased(token, home))
+            pipe.get(keyspace.profile(customer_id, self.settings.partitions))
+            erased, raw = await pipe.execute()
+        return bool(erased), None if raw is None else Profile.model_validate_json(raw)
 
     def _link(self, action: Action) -> Callable[[str], str]:
         base = self.book.deliver.click_base

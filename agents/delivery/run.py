@@ -131,9 +131,13 @@ class DeliverProcess:
         try:
             while not self.stopping.is_set():
                 batches = await consumer.getmany(timeout_ms=self.poll_ms, max_records=500)
-                for tp, messages in batches.items():
-                    await asyncio.gather(*(one(m.value) for m in messages if m.value is not None))
-                    await consumer.commit({tp: messages[-1].offset + 1})
+                if not batches:
+                    continue
+                # every partition's actions side by side; the offsets once all are recorded
+                await asyncio.gather(
+                    *(one(m.value) for ms in batches.values() for m in ms if m.value is not None)
+                )
+                await consumer.commit({tp: ms[-1].offset + 1 for tp, ms in batches.items()})
         finally:
             await consumer.stop()
 
