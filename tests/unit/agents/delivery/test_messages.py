@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import pytest
+
 from agents.delivery.channels.base import Message, http_outcome
 from agents.delivery.channels.email import email_of, smtp_outcome
 from agents.delivery.channels.webhook import webhook_body
@@ -63,3 +65,33 @@ def test_answers_are_sorted_into_sent_failed_and_retry() -> None:
     assert [http_outcome(s, "").status for s in (408, 425, 429, 500, 503)] == ["retry"] * 5
     assert smtp_outcome(550, "no such user").status == "failed"
     assert smtp_outcome(451, "greylisted").status == "retry"
+
+
+def test_a_mini_program_subscribe_message_has_its_page_and_no_client_msg_id(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from agents.delivery.channels.wechat import WechatChannel
+    from schemas.delivery import WechatProvider
+
+    monkeypatch.setenv("WX_SECRET", "s")
+    provider = WechatProvider.model_validate(
+        {
+            "type": "wechat",
+            "kind": "mini_program",
+            "app_id": "wx1",
+            "app_secret": {"env": "WX_SECRET"},
+        }
+    )
+    channel = WechatChannel("mp", provider)
+    rendered = Rendered(
+        "wechat", "zh-CN", "TPL", {"thing1": "积分将过期", "__page__": "pages/points"}
+    )
+    body = channel.body(Message(ACTION, "openid-1", rendered))
+    assert body == {
+        "touser": "openid-1",
+        "template_id": "TPL",
+        "data": {"thing1": {"value": "积分将过期"}},
+        "page": "pages/points",
+    }
+    official = WechatChannel("oa", provider.model_copy(update={"kind": "official_account"}))
+    assert official.body(Message(ACTION, "openid-1", rendered))["client_msg_id"] == "a-42"
