@@ -38,3 +38,9 @@ class RulesError(EcrmError):
 
 class AudienceError(EcrmError):
     """An audience cannot be selected: a bad where-clause, query or audience file."""
+
+
+class DeliveryError(RulesError):
+    """A delivery file is invalid (the message names the provider, channel or template and the
+    field). A RulesError, so a running `ecrm deliver` keeps the file in force on a bad reload
+    (agents/reloading_file.py) as a worker keeps its rules."""

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from schemas.delivery import DeliveryFailure, Receipt
 from schemas.events import (
     BrowseEvent,
     CampaignEvent,
@@ -50,6 +51,8 @@ CONTRACT_MODELS: dict[str, tuple[type[BaseModel], Literal["validation", "seriali
     "action": (Action, "serialization"),
     "segment-change": (SegmentChange, "serialization"),
     "dead-letter": (DeadLetter, "serialization"),
+    "delivery": (Receipt, "serialization"),
+    "delivery-failure": (DeliveryFailure, "serialization"),
     "profile": (Profile, "serialization"),
 }
 

@@ -322,6 +322,7 @@ TTL_COLUMNS = {
     "points_ledger": "at",
     "tag_changes": "at",
     "level_changes": "at",
+    "deliveries": "at",
 }
 
 

@@ -201,3 +201,47 @@ def relay_marks(stream: str, consumer: str) -> str:
 def api_rate(key_name: str) -> str:
     """An API key's token bucket (`ecrm/api/ratelimit.py`), shared by every API process."""
     return f"{PREFIX}api:rate:{key_name}"
+
+
+# -- `ecrm deliver` (agents/delivery/), in the slot of the action id's partition ---------------
+
+
+def delivery(action_id: str, partitions: int) -> str:
+    """An action's delivery record (hash: status, attempts, first try, next try, lease, the
+    action, provider id, reason; expires `DELIVERY_RECORD_TTL_S` after its last change). Tagged
+    by the partition the action id hashes to, with that partition's retry queue and outboxes,
+    so a receipt that knows only the action id finds it."""
+    return f"{tag(home(action_id, partitions))}delivery:{action_id}"
+
+
+#: How long a delivery record outlives its last change: replays of `ecrm.actions` older than
+#: this would be sent again (Kafka's default retention is 7 days).
+DELIVERY_RECORD_TTL_S = 30 * 86400
+
+
+def delivery_retries(partition: int) -> str:
+    """Sorted set of the action ids of one partition waiting to be (re)tried, scored by when
+    (epoch ms): a retry's next try, or the end of a sender's lease."""
+    return f"{tag(partition)}delivery:retries"
+
+
+def delivery_outbox(partition: int) -> str:
+    """Receipts and failures bound for `ecrm.deliveries` and `ecrm.delivery-failures`, written
+    in the same MULTI as the record (streams/outbox.py format; `ecrm deliver` relays them)."""
+    return f"{tag(partition)}outbox:deliveries"
+
+
+def delivery_rate(provider: str) -> str:
+    """A provider's token bucket, shared by every `ecrm deliver` (one script touches it)."""
+    return f"{PREFIX}delivery:rate:{provider}"
+
+
+def delivery_token(provider: str) -> str:
+    """A provider's cached access token (WeChat), with its expiry as TTL."""
+    return f"{PREFIX}delivery:token:{provider}"
+
+
+def delivery_by_provider_id(provider: str, provider_id: str) -> str:
+    """The action id a provider's message id stands for, for receipts naming only the
+    provider's id (Tencent's `sid`); expires with the delivery record."""
+    return f"{PREFIX}delivery:pid:{provider}:{provider_id}"

@@ -32,6 +32,7 @@ CLICKHOUSE_TABLES = frozenset(
         "points_ledger",
         "tag_changes",
         "level_changes",
+        "deliveries",
     }
 )
 

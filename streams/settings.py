@@ -25,6 +25,7 @@ EXAMPLE_RULES = REPO_ROOT / "rules" / "example.yaml"
 #: it protects nothing; a ClickHouse server (production) refuses to run without a real one.
 DEV_PRIVACY_KEY = b"ecrm-embedded-development-key-not-a-secret"
 EXAMPLE_MEMBERSHIP = REPO_ROOT / "rules" / "membership.yaml"
+EXAMPLE_DELIVERY = REPO_ROOT / "rules" / "delivery.yaml"
 
 
 class Settings(BaseSettings):
@@ -57,6 +58,9 @@ class Settings(BaseSettings):
     #: The membership programme (levels, points, benefits, tags; docs/membership.md),
     #: re-read when it changes like the rules file.
     membership_file: Path = EXAMPLE_MEMBERSHIP
+    #: What `ecrm deliver` sends through which provider, and the templates (docs/delivery.md);
+    #: re-read when it changes like the rules file. Credentials come from the environment.
+    delivery_file: Path = EXAMPLE_DELIVERY
     topic_prefix: str = "ecrm."
 
     #: Partitions of every input topic (tables are co-partitioned with them).

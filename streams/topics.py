@@ -17,8 +17,15 @@ from streams.settings import Settings
 #: Topics storefronts write to (CONTRACT.md "Input topics"), and `campaigns`, ecrm's own
 #: input topic that `ecrm campaign send` writes (docs/campaigns.md).
 INPUT_KINDS = tuple(EVENT_BY_TOPIC)
-#: Topics ecrm writes to (CONTRACT.md "Output topics").
-OUTPUT_KINDS = ("actions", "segment-changes", "dead-letter", "member-changes")
+#: Topics ecrm writes to (CONTRACT.md "Output topics"); the last two `ecrm deliver` writes.
+OUTPUT_KINDS = (
+    "actions",
+    "segment-changes",
+    "dead-letter",
+    "member-changes",
+    "deliveries",
+    "delivery-failures",
+)
 
 
 def contract_topics(settings: Settings) -> dict[str, str]:

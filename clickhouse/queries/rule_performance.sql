@@ -1,13 +1,15 @@
--- rule_performance: per rule, the funnel (decided -> sent -> converted), conversion of treated vs held-out customers, uplift with a 95% CI, incremental GMV and coupon cost.
+-- rule_performance: per rule, the funnel (decided -> sent -> delivered -> clicked -> converted), conversion of treated vs held-out customers, uplift with a 95% CI, incremental GMV and coupon cost.
 --
 -- Parameters
 --   {since:DateTime64(3, 'UTC')}  decisions from this instant (inclusive) ...
 --   {until:DateTime64(3, 'UTC')}  ... to this one (exclusive), by decided_at
 --   {window_hours:UInt32}         attribution window in hours: policy.attribution_window of the rules file (default 72)
 --
--- A thin reading of the parameterized view rule_performance (clickhouse/009_rule_performance.sql),
+-- A thin reading of the parameterized view rule_performance (clickhouse/042_rule_performance.sql),
 -- which defines every column; attribution is last touch (clickhouse/007_attributed_orders.sql):
---   rule_id, decided, held_out, suppressed, sent, converted
+--   rule_id, decided, held_out, suppressed, sent,
+--   delivery_sent, delivered, clicked, delivery_failed   (deliveries: what `ecrm deliver` and receipts said)
+--   converted
 --   treated_customers, treated_converted, treated_rate
 --   held_out_customers, held_out_converted, held_out_rate
 --   uplift, uplift_margin, uplift_ci_low, uplift_ci_high    (treated_rate - held_out_rate ± 95%)

@@ -5,6 +5,8 @@
 #               Faust's own topics (prefix ECRM_APP_ID-)
 #   ecrm-ops    writes what `ecrm` commands produce: campaigns, customers (consent), points
 #               and tags (membership)
+#               and, for `ecrm deliver`, reads ecrm.actions in group ECRM_APP_ID-deliver and
+#               writes ecrm.deliveries and ecrm.delivery-failures
 # Nobody else writes ecrm.actions: only the worker, whose user only ecrm's workers know.
 set -eu
 : "${KAFKA_ADMIN_PASSWORD:?}"
@@ -17,7 +19,7 @@ sasl.mechanism=SCRAM-SHA-512
 sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="${KAFKA_ADMIN_PASSWORD}";
 PROPERTIES
 K="--bootstrap-server kafka:9092 --command-config $ADMIN"
-for kind in orders cart favorites browse customers campaigns identities points tags actions segment-changes member-changes dead-letter; do
+for kind in orders cart favorites browse customers campaigns identities points tags actions segment-changes member-changes dead-letter deliveries delivery-failures; do
   /opt/kafka/bin/kafka-topics.sh $K --create --if-not-exists --topic "${P}${kind}" \
     --partitions "${ECRM_PARTITIONS:-4}" --replication-factor 1
 done
@@ -40,6 +42,12 @@ if [ "${ECRM_REDIS_CLUSTER:-false}" = "true" ]; then
 fi
 acl --allow-principal User:ecrm-worker --operation All --resource-pattern-type prefixed --topic "${APP}-"
 acl --allow-principal User:ecrm-worker --operation Read --operation Describe --group "${APP}"
+# `ecrm deliver` (docs/delivery.md) runs as ecrm-worker: it reads ecrm.actions in its own group
+# and writes the receipts
+acl --allow-principal User:ecrm-worker --operation Read --operation Describe --group "${APP}-deliver"
+for kind in deliveries delivery-failures; do
+  acl --allow-principal User:ecrm-worker --operation Write --operation Read --operation Describe --topic "${P}${kind}"
+done
 acl --allow-principal User:ecrm-worker --operation Describe --cluster
 for kind in campaigns customers points tags; do
   acl --allow-principal User:ecrm-ops --operation Write --operation Describe --topic "${P}${kind}"

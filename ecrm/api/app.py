@@ -22,7 +22,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
 
-from ecrm.api import cors, dashboard, errors, health, ingest, reading
+from ecrm.api import cors, dashboard, errors, health, ingest, reading, receipts
 from ecrm.api.context import Analysis, ApiContext
 from ecrm.api.keys import ApiKey, Keyring, load_keys
 from ecrm.api.producer import AckedProducer
@@ -36,7 +36,7 @@ from streams.topics import contract_topics, ensure_topics
 
 STATIC = Path(__file__).resolve().parent / "static"
 #: the endpoints, one module each (a router named `router`)
-ROUTERS = (ingest, reading, health, dashboard)
+ROUTERS = (ingest, reading, health, dashboard, receipts)  # receipts: docs/delivery.md
 #: how often the topics are tried again while the broker is away
 TOPICS_RETRY_S = 5.0
 

@@ -178,11 +178,17 @@ def rules(request: Request) -> HTMLResponse:
     funnel = [
         {"name": "决策 decided", "value": sum(int(r["decided"]) for r in perf)},
         {"name": "发送 sent", "value": sum(int(r["sent"]) for r in perf)},
+        # what `ecrm deliver` and the receipts said (docs/delivery.md), once it runs
+        {"name": "已投递 delivery sent", "value": sum(int(r["delivery_sent"]) for r in perf)},
+        {"name": "送达 delivered", "value": sum(int(r["delivered"]) for r in perf)},
+        {"name": "点击 clicked", "value": sum(int(r["clicked"]) for r in perf)},
         {"name": "转化 converted", "value": sum(int(r["converted"]) for r in perf)},
     ]
+    if funnel[2]["value"] == 0:  # nothing delivered through ecrm: the funnel of before
+        funnel = [funnel[0], funnel[1], funnel[-1]]
     body = f"""
 <h2>规则效果（近30天） <span class="en">Rule performance, last 30 days (last touch, 72 h)</span></h2>
-{table(perf, ["rule_id", "decided", "sent", "held_out", "converted", "treated_rate", "held_out_rate", "uplift (95% CI)", "coupon_cost", "incremental_gmv"], "performance")}
+{table(perf, ["rule_id", "decided", "sent", "delivered", "clicked", "held_out", "converted", "treated_rate", "held_out_rate", "uplift (95% CI)", "coupon_cost", "incremental_gmv"], "performance")}
 <h2>漏斗 <span class="en">Funnel</span></h2><div id="funnel-chart" class="chart"></div>
 <h2>实时决策 <span class="en">Live decisions</span></h2><div id="feed">…</div>
 <script type="application/json" id="funnel-data">{_data(funnel)}</script>"""

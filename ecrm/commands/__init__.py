@@ -15,6 +15,7 @@ COMMANDS = (
     "demo",
     "up",
     "worker",
+    "deliver",
     "profile",
     "customer",
     "imports",

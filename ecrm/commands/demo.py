@@ -82,6 +82,10 @@ def run_demo(
         procs = [spawn_worker(s, data_dir / f"worker-{i + 1}.log") for i in range(workers)]
         try:
             code = _drive(s, ch, procs, customers, sessions)
+            if code == 0:  # the actions fired, sent through local receivers (issue 23)
+                from ecrm.dev.delivery_demo import deliver_demo
+
+                deliver_demo(s, data_dir, say)
             if serve and code == 0:
                 _serve(s, ch, procs)
             return code

@@ -16,6 +16,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     rules_sub = rules.add_subparsers(dest="rules_command", required=True)
     check = rules_sub.add_parser("check", help="validate a rules file")
     check.add_argument("file", type=Path)
+    check.add_argument(
+        "--delivery",
+        type=Path,
+        default=None,
+        help="also refuse a rule whose channel has no provider or template in this delivery "
+        "file, or whose SMS variables do not fit (docs/delivery.md)",
+    )
     backtest = rules_sub.add_parser(
         "backtest", help="what a rules file would have done over the history in ClickHouse"
     )
@@ -41,5 +48,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             as_json=args.json,
         )
     code, message = check_rules(args.file)
+    if code == 0 and args.delivery is not None:
+        from ecrm.commands.deliver import check_delivery
+
+        code, delivered = check_delivery(args.delivery, args.file)
+        message = f"{message}\n{delivered}"
     print(message, file=sys.stdout if code == 0 else sys.stderr)
     return code

@@ -52,9 +52,11 @@ class History:
     segment_changes: list[dict[str, Any]] = field(default_factory=list)
     rule_decisions: list[dict[str, Any]] = field(default_factory=list)
     profile_snapshots: list[dict[str, Any]] = field(default_factory=list)
+    deliveries: list[dict[str, Any]] = field(default_factory=list)
 
     def insert_into(self, ch: ClickHouse, batch: int = 2000) -> None:
-        for table in ("events", "segment_changes", "rule_decisions", "profile_snapshots"):
+        tables = ("events", "segment_changes", "rule_decisions", "profile_snapshots", "deliveries")
+        for table in tables:
             rows = getattr(self, table)
             for n in range(0, len(rows), batch):
                 ch.insert(table, rows[n : n + batch], token=f"history-{table}-{n}")
@@ -248,8 +250,44 @@ class _Builder:
             self.history.rule_decisions.append(row)
             if rng.random() < 0.05:  # a sink retry stored twice
                 self.history.rule_decisions.append(dict(row))
+            if row["outcome"] == "fired":
+                self.delivery(row)
         if touched_at is not None:
             self.conversion(rule, customer, touched_at, treated=rows[0]["outcome"] != "held_out")
+
+    def delivery(self, fired: dict[str, Any]) -> None:
+        """What `ecrm deliver` and the receipts said of a fired action: sent (then perhaps
+        delivered, clicked, a click twice), or failed; some never reached (deliver down).
+        Its own dice, so the rest of the history stays as it was."""
+        dice = random.Random(fired["action_id"])
+        roll = dice.random()
+        if roll < 0.1:
+            return
+        base = {
+            "action_id": fired["action_id"],
+            "rule_id": fired["rule_id"],
+            "customer_id": fired["customer_id"],
+            "channel": "sms",
+            "provider": "aliyun",
+            "provider_id": "",
+            "reason": "",
+            "attempts": 1,
+        }
+        at = fired["decided_at"] + timedelta(seconds=dice.uniform(1, 60))
+        if roll < 0.2:
+            self.history.deliveries.append(
+                {**base, "status": "failed", "reason": "HTTP 400", "at": ms(at)}
+            )
+            return
+        steps = ["sent"]
+        if dice.random() < 0.8:
+            steps.append("delivered")
+            if dice.random() < 0.3:
+                steps += ["clicked"] * dice.randint(1, 2)
+        for n, status in enumerate(steps):
+            self.history.deliveries.append(
+                {**base, "status": status, "at": ms(at + timedelta(minutes=n))}
+            )
 
     def conversion(self, rule: Rule, customer: str, touched_at: datetime, treated: bool) -> None:
         rng = self.rng

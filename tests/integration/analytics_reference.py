@@ -63,6 +63,10 @@ class RulePerformance:
     held_out: int
     suppressed: int
     sent: int
+    delivery_sent: int
+    delivered: int
+    clicked: int
+    delivery_failed: int
     converted: int
     treated_customers: int
     treated_converted: int
@@ -113,6 +117,12 @@ def rule_performance(
 
     result = {}
     for rule_id, sets in decided.items():
+        reached: dict[str, set[str]] = defaultdict(set)
+        for d in history.deliveries:
+            if d["action_id"] in sets["fired"]:
+                reached["failed" if d["status"] == "bounced" else d["status"]].add(d["action_id"])
+        steps = {status: len(ids) for status, ids in reached.items()}
+        steps = defaultdict(int, steps)
         fired = [t for t in in_period if t["rule_id"] == rule_id and t["outcome"] == "fired"]
         converted = [t for t in fired if action_orders[t["action_id"]]]
         groups: dict[bool, list[tuple[str, str]]] = {True: [], False: []}
@@ -137,6 +147,10 @@ def rule_performance(
             held_out=len(sets["held_out"]),
             suppressed=len(sets["suppressed"]),
             sent=len(sets["fired"]),
+            delivery_sent=steps["sent"],
+            delivered=steps["delivered"],
+            clicked=steps["clicked"],
+            delivery_failed=steps["failed"],
             converted=len(converted),
             treated_customers=n_t,
             treated_converted=conv_t,

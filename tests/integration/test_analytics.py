@@ -131,6 +131,7 @@ def test_rule_performance_equals_an_independent_computation(
         want = expected[row["rule_id"]]
         for field in (
             "decided", "held_out", "suppressed", "sent", "converted",
+            "delivery_sent", "delivered", "clicked", "delivery_failed",
             "treated_customers", "treated_converted", "held_out_customers", "held_out_converted",
             "treated_gmv", "held_out_gmv", "coupon_value_sent", "coupon_cost",
         ):  # fmt: skip
@@ -300,7 +301,8 @@ EXPECTED_COLUMNS = {
     "repurchase_interval": ["segment", "intervals", "customers", "avg_days", "p25_days",
                             "median_days", "p75_days", "p90_days"],
     "cohort_retention": ["cohort", "cohort_size", "months_after", "customers", "retention"],
-    "rule_performance": ["rule_id", "decided", "held_out", "suppressed", "sent", "converted",
+    "rule_performance": ["rule_id", "decided", "held_out", "suppressed", "sent",
+                         "delivery_sent", "delivered", "clicked", "delivery_failed", "converted",
                          "treated_customers", "treated_converted", "treated_rate",
                          "held_out_customers", "held_out_converted", "held_out_rate", "uplift",
                          "uplift_margin", "uplift_ci_low", "uplift_ci_high", "treated_gmv",

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from agents.profile.fold import RfmPolicy, fold_many, refresh
+from schemas.delivery import DeliveryFailure, Receipt
 from schemas.events import CartEvent, OrderEvent
 from schemas.jsonschema import CONTRACT_MODELS, export_json_schemas
 from schemas.outputs import Action, DeadLetter, SegmentChange
@@ -34,6 +35,8 @@ CONTRACT_REQUIRED = {
     "action": ["action_id", "rule_id", "customer_id", "kind", "fired_at"],
     "segment-change": ["customer_id", "from", "to", "at"],
     "dead-letter": ["topic", "partition", "offset", "error", "value_b64", "at"],
+    "delivery": ["action_id", "status", "at"],
+    "delivery-failure": ["action_id", "reason", "at"],
     "profile": ["customer_id", "recency_days", "frequency", "monetary", "segment"],
 }
 
@@ -179,6 +182,27 @@ def _samples() -> dict[str, list[dict[str, Any]]]:
                     value=b"\xff not json",
                     error="not JSON",
                     at=AT,
+                ).model_dump_json()
+            )
+        ],
+        "delivery": [
+            json.loads(
+                Receipt(
+                    action_id="a-1",
+                    rule_id="welcome",
+                    customer_id="c-1",
+                    channel="sms",
+                    provider="aliyun",
+                    status="delivered",
+                    provider_id="9006^0",
+                    at=AT,
+                ).model_dump_json()
+            )
+        ],  # fmt: skip
+        "delivery-failure": [
+            json.loads(
+                DeliveryFailure(
+                    action_id="a-1", reason="HTTP 422: unknown customer", attempts=1, at=AT
                 ).model_dump_json()
             )
         ],

@@ -1,0 +1,2 @@
+-- rule_performance is redefined by 042 to carry the delivery funnel (deliveries, clickhouse/040).
+DROP VIEW IF EXISTS rule_performance;
