@@ -14,7 +14,9 @@ import redis.asyncio as aioredis
 from faust.types import TP
 
 from agents.membership.book import ProgrammeBook
-from agents.profile.keeper import Incoming, ProfileKeeper, decode
+from agents.profile.incoming import Incoming, decode
+from agents.profile.keeper import ProfileKeeper
+from agents.profile.positions import BrokerView
 from agents.rules.book import RulesBook
 from streams import keyspace
 from streams.app import INPUT_TOPICS, OUTPUT_TOPICS, EcrmApp, create_app
@@ -34,11 +36,6 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
     """The Faust app with ecrm's agent, timer and relay registered on it."""
     ctx = create_app(settings)
     app = ctx.app
-    keeper = ProfileKeeper(
-        ctx,
-        rules=RulesBook(settings.rules_file),
-        membership=ProgrammeBook(settings.membership_file),
-    )
 
     def highwater(topic: str, partition: int) -> int | None:
         try:
@@ -47,19 +44,20 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
             return None
         return end
 
-    keeper.highwater = highwater
-
     async def end_offsets(sources: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
         ends = await app.consumer.highwaters(*(TP(t, p) for t, p in sources))
         return {(tp.topic, tp.partition): end for tp, end in ends.items() if end is not None}
-
-    keeper.end_offsets = end_offsets
 
     async def start_offsets(sources: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
         starts = await app.consumer.earliest_offsets(*(TP(t, p) for t, p in sources))
         return {(tp.topic, tp.partition): start for tp, start in starts.items()}
 
-    keeper.start_offsets = start_offsets
+    keeper = ProfileKeeper(
+        ctx,
+        rules=RulesBook(settings.rules_file),
+        membership=ProgrammeBook(settings.membership_file),
+        broker=BrokerView(highwater, end_offsets, start_offsets),
+    )
     prefix = len(settings.topic_prefix)
 
     batches = subscribe_batches(app, ctx.inputs)

@@ -300,7 +300,7 @@ async def backtest_text(request: Request) -> JSONResponse:
     """What the rules text would have done over the last 30 days (`ecrm rules backtest`)."""
     require_key(request, "read")
     ctx: ApiContext = request.app.state.ctx
-    from agents.profile.keeper import rfm_policy
+    from agents.profile.policy import rfm_policy
     from ecrm.commands.backtest import run_backtest
     from schemas.rules import parse_rules
 

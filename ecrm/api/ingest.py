@@ -14,7 +14,7 @@ import orjson
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
 
-from agents.profile.keeper import decode
+from agents.profile.incoming import decode
 from ecrm.api import segment
 from ecrm.api.context import ApiContext, require_key
 from ecrm.api.producer import BrokerUnavailable

@@ -27,7 +27,7 @@ from agents.backtest.replay import Replay, ReplayStats
 from agents.backtest.report import BacktestReport, Tally
 from agents.backtest.uplift import Uplift, measured_uplift
 from agents.profile.fold import RfmPolicy
-from agents.profile.keeper import rfm_policy
+from agents.profile.policy import rfm_policy
 from agents.rules.check import check_rules
 from schemas.errors import ConfigError
 from schemas.events import Event

@@ -26,7 +26,10 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from agents.backtest.replay import replay
-from agents.profile.keeper import Incoming, ProfileKeeper, decode, rfm_policy
+from agents.profile.incoming import Incoming, decode
+from agents.profile.keeper import ProfileKeeper
+from agents.profile.policy import rfm_policy
+from agents.profile.positions import BrokerView
 from agents.rules.book import RulesBook
 from agents.rules.shell import decision_row
 from ecrm.dev.traffic import synthetic_traffic
@@ -149,9 +152,8 @@ async def run_worker_over(
     ends = {settings.topic(n): len(v) for n, v in by_topic.items()}
 
     def keeper() -> ProfileKeeper:
-        k = ProfileKeeper(create_app(settings), rules=RulesBook(rules_path))
-        k.highwater = lambda topic, partition: ends[topic]
-        return k
+        broker = BrokerView(lambda topic, partition: ends[topic])
+        return ProfileKeeper(create_app(settings), rules=RulesBook(rules_path), broker=broker)
 
     current = keeper()
     restart_at = sorted(rng.sample(range(len(order)), restarts)) if order else []

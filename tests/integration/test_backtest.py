@@ -18,7 +18,9 @@ import orjson
 import pytest
 import redis
 
-from agents.profile.keeper import Incoming, ProfileKeeper, decode, rfm_policy
+from agents.profile.incoming import Incoming, decode
+from agents.profile.keeper import ProfileKeeper
+from agents.profile.policy import rfm_policy
 from agents.rules.book import RulesBook
 from ecrm.commands.backtest import run_backtest
 from ecrm.dev.traffic import synthetic_traffic

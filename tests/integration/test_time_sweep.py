@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from agents.profile.keeper import Incoming, ProfileKeeper, decode
+from agents.profile.incoming import Incoming, decode
+from agents.profile.keeper import ProfileKeeper
 from agents.profile.reads import read_profile
 from streams import keyspace
 from streams.app import create_app
