@@ -18,11 +18,11 @@ import orjson
 import pytest
 import redis
 
+from agents.backtest.run import run_backtest
 from agents.profile.incoming import Incoming, decode
 from agents.profile.keeper import ProfileKeeper
 from agents.profile.policy import rfm_policy
 from agents.rules.book import RulesBook
-from ecrm.commands.backtest import run_backtest
 from ecrm.dev.traffic import synthetic_traffic
 from schemas.rules import load_rules
 from streams import keyspace

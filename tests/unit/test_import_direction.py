@@ -61,3 +61,16 @@ def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
 @pytest.mark.parametrize("floor", FLOORS)
 def test_every_floor_is_a_package_the_check_reads(floor: str) -> None:
     assert any((ROOT / floor).rglob("*.py")), f"{floor}/ holds no module: the check reads nothing"
+
+
+def test_the_api_calls_the_domain_not_a_command() -> None:
+    """ecrm/api/ and ecrm/commands/ are two shells on the same floor: what both need lives
+    a floor below (agents/), so neither imports the other."""
+    api = ROOT / "ecrm" / "api"
+    wrong = [
+        f"{path.relative_to(ROOT)}:{line} imports {module}"
+        for path in sorted(api.rglob("*.py"))
+        for line, module in _imports(path)
+        if module.startswith("ecrm.commands")
+    ]
+    assert wrong == []
