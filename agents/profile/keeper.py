@@ -7,7 +7,7 @@ and the Kafka outbox move together, so a killed worker neither loses nor double-
 event. A batch that raises is split until the event that makes it raise is alone, and that
 event is dead-lettered (agents/profile/poison.py); an outage is waited out
 (streams/outages.py). An identity link (`ecrm.identities`) merges an anonymous id into its
-customer in the same unit (agents/profile/links.py); the id's later events are regrouped
+customer in the same unit (agents/profile/routing.py); the id's later events are regrouped
 under the customer. What a unit keeps and commits is collected in agents/profile/effects.py.
 
 The two ways in (docs/design.md): `apply` (a batch of events) and `sweep` (the customers

@@ -10,8 +10,8 @@ supplies `now`, stores the state beside the profile, books budgets and delivers 
 wall clock, against which history is judged: a trigger that was imported (`origin: import`) or
 is older than the policy's `max_event_age` updates the state like any other — waits armed,
 counts counted, waits cancelled — but every decision it yields is `suppressed`, reason
-`historical` (see agents/contact_policy.py). `wall=None` judges nothing historical (the
-backtest, agents/backtest.py, replays history as if it were live).
+`historical` (see agents/rules/contact_policy.py). `wall=None` judges nothing historical (the
+backtest, agents/backtest/replay.py, replays history as if it were live).
 
 Timers ("A not followed by B within T") are deadlines in the state; `next_wakeup(state)` is
 when `on_clock` must next run for this customer. A trigger decided once is not decided again
