@@ -51,7 +51,7 @@ class Outcome:
 
 
 def checked(ctx: ApiContext, index: int, mapped: Mapped, now: datetime) -> Outcome:
-    """Validated exactly as the worker will (agents/profile/keeper.py `decode`)."""
+    """Validated exactly as the worker will (agents/profile/incoming.py `decode`)."""
     if isinstance(mapped, Refused):
         return Outcome(index, reason=mapped.reason)
     topic, event = mapped
