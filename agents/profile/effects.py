@@ -81,7 +81,7 @@ class Batch:
         return Customer(self.keeper.load(customer_id), rules, member)
 
     def took(self, step: Step, partition: int) -> None:
-        """Keep what a customer step did: the profile, rule state, changes, wake-up."""
+        """Keep what a customer step did: the profile, rule state, changes, wake time."""
         profile = step.customer.profile
         self.stats["duplicates"] += len(step.duplicates)
         self.stats["events"] += len(step.applied)
@@ -97,7 +97,7 @@ class Batch:
                 self.unit.put(key, value)
         self.movements.extend(step.movements)
         self.snapshots.append(profile_row(profile, self.written_at))
-        due = keyspace.due(partition)
+        due = keyspace.wakes(partition)
         if step.wake is None:
             self.unit.zrem(due, profile.customer_id)
         else:

@@ -381,7 +381,7 @@ class ProfileKeeper:
             waking = cast(
                 list[tuple[bytes, float]],
                 await client.zrangebyscore(
-                    keyspace.due(partition), "-inf", upto, start=0, num=limit, withscores=True
+                    keyspace.wakes(partition), "-inf", upto, start=0, num=limit, withscores=True
                 ),
             )
         except REDIS_AWAY:
@@ -399,7 +399,7 @@ class ProfileKeeper:
                 for customer_id in customers:
                     if opened.erased(customer_id):
                         # erased after this sweep listed them: nothing of theirs is rebuilt
-                        opened.unit.zrem(keyspace.due(partition), customer_id)
+                        opened.unit.zrem(keyspace.wakes(partition), customer_id)
                         continue
                     step = advance(batch.customer(customer_id), clock, batch.ctx, inclusive=live)
                     batch.took(step, partition)

@@ -188,7 +188,7 @@ async def run_worker_over(
         await current.release_held()
     # live now: every moment that fell due up to the wall clock, at its own instant
     end = datetime.now(UTC)
-    while rds.zrangebyscore(keyspace.due(0), "-inf", int(end.timestamp() * 1000), 0, 1):
+    while rds.zrangebyscore(keyspace.wakes(0), "-inf", int(end.timestamp() * 1000), 0, 1):
         await current.sweep([0], now=end)
     await current.app.store.stop()
     return held_max, end
@@ -252,7 +252,7 @@ def backlog_through_the_worker(
     wait_for(lambda: consumed(rds) >= total, timeout=600, what=f"{total} events")
     end = datetime.now(UTC)
     end_ms = int(end.timestamp() * 1000)
-    due_keys = [keyspace.due(p) for p in range(s.partitions)]
+    due_keys = [keyspace.wakes(p) for p in range(s.partitions)]
     wait_for(
         lambda: not any(rds.zrangebyscore(k, "-inf", end_ms, 0, 1) for k in due_keys),
         timeout=120,

@@ -102,7 +102,7 @@ async def run_live(keeper: ProfileKeeper, rds: redis.Redis, items: list[Incoming
     async def sweep_due(until: datetime, inclusive: bool) -> None:
         nonlocal sweeps
         last: Any = None
-        while first := rds.zrange(keyspace.due(0), 0, 0, withscores=True):
+        while first := rds.zrange(keyspace.wakes(0), 0, 0, withscores=True):
             at = datetime.fromtimestamp(first[0][1] / 1000, UTC)
             if at > until or (at == until and not inclusive):
                 return
