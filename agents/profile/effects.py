@@ -15,17 +15,15 @@ import orjson
 
 from agents.customer_step import Customer, Step, StepContext
 from agents.membership.rows import rows_by_table
-from agents.membership.state import MemberState, Movement
+from agents.membership.state import Movement
+from agents.profile.customers import Customers
 from agents.profile.incoming import Incoming
 from agents.profile.rows import profile_row, segment_change_row
 from agents.rules.contact_policy import BudgetBook
 from agents.rules.shell import MarketingStep
-from agents.rules.state import CustomerRuleState
 from schemas.membership import Programme
 from schemas.outputs import DeadLetter, SegmentChange, bounded_key
 from schemas.pii import looks_personal, scrub
-from schemas.profile import stored
-from streams import keyspace
 from streams.outbox import clickhouse_entry, kafka_message
 from streams.redis_store import Unit
 
@@ -60,6 +58,16 @@ class Batch:
         return self.keeper.programme
 
     @cached_property
+    def customers(self) -> Customers:
+        """The unit's customers, read and written one way (agents/profile/customers.py)."""
+        return Customers(
+            self.unit,
+            self.keeper.partitions,
+            rules=self.marketing is not None,
+            members=self.programme is not None,
+        )
+
+    @cached_property
     def ctx(self) -> StepContext:
         m = self.marketing
         return StepContext(
@@ -72,36 +80,21 @@ class Batch:
         )
 
     def customer(self, customer_id: str) -> Customer:
-        m = self.marketing
-        rules = m.state(customer_id) if m else CustomerRuleState(customer_id=customer_id)
-        member = None
-        if self.programme is not None:
-            raw = self.unit.get(keyspace.member(customer_id, self.keeper.partitions))
-            member = MemberState.model_validate_json(raw) if raw else None
-        return Customer(self.keeper.load(customer_id), rules, member)
+        """The customer as this unit has them."""
+        return self.customers.read(customer_id)
 
     def took(self, step: Step, partition: int) -> None:
-        """Keep what a customer step did: the profile, rule state, changes, wake time."""
-        profile = step.customer.profile
+        """Keep what a customer step did: the customer (profile, rule state, member state,
+        wake time, agents/profile/customers.py) and its outputs for `finish`: decisions,
+        segment changes, member movements, the profile's snapshot, counts."""
+        self.customers.write(step, partition)
         self.stats["duplicates"] += len(step.duplicates)
         self.stats["events"] += len(step.applied)
         self.changes.extend(step.changes)
         if self.marketing is not None:
-            self.marketing.took(step.customer.rules, step.rules_changed, step.decisions)
-        self.keeper.app.profiles[profile.customer_id.encode()] = stored(profile)
-        member = step.customer.member
-        if self.programme is not None and member is not None and not member.is_empty():
-            key = keyspace.member(profile.customer_id, self.keeper.partitions)
-            value = member.model_dump_json().encode()
-            if value != self.unit.get(key):
-                self.unit.put(key, value)
+            self.marketing.decided(step.decisions)
         self.movements.extend(step.movements)
-        self.snapshots.append(profile_row(profile, self.written_at))
-        due = keyspace.wakes(partition)
-        if step.wake is None:
-            self.unit.zrem(due, profile.customer_id)
-        else:
-            self.unit.zadd(due, profile.customer_id, ms(step.wake))
+        self.snapshots.append(profile_row(step.customer.profile, self.written_at))
 
     def forward(self, item: Incoming, customer_id: str, message: bytes, now: datetime) -> None:
         """On a cluster: a message for a customer whose keys live in another partition's slot
@@ -188,8 +181,3 @@ class Batch:
         for name, n in self.stats.items():
             if n:
                 unit.count(name, n)
-
-
-def ms(moment: datetime) -> int:
-    """A moment as a sorted set's score (milliseconds since the epoch)."""
-    return int(moment.timestamp() * 1000)

@@ -31,7 +31,8 @@ from typing import cast
 from agents.customer_step import advance, on_event
 from agents.identity import MAX_REDIRECTS
 from agents.membership.book import ProgrammeBook
-from agents.profile.effects import Batch, ms
+from agents.profile.customers import Customers, ms
+from agents.profile.effects import Batch
 from agents.profile.event_time import EventClock
 from agents.profile.fold import RfmPolicy
 from agents.profile.incoming import Incoming, decode
@@ -46,7 +47,6 @@ from agents.rules.shell import MarketingStep
 from schemas.membership import Programme
 from schemas.pii import PiiGuard
 from schemas.privacy import erasure_token
-from schemas.profile import Profile, empty_profile, from_stored
 from streams import keyspace
 from streams.app import EcrmApp
 from streams.counters import messages_handled
@@ -253,22 +253,22 @@ class ProfileKeeper:
     async def _open(
         self,
         partition: int,
-        keys: list[bytes],
+        customers: list[str],
         sources: Iterable[tuple[str, int]],
         span: tuple[datetime, datetime],
     ) -> AsyncIterator[_Opened]:
-        """The one way a unit is opened: the customers' profiles (`keys`), the sources'
-        watermarks, their rule and member states and erasure markers, the budgets the span
-        may book read beforehand (agents/rules/budget_booking.py)."""
+        """The one way a unit is opened: the customers' keys (agents/profile/customers.py),
+        their erasure markers, the sources' watermarks; the budgets the span may book read
+        beforehand (agents/rules/budget_booking.py)."""
         store = self.app.store
-        customers = [k.decode() for k in keys]
         rules = self.rules.rules if self.rules is not None else None
-        raw_keys = MarketingStep.keys(rules, customers, self.partitions) if rules else []
-        raw_keys += self.member_keys(customers)
+        raw_keys = Customers.keys(
+            customers, self.partitions, rules=rules is not None, members=self.membership is not None
+        )
         markers = self.erasure_markers(customers)
         raw_keys += markers.values()
         spent = await MarketingStep.spent(store.client, rules, span) if rules else {}
-        async with store.unit(keys, sources, raw_keys, partition=partition) as unit:
+        async with store.unit((), sources, raw_keys, partition=partition) as unit:
             marketing = (
                 MarketingStep.begin(rules, unit, span, spent, store.client, self.partitions)
                 if rules
@@ -284,8 +284,7 @@ class ProfileKeeper:
         sources = {(i.topic, i.partition) for i in items}
         times = [i.event.ts for i in items if i.event is not None]
         span = (min([*times, now]), now)  # events are decided at their own times, up to now
-        keys = [c.encode() for c in customers]
-        async with self._open(partition, keys, sources, span) as opened:
+        async with self._open(partition, customers, sources, span) as opened:
             unit = opened.unit
             found = stubs(unit, customers, self.partitions)
             if found:
@@ -389,17 +388,16 @@ class ProfileKeeper:
             raise
         if not waking:
             return 0
-        keys = [raw for raw, _ in waking]
-        customers = [raw.decode() for raw in keys]
+        customers = [raw.decode() for raw, _ in waking]
         earliest = datetime.fromtimestamp(waking[0][1] / 1000, UTC)
         span = (min(earliest, clock), clock)
         try:
-            async with self._open(partition, keys, (), span) as opened:
+            async with self._open(partition, customers, (), span) as opened:
                 batch = Batch(self, opened.unit, opened.marketing, wall=wall)
                 for customer_id in customers:
                     if opened.erased(customer_id):
                         # erased after this sweep listed them: nothing of theirs is rebuilt
-                        opened.unit.zrem(keyspace.wakes(partition), customer_id)
+                        batch.customers.wake(customer_id, partition, None)
                         continue
                     step = advance(batch.customer(customer_id), clock, batch.ctx, inclusive=live)
                     batch.took(step, partition)
@@ -410,19 +408,8 @@ class ProfileKeeper:
 
     # -- what a unit reads -----------------------------------------------------------------
 
-    def member_keys(self, customers: Iterable[str]) -> list[str]:
-        """The member states a unit reads beside the profiles (none without a programme)."""
-        if self.membership is None:
-            return []
-        return [keyspace.member(c, self.partitions) for c in customers]
-
     def erasure_markers(self, customers: Iterable[str]) -> dict[str, str]:
         """customer id -> their key on the erasure list (read, and so watched, by the unit:
         an erasure committed while a batch was being decided makes it start over)."""
         key, n = self.privacy_key, self.partitions
         return {c: keyspace.erased(erasure_token(c, key), keyspace.home(c, n)) for c in customers}
-
-    def load(self, customer_id: str) -> Profile:
-        """The customer's profile as the open unit read it (a new one if none is stored)."""
-        raw = self.app.profiles.get(customer_id.encode())
-        return from_stored(raw) if raw else empty_profile(customer_id)

@@ -254,11 +254,8 @@ def already_linked(batch: Batch, into_id: str, event: IdentityEvent, at: datetim
 def leave_stub(batch: Batch, old_id: str, stub: Profile) -> None:
     """The old id becomes a redirect to `stub.merged_into`: no rule state, no wake time."""
     assert stub.merged_into is not None
-    batch.keeper.app.profiles[old_id.encode()] = stored(stub)
+    batch.customers.write_stub(old_id, stub)
     batch.linked[old_id] = stub.merged_into
-    if batch.marketing is not None:
-        batch.marketing.took(CustomerRuleState(customer_id=old_id), True, [])
-    batch.unit.zrem(keyspace.wakes(keyspace.home(old_id, batch.keeper.partitions)), old_id)
     # the old id's last snapshot would keep its cart and views in profiles_latest
     batch.snapshots.append(profile_row(stub, batch.written_at))
 
