@@ -263,7 +263,7 @@ class ProfileKeeper:
         store = self.app.store
         rules = self.rules.rules if self.rules is not None else None
         raw_keys = Customers.keys(
-            customers, self.partitions, rules=rules is not None, members=self.membership is not None
+            customers, self.partitions, rules=bool(rules), members=self.membership is not None
         )
         markers = self.erasure_markers(customers)
         raw_keys += markers.values()
