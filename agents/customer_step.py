@@ -6,19 +6,19 @@ the backtest (agents/backtest/replay.py, which keeps customers in memory and run
 simulated clock) are I/O around it:
 
     step = on_event(customer, events, ctx)        # fold, re-rate, rules, segment moves
-    step = on_clock(customer, now, ctx)           # at step.wake: re-rate, segment moves, timers
-    step = advance(customer, until, ctx, inclusive=False)  # every wake-up before `until`
+    step = on_clock(customer, now, ctx)           # at step.wake: re-rate, segment moves, waits
+    step = advance(customer, until, ctx, inclusive=False)  # every wake before `until`
     step.customer, step.decisions, step.changes, step.wake, step.applied, step.duplicates
 
 An event: fold it in (a duplicate changes nothing), re-rate R/F/M, let the rules see it
 (`on_event`, with what the fold says they need: was it the first order), then — when the
 segment moved — the segment-change rules. The clock: re-rate, the segment-change rules when
-time moved the segment, then the rules' timers and deferred deliveries (`on_clock`). A
-customer's next wake-up is the sooner of "time alone changes the segment" and the rules'
-next timer. Budgets are booked in `ctx.budget` as decisions are made, so the caller decides
+time moved the segment, then the rules' waits and deferred deliveries (`on_clock`). A
+customer's wake time is the soonest of "time alone changes the segment", the end of a rule's
+wait or a deferred delivery, and (with a programme) the member's next change. Budgets are booked in `ctx.budget` as decisions are made, so the caller decides
 how widely a budget is shared (one Redis unit, or one whole replay).
 
-With a membership programme (`ctx.programme`), each event and each wake-up also moves the
+With a membership programme (`ctx.programme`), each event and each wake also moves the
 member (agents/membership/step.py: points earned, unlocked, expired, levels, rule tags)
 before the rules see the profile, so `if: points / level / tags` read what is true now; a
 rule's `kind: points` action is credited to the ledger once per action id; and the
@@ -40,10 +40,10 @@ from agents.rules.contact_policy import BudgetBook
 from agents.rules.engine import (
     clock_in_place,
     event_in_place,
-    next_wakeup,
+    next_wake,
     segment_change_in_place,
 )
-from agents.rules.member_triggers import member_in_place, member_rules, member_wakeup
+from agents.rules.member_triggers import member_in_place, member_rules, member_wake
 from agents.rules.state import CustomerRuleState, Decision
 from schemas.events import MEMBER_REQUESTS, Event
 from schemas.membership import Programme
@@ -122,7 +122,7 @@ class Step:
         return customer.member
 
     def _done(self, ctx: StepContext) -> Step:
-        """The wake-up; and the given rule state back when nothing changed it."""
+        """The wake time; and the given rule state back when nothing changed it."""
         if self._given is not None and not self.rules_changed:
             self.customer.rules = self._given
         self.wake = wake_of(self.customer, ctx)
@@ -157,7 +157,7 @@ def on_clock(customer: Customer, now: datetime, ctx: StepContext) -> Step:
 
 def advance(customer: Customer, until: datetime, ctx: StepContext, *, inclusive: bool) -> Step:
     """Time reaches `until` for this customer moment by moment: a step at each instant it
-    fell due (R ageing, a timer, a delivery), as a clock stepping through history does."""
+    woke (R ageing, a rule's wait, a delivery), as a clock stepping through history does."""
     step = Step(customer)
     _advance(step, until, ctx, inclusive=inclusive)
     return step._done(ctx)
@@ -263,7 +263,7 @@ def _member_follows(
     if not moves and not _points_fired(step, mark):
         if not (ctx.rules and member_rules(ctx.rules)) or not relevant:
             # nothing moved and nothing to credit; a view cannot open a warning's window
-            # (the window's opening is a wake-up of its own)
+            # (the window's opening is a wake of its own)
             return
     member, profile = step.member(), step.customer.profile
     new = moves
@@ -330,13 +330,13 @@ def _clock(step: Step, now: datetime, ctx: StepContext) -> None:
 
 
 def wake_of(customer: Customer, ctx: StepContext) -> datetime | None:
-    """The soonest of: time alone changes the segment; a rule's timer or delivery is due;
+    """The soonest of: time alone changes the segment; a rule's wait ends or a delivery is due;
     time alone moves the member (a lot, the level, a rule tag) or opens a membership rule's
     window (a warning, a birthday)."""
     profile = customer.profile
     moments = [next_time_change(profile, ctx.policy)]
     if ctx.rules is not None:
-        moments.append(next_wakeup(customer.rules))
+        moments.append(next_wake(customer.rules))
     prog = ctx.programme
     if prog is not None:
         member = customer.member or MemberState(customer_id=customer.customer_id)
@@ -344,7 +344,7 @@ def wake_of(customer: Customer, ctx: StepContext) -> datetime | None:
             moments.append(membership.next_change(member, prog, profile))
         if ctx.rules is not None and profile.as_of is not None:
             if not member.is_empty() or profile.birthday:
-                moments.append(member_wakeup(ctx.rules, member, prog, profile, profile.as_of))
+                moments.append(member_wake(ctx.rules, member, prog, profile, profile.as_of))
     return min((m for m in moments if m is not None), default=None)
 
 

@@ -4,8 +4,8 @@ known customer. Pure: two customers in, the merged customer and the redirect stu
 What the anonymous id did carries over — views, cart, favourites, guest orders, and the
 rules' waits (an abandoned-cart timer armed before login still fires, or is cancelled by the
 customer's order, after it) — and its profile becomes a stub whose `merged_into` sends later
-events, and readers, to the customer (agents/profile/keeper.py applies this in the same Redis
-unit as the link's offset; docs/api.md, "Identity").
+events, and readers, to the customer (agents/profile/routing.py `link` applies this in the
+same Redis unit as the link's offset; docs/api.md, "Identity").
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Assembles the stream worker: the Faust app, the profile agent, the sweep, the relays."""
+"""Assembles the stream worker (`Worker`): the Faust app, the profiles task, the sweep, the
+relays, each a method of one small class whose parts are passed in."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ import redis.asyncio as aioredis
 from faust.types import TP
 
 from agents.membership.book import ProgrammeBook
-from agents.profile.keeper import Incoming, ProfileKeeper, decode
+from agents.profile.incoming import Incoming, decode
+from agents.profile.keeper import ProfileKeeper
+from agents.profile.positions import BrokerView
 from agents.rules.book import RulesBook
 from streams import keyspace
 from streams.app import INPUT_TOPICS, OUTPUT_TOPICS, EcrmApp, create_app
 from streams.backpressure import MEMORY_WARN_SHARE, OutboxGate, memory_use, outbox_depth
-from streams.batches import BatchConsumer, subscribe_batches
+from streams.batches import BatchChannel, BatchConsumer, subscribe_batches
 from streams.kafka_auth import PLAINTEXT, KafkaAuth
 from streams.outages import REDIS_AWAY, Backoff
 from streams.relay import KafkaRelay, run_relays
@@ -30,15 +33,8 @@ from streams.worker_metrics import WorkerMetrics, dead_letter_reason
 log = logging.getLogger(__name__)
 
 
-def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
-    """The Faust app with ecrm's agent, timer and relay registered on it."""
-    ctx = create_app(settings)
-    app = ctx.app
-    keeper = ProfileKeeper(
-        ctx,
-        rules=RulesBook(settings.rules_file),
-        membership=ProgrammeBook(settings.membership_file),
-    )
+def broker_view(app: Any) -> BrokerView:
+    """What the keeper may ask of the broker, answered by the Faust app's consumer."""
 
     def highwater(topic: str, partition: int) -> int | None:
         try:
@@ -47,39 +43,83 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
             return None
         return end
 
-    keeper.highwater = highwater
-
     async def end_offsets(sources: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
         ends = await app.consumer.highwaters(*(TP(t, p) for t, p in sources))
         return {(tp.topic, tp.partition): end for tp, end in ends.items() if end is not None}
-
-    keeper.end_offsets = end_offsets
 
     async def start_offsets(sources: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
         starts = await app.consumer.earliest_offsets(*(TP(t, p) for t, p in sources))
         return {(tp.topic, tp.partition): start for tp, start in starts.items()}
 
-    keeper.start_offsets = start_offsets
-    prefix = len(settings.topic_prefix)
+    return BrokerView(highwater, end_offsets, start_offsets)
 
-    batches = subscribe_batches(app, ctx.inputs)
-    metrics = WorkerMetrics(settings.redis_url, settings.partitions, settings.redis_cluster)
 
-    def acknowledge(items: list[Incoming]) -> None:
-        batches.ack_offsets(item.source for item in items)
+class Worker:
+    """The stream worker: the Faust app with ecrm's tasks and timers on it. `profiles` reads
+    batches into the keeper (the way in for events), `sweep` wakes customers on the clock
+    (the way in for time); `backpressure`, `reload_rules` and `kafka_relay` keep it running.
 
-    async def assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
-        keeper.rebalanced()  # the consumer reads again from the committed offsets
+    Everything is passed in; `Worker.build(settings)` assembles the real ones."""
 
-    app.on_partitions_assigned.connect(assigned)  # type: ignore[arg-type]  # mode's stub wants signal=
+    def __init__(
+        self,
+        settings: Settings,
+        ctx: EcrmApp,
+        keeper: ProfileKeeper,
+        batches: BatchChannel,
+        metrics: WorkerMetrics,
+    ) -> None:
+        self.settings = settings
+        self.ctx = ctx
+        self.app = ctx.app
+        self.keeper = keeper
+        self.batches = batches
+        self.metrics = metrics
+        self.gate = OutboxGate(settings.clickhouse_outbox_max_rows)
+        self.prefix = len(settings.topic_prefix)
+
+    @classmethod
+    def build(cls, settings: Settings) -> Worker:
+        """The worker of `settings`, its tasks and timers registered on its Faust app."""
+        ctx = create_app(settings)
+        keeper = ProfileKeeper(
+            ctx,
+            rules=RulesBook(settings.rules_file),
+            membership=ProgrammeBook(settings.membership_file),
+            broker=broker_view(ctx.app),
+        )
+        batches = subscribe_batches(ctx.app, ctx.inputs)
+        metrics = WorkerMetrics(settings.redis_url, settings.partitions, settings.redis_cluster)
+        worker = cls(settings, ctx, keeper, batches, metrics)
+        worker.register()
+        return worker
+
+    def register(self) -> None:
+        """Put the tasks and timers on the Faust app (and serve the metrics, if asked)."""
+        app, settings = self.app, self.settings
+        app.on_partitions_assigned.connect(self.assigned)  # type: ignore[arg-type]  # mode's stub wants signal=
+        app.task(self.profiles)
+        app.timer(settings.sweep_interval_s, name="ecrm.sweep")(self.sweep)
+        app.timer(settings.backpressure_check_s, name="ecrm.backpressure")(self.backpressure)
+        app.timer(settings.rules_reload_s, name="ecrm.rules-reload")(self.reload_rules)
+        app.task(self.kafka_relay)
+        if settings.metrics_port is not None:
+            self.metrics.serve(settings.metrics_port)
+
+    def acknowledge(self, items: list[Incoming]) -> None:
+        self.batches.ack_offsets(item.source for item in items)
+
+    async def assigned(self, sender: Any, *args: Any, **kwargs: Any) -> None:
+        self.keeper.rebalanced()  # the consumer reads again from the committed offsets
 
     # `keeper.apply` dead-letters an event that makes its batch raise and waits out outages,
     # so what still escapes it is a bug in ecrm's own shell: the task's exception crashes the
     # app and stops the worker before the batch is acked, so it is read again after a restart
     # instead of a later batch moving the offset past it
-    @app.task
-    async def profiles() -> None:
-        async for batch in batches:
+    async def profiles(self) -> None:
+        """The way in for events: each batch decoded, applied, acknowledged."""
+        keeper, settings, prefix = self.keeper, self.settings, self.prefix
+        async for batch in self.batches:
             window = settings.time_window(datetime.now(UTC))
             items = []
             for r, offsets in batch.offsets():
@@ -97,12 +137,13 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
                 items.append(item)
             started = time.perf_counter()
             # events the partition's event-time clock has not reached are held, unacked
-            acknowledge(await keeper.apply(items))
-            batches.finished(batch)
-            measured(items, time.perf_counter() - started)
+            self.acknowledge(await keeper.apply(items))
+            self.batches.finished(batch)
+            self.measured(items, time.perf_counter() - started)
 
-    def measured(items: list[Incoming], seconds: float) -> None:
+    def measured(self, items: list[Incoming], seconds: float) -> None:
         """The batch in this worker's metrics (streams/worker_metrics.py)."""
+        metrics, prefix = self.metrics, self.prefix
         metrics.batch_seconds.observe(seconds)
         last: dict[tuple[str, int], int] = {}
         for item in items:
@@ -112,28 +153,28 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
             last[(item.topic, item.partition)] = max(
                 item.offset, last.get((item.topic, item.partition), -1)
             )
+        broker = self.keeper.broker
         for (topic, partition), offset in last.items():
-            end = highwater(topic, partition)
+            end = broker.highwater(topic, partition) if broker is not None else None
             if end is not None:
                 metrics.lag.labels(topic=topic[prefix:], partition=str(partition)).set(
                     max(end - offset - 1, 0)
                 )
 
-    @app.timer(settings.sweep_interval_s, name="ecrm.sweep")
-    async def sweep() -> None:
+    async def sweep(self) -> None:
+        """The way in for the clock: held events the clocks reached, then the customers whose
+        wake time has come, on each partition this worker owns."""
         try:
-            acknowledge(await keeper.release_held())
-            await keeper.sweep(sorted(ctx.owned_partitions()))
+            self.acknowledge(await self.keeper.release_held())
+            await self.keeper.sweep(sorted(self.ctx.owned_partitions()))
         except REDIS_AWAY as exc:
             log.warning("sweep skipped, Redis unavailable: %s", exc)  # the next tick retries
 
-    gate = OutboxGate(settings.clickhouse_outbox_max_rows)
-
-    @app.timer(settings.backpressure_check_s, name="ecrm.backpressure")
-    async def backpressure() -> None:
+    async def backpressure(self) -> None:
         """Fetch nothing while the ClickHouse outbox is over its limit (streams/backpressure.py)."""
+        ctx, gate = self.ctx, self.gate
         try:
-            depth = await outbox_depth(ctx.store.client, settings.partitions)
+            depth = await outbox_depth(ctx.store.client, self.settings.partitions)
             share = await memory_use(ctx.store.client)
         except REDIS_AWAY:
             return  # the batches wait Redis out anyway
@@ -154,22 +195,24 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
         elif change == "release":
             log.warning("ClickHouse outbox down to ~%d rows: fetching input again", depth)
         if change is not None or gate.holding:  # again each tick: a rebalance unpauses
-            await cast(BatchConsumer, app.consumer).hold_inputs(gate.holding)
+            await cast(BatchConsumer, self.app.consumer).hold_inputs(gate.holding)
             await ctx.store.client.hset(
                 keyspace.worker_stats(os.getpid()), "held_for_outbox", int(gate.holding)
             )
 
-    @app.timer(settings.rules_reload_s, name="ecrm.rules-reload")
-    async def reload_rules() -> None:
+    async def reload_rules(self) -> None:
+        """The rules and the membership programme, read again if their files changed."""
+        keeper = self.keeper
         assert keeper.rules is not None and keeper.membership is not None
         keeper.rules.reload_if_changed()
         keeper.membership.reload_if_changed()
 
-    async def send(topic: str, key: bytes | None, value: bytes) -> Any:
-        return await app.producer.send(topic, key, value, None, None, None)
+    async def send(self, topic: str, key: bytes | None, value: bytes) -> Any:
+        return await self.app.producer.send(topic, key, value, None, None, None)
 
-    async def relay_of(partition: int) -> KafkaRelay:
+    async def relay_of(self, partition: int) -> KafkaRelay:
         """The relay of one partition's Kafka outbox, on the Redis node serving its slot."""
+        ctx, settings = self.ctx, self.settings
 
         async def reconnect() -> aioredis.Redis:
             ctx.store.partition_clients.forget()
@@ -177,37 +220,33 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
 
         return KafkaRelay(
             await ctx.store.for_partition(partition),
-            send,
+            self.send,
             stream=keyspace.kafka_outbox(partition),
             tail=TopicTail(settings.kafka_bootstrap, auth=KafkaAuth.of(settings)),
             max_message_bytes=settings.relay_max_message_bytes,
             heartbeat_ttl_s=settings.relay_heartbeat_ttl_s,
             retry_max_s=settings.relay_retry_max_s,
             # on a cluster, events are forwarded to their customer's partition on the topic
-            # they came on (agents/profile/keeper.py `forward`): the input topics too
+            # they came on (agents/profile/effects.py `Batch.forward`): the input topics too
             topics=frozenset(settings.topic(name) for name in relayed_topics(settings)),
-            privacy_key=keeper.privacy_key,
+            privacy_key=self.keeper.privacy_key,
             partitions=settings.partitions,
             lookup=ctx.store.client,
             reconnect=reconnect if settings.redis_is_cluster else None,
         )
 
-    @app.task
-    async def kafka_relay() -> None:
-        # every partition's outbox, each with its own relay; they log and retry every error
-        # themselves: only cancellation (the worker stopping) ends them
+    async def kafka_relay(self) -> None:
+        """Every partition's outbox, each with its own relay; they log and retry every error
+        themselves: only cancellation (the worker stopping) ends them."""
+        app, partitions = self.app, self.settings.partitions
         relays: list[KafkaRelay] = []
-        while len(relays) < settings.partitions and not app.should_stop:
+        while len(relays) < partitions and not app.should_stop:
             try:
-                relays.append(await relay_of(len(relays)))
+                relays.append(await self.relay_of(len(relays)))
             except REDIS_AWAY as exc:  # a cluster that cannot say where a slot is yet
                 log.warning("Kafka relay waits for Redis: %s", exc)
                 await asyncio.sleep(1.0)
         await run_relays(relays, lambda: bool(app.should_stop), block_ms=100)
-
-    if settings.metrics_port is not None:
-        metrics.serve(settings.metrics_port)
-    return ctx, keeper
 
 
 def run_worker(settings: Settings, loglevel: str = "warning") -> int:
@@ -227,7 +266,7 @@ def run_worker(settings: Settings, loglevel: str = "warning") -> int:
     )
     if not settings.redis_is_cluster:
         upgrade_layout(settings)
-    ctx, _ = build_worker(settings)
+    ctx = Worker.build(settings).ctx
     ctx.store.cluster_id = kafka_cluster_id(settings.kafka_bootstrap, auth)
     stop = threading.Event()
     sink_thread = None

@@ -52,3 +52,11 @@ def clickhouse_outboxes(partitions: int) -> list[str]:
 
 def kafka_outboxes(partitions: int) -> list[str]:
     return [keyspace.kafka_outbox(p) for p in range(partitions)]
+
+
+def messages_handled(client: Any, partitions: int) -> int:
+    """Input messages the workers have dealt with: applied, duplicate, dead-lettered or
+    forwarded to the customer's home partition (`client` is a synchronous Redis client; for
+    progress bars and tests)."""
+    counts = stats(client, partitions)
+    return sum(counts[name] for name in ("events", "duplicates", "dead_letters", "forwarded"))

@@ -7,7 +7,7 @@ shared with other programs and inspected with `SCAN MATCH ecrm:*`.
 `ecrm:{p3}:…`, so on a Redis Cluster one unit's keys share a slot and one MULTI/EXEC holds
 them (streams/redis_client.py); on one server the tag is only part of the name. A customer's
 keys carry the tag of their *home* partition: the one Kafka's default partitioner puts
-messages keyed by their id on (`home`). A partition's keys (due set, watermarks, outboxes,
+messages keyed by their id on (`home`). A partition's keys (wake set, watermarks, outboxes,
 counters) carry its own. Names shared by all partitions (a rule's daily budget, a worker's
 counters, the relay's bookkeeping of one outbox) are written only by single-key commands or
 scripts, never inside a unit.
@@ -92,8 +92,10 @@ def erased(token: str, partition: int) -> str:
 # -- per Kafka partition -----------------------------------------------------------------------
 
 
-def due(partition: int) -> str:
-    """Sorted set of one partition's customers, scored by when time next matters to them."""
+def wakes(partition: int) -> str:
+    """The wake set: sorted set of one partition's customers, scored by their wake time
+    (when time next matters to them, in ms). The key keeps its first name, `due`: data
+    written by every earlier ecrm stays where it is."""
     return f"{tag(partition)}due"
 
 

@@ -77,7 +77,7 @@ def _move(client: Any, name: str, partitions: int) -> str | None:
         }[head](tail, partitions)
         return _rename(client, name, target, head)
     if head == "due" and tail.isdigit():
-        return _rename(client, name, keyspace.due(int(tail)), "due sets")
+        return _rename(client, name, keyspace.wakes(int(tail)), "wake sets")
     if head == "offset":
         cluster, topic, partition = _offset_parts(tail)
         if partition is not None:

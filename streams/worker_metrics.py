@@ -4,7 +4,7 @@ What this process sees is counted here as it happens: messages read by topic, de
 reason, how long each batch took, how far each partition lags. What the workers already count
 together in Redis (streams/keyspace.py: `stats(p)`, `rule_stats(p)`, summed over the
 partitions by streams/counters.py), the outbox depths (every partition's outboxes together)
-and the customers due are read from Redis at scrape time, so they are the same from every
+and the customers waking are read from Redis at scrape time, so they are the same from every
 worker (`ecrm_cluster_*`: take one worker's value, do not sum them).
 """
 
@@ -36,7 +36,7 @@ def dead_letter_reason(error: str) -> str:
 
 
 class RedisCounters(Collector):
-    """The workers' shared counters, outbox depths and due customers, read at scrape time."""
+    """The workers' shared counters, outbox depths and waking customers, read at scrape time."""
 
     def __init__(self, redis_url: str, partitions: int, cluster: bool = False) -> None:
         self.client = sync_client(redis_url, cluster, socket_timeout=2)
@@ -57,8 +57,8 @@ class RedisCounters(Collector):
             now_ms = int(time.time() * 1000)
             pipe = self.client.pipeline(transaction=False)
             for p in range(self.partitions):
-                pipe.zcount(keyspace.due(p), "-inf", now_ms)
-            due = [int(n) for n in pipe.execute()]
+                pipe.zcount(keyspace.wakes(p), "-inf", now_ms)
+            waking = [int(n) for n in pipe.execute()]
         except redis.RedisError as exc:
             log.warning("metrics: Redis unavailable: %s", exc)
             return
@@ -86,14 +86,14 @@ class RedisCounters(Collector):
         for name, depth in depths.items():
             outbox.add_metric([name], depth)
         yield outbox
-        timers = GaugeMetricFamily(
-            "ecrm_timers_due",
-            "Customers whose next moment (timer, deferred action, R ageing) is due now",
+        wake = GaugeMetricFamily(
+            "ecrm_customers_waking",
+            "Customers whose wake time (a rule's wait, a deferred action, R ageing) has come",
             labels=["partition"],
         )
-        for p, n in enumerate(due):
-            timers.add_metric([str(p)], n)
-        yield timers
+        for p, n in enumerate(waking):
+            wake.add_metric([str(p)], n)
+        yield wake
 
 
 class WorkerMetrics:

@@ -1,4 +1,4 @@
-"""The inverse of agents/event_rows.py `event_row`: a stored `events` row back into the event
+"""The inverse of agents/profile/rows.py `event_row`: a stored `events` row back into the event
 the storefront sent, so history can be replayed through the same code as the live stream.
 
 Pure. What the row cannot give back is what the rules cannot see either: the time beyond

@@ -5,14 +5,14 @@ simulated clock instead of Kafka and Redis, to tell a marketer what the rules wo
     for event in events_in_time_order:
         replay.feed(event)      # the clock first reaches event.ts, then the event is applied
     replay.advance(end)         # waits, deferred deliveries and R ageing up to `end`
-    report = summarize(rules, replay.decisions)      # agents/backtest_report.py (or a Tally)
+    report = summarize(rules, replay.decisions)      # agents/backtest/report.py (or a Tally)
 
-Nothing here decides anything: each step calls the same pure functions as the worker, in the
-order agents/profiles.py calls them (an event: fold, re-rate, `on_event`, `on_segment_change`;
-the clock: re-rate, `on_segment_change`, `on_clock`), with one in-memory `BudgetBook` in place
-of the Redis budget counters. The worker's due sorted set becomes a heap of (wakeup, customer):
-a customer is stepped at the very instant time matters to them, as a worker sweeping without
-pause would, and in the same order (by time, then customer id, like the sorted set).
+Nothing here decides anything: each step is the customer step the worker runs
+(agents/customer_step.py: `on_event` for an event; `on_clock` at a customer's wake time),
+with one in-memory `BudgetBook` in place of the Redis budget counters. The worker's wake
+sorted set becomes a heap of (wake time, customer): a customer is stepped at the very
+instant time matters to them, as a worker sweeping without pause would, and in the same order
+(by time, then customer id, like the sorted set).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What a backtest's decisions add up to, per rule: would-fire count, customers reached, coupon
 cost, suppressions by reason, held out, and how many customers two rules would both reach.
 
-Pure: decisions in (agents/backtest.py makes them), a report out. A deferred action (quiet
+Pure: decisions in (agents/backtest/replay.py makes them), a report out. A deferred action (quiet
 hours) counts as fired once, when it is released; withdrawn before delivery, it counts under
 its withdrawal reason (`cancelled`: its B came; `rule_disabled`).
 """

@@ -57,14 +57,14 @@ def erase_customer(
         tx.set(keyspace.erased(token, home), marker)
         for key in keys:
             tx.delete(key)
-        tx.zrem(keyspace.due(home), customer_id)
+        tx.zrem(keyspace.wakes(home), customer_id)
         tx.xadd(entry.stream(home), entry.fields)
         tx.hincrby(keyspace.stats(home), "erasures", 1)
         results = tx.execute()
     if not settings.redis_is_cluster:
         # events keyed otherwise than by the id (a storefront's own partitioner) can have
         # put them in another partition's due set; a sweep there finds the erasure anyway
-        others = [keyspace.due(p) for p in range(settings.partitions) if p != home]
+        others = [keyspace.wakes(p) for p in range(settings.partitions) if p != home]
         with client.pipeline(transaction=False) as pipe:
             for zset in others:
                 pipe.zrem(zset, customer_id)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from agents.identity import MAX_REDIRECTS
 from agents.profile.fold import refresh
-from agents.profile.keeper import rfm_policy
+from agents.profile.policy import rfm_policy
 from schemas.profile import Profile, from_stored
 from streams import keyspace
 from streams.settings import Settings

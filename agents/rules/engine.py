@@ -4,16 +4,16 @@ supplies `now`, stores the state beside the profile, books budgets and delivers 
 
     state, decisions = on_event(rules, state, first_order, after, event, now, wall=wall)
     state, decisions = on_segment_change(rules, state, profile, change, now, wall=wall)
-    state, decisions = on_clock(rules, state, profile, now, wall=wall)         # at next_wakeup
+    state, decisions = on_clock(rules, state, profile, now, wall=wall)         # at next_wake
 
 `now` is the decision time (the rule clock: it lags while a backlog is read); `wall` is the
 wall clock, against which history is judged: a trigger that was imported (`origin: import`) or
 is older than the policy's `max_event_age` updates the state like any other — waits armed,
 counts counted, waits cancelled — but every decision it yields is `suppressed`, reason
-`historical` (see agents/contact_policy.py). `wall=None` judges nothing historical (the
-backtest, agents/backtest.py, replays history as if it were live).
+`historical` (see agents/rules/contact_policy.py). `wall=None` judges nothing historical (the
+backtest, agents/backtest/replay.py, replays history as if it were live).
 
-Timers ("A not followed by B within T") are deadlines in the state; `next_wakeup(state)` is
+Timers ("A not followed by B within T") are deadlines in the state; `next_wake(state)` is
 when `on_clock` must next run for this customer. A trigger decided once is not decided again
 (a redelivered event yields nothing), and the same trigger always yields the same action_id.
 
@@ -76,7 +76,7 @@ __all__ = [
     "event_in_place",
     "historical",
     "holdout",
-    "next_wakeup",
+    "next_wake",
     "on_clock",
     "on_event",
     "on_segment_change",
@@ -300,7 +300,7 @@ def clock_in_place(
     return decisions
 
 
-def next_wakeup(state: CustomerRuleState) -> datetime | None:
+def next_wake(state: CustomerRuleState) -> datetime | None:
     """When `on_clock` must next run for this customer: the earliest deadline or delivery."""
     moments = [t.deadline for t in state.timers] + [d.deliver_at for d in state.deferred]
     return min(moments, default=None)

@@ -3,11 +3,11 @@ points about to lapse (积分即将过期), a birthday. Pure, like the engine:
 
     decisions = member_in_place(rules, state, profile, member, programme, moves, now,
                                 budget=budget, wall=wall, origin=event.origin)
-    when = member_wakeup(rules, member, programme, profile, now)   # for the due set
+    when = member_wake(rules, member, programme, profile, now)   # for the wake set
 
 A level change is decided once per change (its movement); a warning or a birthday once per
 moment it concerns (the drop, the lapse, the birthday), the first time a step of the customer
-falls inside its window — at the very instant, since that instant is a wake-up. What history
+falls inside its window — at the very instant, since that instant is a wake time. What history
 causes is recorded, never acted on (`historical`, as for every rule).
 """
 
@@ -108,7 +108,7 @@ def _triggers(
     return []
 
 
-def member_wakeup(
+def member_wake(
     rules: RuleSet, member: MemberState, prog: Programme, profile: Profile, now: datetime
 ) -> datetime | None:
     """The next instant a membership rule's window opens for this customer."""

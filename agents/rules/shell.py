@@ -1,5 +1,5 @@
-"""The rules engine's shell: rule state read and written in the batch's Redis unit, budgets
-booked just before it commits (agents/rules/budget_booking.py), decisions turned into actions
+"""The rules engine's shell: budgets read before the batch's Redis unit and booked just before
+it commits (agents/rules/budget_booking.py), decisions turned into actions
 (Kafka outbox) and decision rows (ClickHouse outbox).
 
 The engine itself (agents/rules/engine.py) is pure, and the customer step
@@ -17,7 +17,7 @@ from typing import Any
 from agents.profile.rows import json_text
 from agents.rules.budget_booking import BudgetBooker, bookings, read_spent
 from agents.rules.contact_policy import BudgetBook, Spend, shop_day
-from agents.rules.state import CustomerRuleState, Decision
+from agents.rules.state import Decision
 from schemas.outputs import Action
 from schemas.privacy import unsubscribe_token
 from schemas.rules import RuleSet
@@ -38,17 +38,11 @@ class MarketingStep:
     span: tuple[datetime, datetime]
     budget: BudgetBook
     decisions: list[Decision] = field(default_factory=list)
-    _changed: dict[str, CustomerRuleState] = field(default_factory=dict)
 
     #: the shared client the budgets are booked with (any slot of a cluster)
     client: Any = None
     #: the input topics' partitions (a customer's keys carry their home partition's tag)
     partitions: int = 1
-
-    @staticmethod
-    def keys(rules: RuleSet, customers: list[str], partitions: int) -> list[str]:
-        """Redis keys the unit must read: each customer's rule state."""
-        return [keyspace.rule_state(c, partitions) for c in customers]
 
     @staticmethod
     async def spent(
@@ -70,29 +64,15 @@ class MarketingStep:
     ) -> MarketingStep:
         return cls(rules, unit, span, BudgetBook(spent), client=client, partitions=partitions)
 
-    def state(self, customer_id: str) -> CustomerRuleState:
-        """The customer's rule state as this unit has it (read, or changed by a step)."""
-        if customer_id in self._changed:
-            return self._changed[customer_id]
-        raw = self.unit.get(keyspace.rule_state(customer_id, self.partitions))
-        if raw:
-            return CustomerRuleState.model_validate_json(raw)
-        return CustomerRuleState(customer_id=customer_id)
-
-    def took(self, state: CustomerRuleState, changed: bool, decisions: list[Decision]) -> None:
-        """What a customer step decided (the budget was booked as it decided)."""
-        if changed:
-            self._changed[state.customer_id] = state
+    def decided(self, decisions: list[Decision]) -> None:
+        """What a customer step decided (the budget was booked as it decided; its rule state
+        is kept with the customer, agents/profile/customers.py)."""
         self.decisions.extend(decisions)
 
     def finish(self, actions_topic: str, privacy_key: bytes) -> None:
-        """Queue the states, budgets, actions, decision rows and counters for the commit.
+        """Queue the budgets, actions, decision rows and counters for the commit.
         Each action carries its customer's unsubscribe token (schemas/privacy.py) in
         `params.unsubscribe_token`; the decision rows do not (analysts need no token)."""
-        for cid, state in self._changed.items():
-            self.unit.put(
-                keyspace.rule_state(cid, self.partitions), state.model_dump_json().encode()
-            )
         readable = set(_budget_days(self.rules, self.span))
         # a withdrawal giving back a day long over (a delivery overdue for days) is not booked:
         # that day's counter may be gone, and no one books it any more

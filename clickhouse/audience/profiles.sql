@@ -4,7 +4,7 @@
 -- Parameters
 --   {now:DateTime64(3, 'UTC')}  the instant recency_days is counted to (the command's clock)
 -- and the where-clause itself, checked by schemas/audience_where.py and put in place of the
--- marker below by ecrm/audience_cmd.py.
+-- marker below by agents/audience.py.
 --
 -- The clause sees every column of profiles_latest. recency_days is re-rated to {now} (whole
 -- days since the last paid order, as `ecrm profile` shows it; NULL for a customer who never

@@ -306,8 +306,8 @@ async def backtest_text(request: Request) -> JSONResponse:
     """What the rules text would have done over the last 30 days (`ecrm rules backtest`)."""
     require_key(request, "read")
     ctx: ApiContext = request.app.state.ctx
-    from agents.profile.keeper import rfm_policy
-    from ecrm.commands.backtest import run_backtest
+    from agents.backtest.run import run_backtest
+    from agents.profile.policy import rfm_policy
     from schemas.rules import parse_rules
 
     text = (await request.body()).decode("utf-8", errors="replace")

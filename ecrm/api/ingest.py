@@ -18,7 +18,7 @@ import orjson
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
 
-from agents.profile.keeper import decode
+from agents.profile.incoming import decode
 from ecrm.api import cors, segment
 from ecrm.api.body import body_json
 from ecrm.api.context import ApiContext, require_key
@@ -62,7 +62,7 @@ class Outcome:
 
 
 def checked(ctx: ApiContext, index: int, mapped: Mapped, now: datetime) -> Outcome:
-    """Each event validated exactly as the worker will (agents/profile/keeper.py `decode`)."""
+    """Each event validated exactly as the worker will (agents/profile/incoming.py `decode`)."""
     if isinstance(mapped, Refused):
         return Outcome(index, reason=mapped.reason)
     window = ctx.settings.time_window(now)

@@ -1,45 +1,29 @@
 """`ecrm rules backtest FILE --since 30d`: what a rules file would have done over the history in
-ClickHouse, replayed through the live engine's code (agents/backtest.py) with a simulated clock.
-
-History is read in pages cut by key (clickhouse/backtest/events_page.sql), so memory holds one
-page of events plus the customers' profiles and rule states. Profiles start empty at the
-start of the replay; `--warm-up 30d` replays that much earlier history first, without
-reporting its decisions, so F, M, segments, cooldowns and caps are already warm (docs/rules.md,
-"Backtest").
+ClickHouse (the run itself: agents/backtest/run.py), printed as a marketer's table or JSON.
+`--warm-up 30d` replays that much earlier history first, without reporting its decisions
+(docs/rules.md, "Backtest").
 """
 
 from __future__ import annotations
 
 import re
 import sys
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
 
-from agents.backtest.history import event_from_row
-from agents.backtest.replay import Replay, ReplayStats
-from agents.backtest.report import BacktestReport, Tally
-from agents.backtest.uplift import Uplift, measured_uplift
-from agents.profile.fold import RfmPolicy
-from agents.profile.keeper import rfm_policy
+from agents.backtest.run import BacktestRun, run_backtest
+from agents.profile.policy import rfm_policy
 from agents.rules.check import check_rules
 from schemas.errors import ConfigError
-from schemas.events import Event
-from schemas.membership import Programme, load_programme
+from schemas.membership import load_programme
 from schemas.rule_values import parse_duration
-from schemas.rules import RuleSet, load_rules
+from schemas.rules import load_rules
 from streams.analysis import open_for_analysis
-from streams.clickhouse import SQL_DIR, ClickHouse
 from streams.settings import Settings
 
-PAGE_SQL = SQL_DIR / "backtest" / "events_page.sql"
-PAGE_ROWS = 50_000
 #: suppression reasons, in the order the guards apply, and their column titles
 SUPPRESSION_COLUMNS = {
     "cooldown": "cooldown",
@@ -73,117 +57,6 @@ def parse_moment(text: str, now: datetime, zone: ZoneInfo) -> datetime:
     if moment.tzinfo is None:
         raise ConfigError(f"--since/--until {text!r} has no UTC offset; say +08:00 or Z")
     return moment.astimezone(UTC)
-
-
-def history(
-    ch: ClickHouse, since: datetime, until: datetime, *, page_rows: int = PAGE_ROWS
-) -> Iterator[Event]:
-    """Every stored event with since <= ts < until, in replay order, a page at a time."""
-    sql = PAGE_SQL.read_text(encoding="utf-8")
-    after: tuple[datetime, str, str] = (since, "", "")
-    while True:
-        rows = ch.query(
-            sql,
-            {
-                "since": since,
-                "until": until,
-                "after_ts": after[0],
-                "after_customer": after[1],
-                "after_event": after[2],
-                "rows": page_rows,
-            },
-        )
-        for row in rows:
-            yield event_from_row(row)
-        if len(rows) < page_rows:
-            return
-        last = rows[-1]
-        after = (last["ts"], last["customer_id"], last["event_id"])
-
-
-@dataclass(frozen=True)
-class BacktestRun:
-    """A finished backtest: the window, the totals, the measured uplift and how fast it went."""
-
-    source: str
-    since: datetime
-    until: datetime
-    warm_from: datetime
-    zone: ZoneInfo
-    report: BacktestReport
-    stats: ReplayStats
-    customers: int
-    uplift: list[Uplift]
-    seconds: float
-
-    @property
-    def events_per_s(self) -> float:
-        read = self.stats.events + self.stats.duplicates
-        return read / self.seconds if self.seconds > 0 else 0.0
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "rules_file": self.source,
-            "since": self.since.isoformat(),
-            "until": self.until.isoformat(),
-            "warm_up_from": self.warm_from.isoformat(),
-            "events": self.stats.events,
-            "duplicates": self.stats.duplicates,
-            "customers": self.customers,
-            "segment_changes": self.stats.segment_changes,
-            "seconds": round(self.seconds, 3),
-            "events_per_s": round(self.events_per_s),
-            **self.report.as_json(),
-            "uplift": [u.as_json() for u in self.uplift],
-        }
-
-
-def run_backtest(
-    ch: ClickHouse,
-    rules: RuleSet,
-    policy: RfmPolicy,
-    *,
-    since: datetime,
-    until: datetime,
-    warm_up: timedelta | None = None,
-    source: str = "",
-    page_rows: int = PAGE_ROWS,
-    keep_decisions: bool = False,
-    consent_default: bool = True,
-    programme: Programme | None = None,
-) -> tuple[BacktestRun, Replay]:
-    """Replay [since - warm_up, until) and run the clock to `until`; decisions from `since` on
-    are tallied (and kept in `Replay.decisions` with `keep_decisions`)."""
-    warm_from = since - (warm_up or timedelta(0))
-    window = rules.policy.attribution_window  # measured first: a missing view fails fast
-    uplift = measured_uplift(ch, [r.id for r in rules.rules], since, until, window)
-    started = time.perf_counter()
-    tally = Tally(rules)
-    replay = Replay(
-        rules,
-        policy,
-        report_from=since,
-        tally=tally,
-        keep_decisions=keep_decisions,
-        consent_default=consent_default,
-        programme=programme,
-    )
-    replay.feed_all(history(ch, warm_from, until, page_rows=page_rows))
-    replay.advance(until)
-    seconds = time.perf_counter() - started
-    run = BacktestRun(
-        source=source,
-        since=since,
-        until=until,
-        warm_from=warm_from,
-        zone=rules.policy.zone,
-        report=tally.report(),
-        stats=replay.stats,
-        customers=len(replay.profiles),
-        uplift=uplift,
-        seconds=seconds,
-    )
-    return run, replay
 
 
 def run_backtest_cmd(

@@ -28,7 +28,6 @@ import redis
 import yaml
 from kafka import KafkaConsumer, KafkaProducer
 
-from agents.profile.keeper import messages_handled
 from agents.profile.rows import event_row
 from ecrm.dev.processes import cpu_seconds, rss_bytes, spawn_worker, stop_process
 from ecrm.dev.traffic import StoreEvent, synthetic_traffic
@@ -37,6 +36,7 @@ from schemas.profile import from_stored
 from streams import counters, keyspace
 from streams.batches import MAX_PARTITION_FETCH_BYTES
 from streams.clickhouse import connect, migrate
+from streams.counters import messages_handled
 from streams.embedded import embedded_stack
 from streams.outbox import clickhouse_entry
 from streams.redis_client import mget

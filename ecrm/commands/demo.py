@@ -22,7 +22,6 @@ import redis
 import yaml
 from kafka import KafkaProducer
 
-from agents.profile.keeper import messages_handled
 from ecrm.commands.member import show_member
 from ecrm.commands.profile import show_profile
 from ecrm.dev.processes import spawn_worker, stop_process
@@ -32,6 +31,7 @@ from schemas.outputs import SEGMENTS
 from schemas.profile import Profile, from_stored
 from streams import counters, keyspace
 from streams.clickhouse import ClickHouse, connect, load_query, migrate
+from streams.counters import messages_handled
 from streams.embedded import embedded_stack
 from streams.redis_client import mget
 from streams.settings import Settings

@@ -21,8 +21,8 @@ import pytest
 import redis
 from kafka import KafkaProducer
 
-from agents.profile.keeper import messages_handled
 from streams import counters
+from streams.counters import messages_handled
 from streams.settings import Settings
 
 _counter = itertools.count(1)

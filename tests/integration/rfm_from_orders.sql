@@ -1,5 +1,5 @@
 -- rfm_from_orders: F and M per customer recomputed in batch from the order events, counted
--- the way the live profile counts them (agents/profile_fold.py); the import test checks the
+-- the way the live profile counts them (agents/profile/fold.py); the import test checks the
 -- stream against it.
 --
 -- Parameters

@@ -26,7 +26,10 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from agents.backtest.replay import replay
-from agents.profile.keeper import Incoming, ProfileKeeper, decode, rfm_policy
+from agents.profile.incoming import Incoming, decode
+from agents.profile.keeper import ProfileKeeper
+from agents.profile.policy import rfm_policy
+from agents.profile.positions import BrokerView
 from agents.rules.book import RulesBook
 from agents.rules.shell import decision_row
 from ecrm.dev.traffic import synthetic_traffic
@@ -149,9 +152,8 @@ async def run_worker_over(
     ends = {settings.topic(n): len(v) for n, v in by_topic.items()}
 
     def keeper() -> ProfileKeeper:
-        k = ProfileKeeper(create_app(settings), rules=RulesBook(rules_path))
-        k.highwater = lambda topic, partition: ends[topic]
-        return k
+        broker = BrokerView(lambda topic, partition: ends[topic])
+        return ProfileKeeper(create_app(settings), rules=RulesBook(rules_path), broker=broker)
 
     current = keeper()
     restart_at = sorted(rng.sample(range(len(order)), restarts)) if order else []
@@ -186,7 +188,7 @@ async def run_worker_over(
         await current.release_held()
     # live now: every moment that fell due up to the wall clock, at its own instant
     end = datetime.now(UTC)
-    while rds.zrangebyscore(keyspace.due(0), "-inf", int(end.timestamp() * 1000), 0, 1):
+    while rds.zrangebyscore(keyspace.wakes(0), "-inf", int(end.timestamp() * 1000), 0, 1):
         await current.sweep([0], now=end)
     await current.app.store.stop()
     return held_max, end
@@ -250,7 +252,7 @@ def backlog_through_the_worker(
     wait_for(lambda: consumed(rds) >= total, timeout=600, what=f"{total} events")
     end = datetime.now(UTC)
     end_ms = int(end.timestamp() * 1000)
-    due_keys = [keyspace.due(p) for p in range(s.partitions)]
+    due_keys = [keyspace.wakes(p) for p in range(s.partitions)]
     wait_for(
         lambda: not any(rds.zrangebyscore(k, "-inf", end_ms, 0, 1) for k in due_keys),
         timeout=120,

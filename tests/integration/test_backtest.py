@@ -18,9 +18,11 @@ import orjson
 import pytest
 import redis
 
-from agents.profile.keeper import Incoming, ProfileKeeper, decode, rfm_policy
+from agents.backtest.run import run_backtest
+from agents.profile.incoming import Incoming, decode
+from agents.profile.keeper import ProfileKeeper
+from agents.profile.policy import rfm_policy
 from agents.rules.book import RulesBook
-from ecrm.commands.backtest import run_backtest
 from ecrm.dev.traffic import synthetic_traffic
 from schemas.rules import load_rules
 from streams import keyspace
@@ -100,7 +102,7 @@ async def run_live(keeper: ProfileKeeper, rds: redis.Redis, items: list[Incoming
     async def sweep_due(until: datetime, inclusive: bool) -> None:
         nonlocal sweeps
         last: Any = None
-        while first := rds.zrange(keyspace.due(0), 0, 0, withscores=True):
+        while first := rds.zrange(keyspace.wakes(0), 0, 0, withscores=True):
             at = datetime.fromtimestamp(first[0][1] / 1000, UTC)
             if at > until or (at == until and not inclusive):
                 return

@@ -122,7 +122,7 @@ def test_a_campaign_reaches_its_audience_once_through_the_rules_and_their_holdou
     # the history is weeks old: its events are decided as of their own times, then the sweep
     # steps each customer through what time did since (R ageing moves the lapsed ones)
     now_ms = int(datetime.now(UTC).timestamp() * 1000)
-    due = [keyspace.due(p) for p in range(s.partitions)]
+    due = [keyspace.wakes(p) for p in range(s.partitions)]
     wait_for(
         lambda: not any(rds.zrangebyscore(k, "-inf", now_ms, 0, 1) for k in due),
         timeout=60,

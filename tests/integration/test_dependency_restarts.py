@@ -15,7 +15,9 @@ import orjson
 import pytest
 import redis
 
-from agents.profile.keeper import ProfileKeeper, decode
+from agents.profile.incoming import decode
+from agents.profile.keeper import ProfileKeeper
+from agents.profile.positions import BrokerView
 from agents.profile.reads import read_profile
 from streams.app import create_app
 from streams.embedded import EmbeddedStack, start_embedded
@@ -110,8 +112,9 @@ def test_a_partition_first_read_while_redis_is_down_is_applied_once_redis_is_bac
     }
 
     async def scenario() -> None:
-        keeper = ProfileKeeper(create_app(settings))
-        keeper.highwater = lambda t, p: 1 if t == topic else 0  # the event-time clock is on
+        # with a broker to ask, the event-time clock is on
+        broker = BrokerView(lambda t, p: 1 if t == topic else 0)
+        keeper = ProfileKeeper(create_app(settings), broker=broker)
         stack.crash_redis()
         applying = asyncio.ensure_future(
             keeper.apply([decode(topic, "browse", 0, 0, None, orjson.dumps(event))])

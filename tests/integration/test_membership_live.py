@@ -18,7 +18,7 @@ from kafka import KafkaConsumer
 
 from agents.customer_step import Customer, StepContext, advance, on_event
 from agents.membership.state import MemberState
-from agents.profile.keeper import rfm_policy
+from agents.profile.policy import rfm_policy
 from agents.rules.contact_policy import BudgetBook
 from schemas.events import EVENT_BY_TOPIC, Event
 from schemas.membership import load_programme

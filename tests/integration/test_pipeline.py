@@ -16,7 +16,7 @@ import pytest
 from kafka import KafkaConsumer
 
 from agents.profile.fold import VIEWS_KEPT, fold_many, refresh
-from agents.profile.keeper import rfm_policy
+from agents.profile.policy import rfm_policy
 from agents.profile.reads import read_profile
 from schemas.events import EVENT_BY_TOPIC, Event
 from schemas.profile import empty_profile, from_stored

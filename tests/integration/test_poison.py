@@ -12,7 +12,8 @@ import orjson
 import pytest
 from kafka import KafkaConsumer
 
-from agents.profile.keeper import Incoming, ProfileKeeper, decode
+from agents.profile.incoming import Incoming, decode
+from agents.profile.keeper import ProfileKeeper
 from agents.profile.reads import read_profile
 from agents.rules.book import RulesBook
 from streams import keyspace

@@ -165,7 +165,7 @@ def test_an_erased_customer_stays_erased_when_their_events_come_again(
     assert counters["erasures"] == 1
     assert rds.get(keyspace.profile("gone", s.partitions)) is None
     assert rds.get(keyspace.rule_state("gone", s.partitions)) is None
-    assert not any(rds.zscore(keyspace.due(p), "gone") for p in range(s.partitions))
+    assert not any(rds.zscore(keyspace.wakes(p), "gone") for p in range(s.partitions))
     kept = Profile.model_validate_json(rds.get(keyspace.profile("kept", s.partitions)))
     assert kept.frequency == 2
 

@@ -42,7 +42,7 @@ def test_an_untagged_redis_is_moved_once_and_nothing_is_lost(
     assert rds.get(keyspace.profile("alice", n)) == b'{"v":1,"customer_id":"alice"}'
     assert rds.get(keyspace.rule_state("alice", n)) == b'{"customer_id":"alice"}'
     assert all(rds.get(keyspace.erased("tok123", p)) for p in range(n))
-    assert rds.zscore(keyspace.due(2), "alice") == 1000
+    assert rds.zscore(keyspace.wakes(2), "alice") == 1000
     assert rds.get(keyspace.offset("kafka", "ecrm.orders", 3)) == b"41"
     assert rds.hget(keyspace.stats(0), "events") == b"7"
     assert rds.hget(keyspace.rule_stats(0), "welcome|fired") == b"2"

@@ -27,7 +27,8 @@ import pytest
 import redis
 from kafka import KafkaConsumer
 
-from agents.profile.keeper import Incoming, ProfileKeeper, decode
+from agents.profile.incoming import Incoming, decode
+from agents.profile.keeper import ProfileKeeper
 from agents.profile.reads import read_profile
 from agents.rules.book import RulesBook
 from streams import keyspace
@@ -263,7 +264,7 @@ def test_a_cart_abandoned_at_night_waits_for_the_morning_and_is_delivered_with_t
     assert rule_stats(rds) == {"abandoned-cart|deferred": 1}
     assert queued_actions(rds, settings) == []
     # the customer is due again at 08:00 Shanghai, not before
-    assert rds.zscore(keyspace.due(0), "owl") == int(morning.timestamp() * 1000)
+    assert rds.zscore(keyspace.wakes(0), "owl") == int(morning.timestamp() * 1000)
     shop.sweep(morning - timedelta(milliseconds=1))
     assert queued_actions(rds, settings) == []
 

@@ -76,7 +76,7 @@ def test_a_unit_commits_its_values_watermarks_and_side_effects_together(app, cli
             app.profiles[b"alice"] = b'{"v": 1}'
             unit.advance("orders", p, 41)
             unit.add(kafka_message("t.actions", "alice", b"coupon"))
-            unit.zadd(keyspace.due(p), "alice", 1000)
+            unit.zadd(keyspace.wakes(p), "alice", 1000)
             unit.count("events")
             ops = unit.ops()
         return ops
@@ -88,14 +88,14 @@ def test_a_unit_commits_its_values_watermarks_and_side_effects_together(app, cli
         Xadd(
             keyspace.kafka_outbox(p), {"topic": b"t.actions", "value": b"coupon", "key": b"alice"}
         ),
-        Zadd(keyspace.due(p), "alice", 1000),
+        Zadd(keyspace.wakes(p), "alice", 1000),
         Hincrby(keyspace.stats(p), "events", 1),
     ]
     assert len({key_slot(op.key.encode()) for op in ops if isinstance(op, Set)}) == 1
     assert client.get(keyspace.profile("alice", n)) == b'{"v": 1}'
     assert client.get(keyspace.offset("kafka", "orders", p)) == b"41"
     assert client.xlen(keyspace.kafka_outbox(p)) == 1
-    assert client.zscore(keyspace.due(p), "alice") == 1000
+    assert client.zscore(keyspace.wakes(p), "alice") == 1000
 
 
 def test_a_unit_that_raises_commits_nothing(app, client) -> None:

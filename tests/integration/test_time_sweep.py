@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from agents.profile.keeper import Incoming, ProfileKeeper, decode
+from agents.profile.incoming import Incoming, decode
+from agents.profile.keeper import ProfileKeeper
 from agents.profile.reads import read_profile
 from streams import keyspace
 from streams.app import create_app
@@ -64,5 +65,5 @@ def test_a_valuable_customer_who_stops_buying_drifts_to_important_keep(settings,
         "time",
     )
     # the next moment time matters is when the first order leaves the 365-day window
-    score = rds.zscore(keyspace.due(0), "vip")
+    score = rds.zscore(keyspace.wakes(0), "vip")
     assert score == int((now - timedelta(days=20) + timedelta(days=365)).timestamp() * 1000)

@@ -61,7 +61,7 @@ def test_the_shared_counters_and_outbox_depths_add_up_every_partition(settings, 
     for p in (0, settings.partitions - 1):
         rds.xadd(keyspace.clickhouse_outbox(p), outbox_entry("events", [{"event_id": "e"}]))
     rds.xadd(keyspace.kafka_outbox(1), kafka_entry("ecrm.actions", "c", b"{}"))
-    rds.zadd(keyspace.due(2), {"c-2": 1})
+    rds.zadd(keyspace.wakes(2), {"c-2": 1})
 
     collector = RedisCounters(settings.redis_url, settings.partitions)
     samples = {
@@ -75,5 +75,5 @@ def test_the_shared_counters_and_outbox_depths_add_up_every_partition(settings, 
     assert samples[rule] == 7
     assert samples[("ecrm_outbox_depth", (("outbox", "clickhouse"),))] == 2
     assert samples[("ecrm_outbox_depth", (("outbox", "kafka"),))] == 1
-    assert samples[("ecrm_timers_due", (("partition", "2"),))] == 1
-    assert samples[("ecrm_timers_due", (("partition", "0"),))] == 0
+    assert samples[("ecrm_customers_waking", (("partition", "2"),))] == 1
+    assert samples[("ecrm_customers_waking", (("partition", "0"),))] == 0

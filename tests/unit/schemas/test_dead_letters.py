@@ -7,7 +7,7 @@ import base64
 import hashlib
 from datetime import UTC, datetime
 
-from agents.profile.keeper import decode
+from agents.profile.incoming import decode
 from schemas.outputs import (
     DEAD_LETTER_KEY_BYTES,
     DEAD_LETTER_PREFIX_BYTES,

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from agents.backtest.history import event_from_row
-from agents.profile.keeper import decode
+from agents.profile.incoming import decode
 from agents.profile.rows import event_row
 from schemas.events import (
     MAX_AMOUNT,

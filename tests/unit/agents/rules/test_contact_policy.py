@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agents.rules.contact_policy import Spend, quiet_until
-from agents.rules.engine import BudgetBook, budget_spend, holdout, next_wakeup
+from agents.rules.engine import BudgetBook, budget_spend, holdout, next_wake
 from schemas.rules import parse_rules
 from tests.unit.agents.rules.rule_driver import (
     ABANDONED_CART,
@@ -83,13 +83,13 @@ def test_quiet_hours_defer_to_eight_in_the_morning_and_then_deliver_with_the_sam
     assert outcomes(deferred) == [("abandoned-cart", "deferred", "quiet_hours")]
     assert deferred[0].deliver_at == EIGHT_AM
     assert deferred[0].deliver_at.astimezone(SHANGHAI).hour == 8
-    assert next_wakeup(c.state) == EIGHT_AM
+    assert next_wake(c.state) == EIGHT_AM
     assert c.clock(EIGHT_AM - MIN) == []
     delivered = c.clock(EIGHT_AM)
     assert outcomes(delivered) == [("abandoned-cart", "fired", None)]
     assert delivered[0].action_id == deferred[0].action_id and delivered[0].released
     assert delivered[0].to_action().fired_at == EIGHT_AM
-    assert c.clock(EIGHT_AM + MIN) == [] and next_wakeup(c.state) is None
+    assert c.clock(EIGHT_AM + MIN) == [] and next_wake(c.state) is None
     assert c.ledger.spent("abandoned-cart", date(2024, 5, 2)) == Spend(1, Decimal("10"))
 
 

@@ -10,7 +10,7 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.rules.engine import CustomerRuleState, action_id_for, holdout, next_wakeup
+from agents.rules.engine import CustomerRuleState, action_id_for, holdout, next_wake
 from schemas.events import FavoriteEvent
 from tests.unit.agents.rules.rule_driver import (
     ABANDONED_CART,
@@ -39,7 +39,7 @@ from tests.unit.agents.rules.rule_driver import (
 def test_an_abandoned_cart_earns_one_coupon_at_the_deadline_and_not_before() -> None:
     c = Customer(ruleset(ABANDONED_CART))
     assert c.does(cart("e1", NOON)) == []
-    assert next_wakeup(c.state) == NOON + 30 * MIN
+    assert next_wake(c.state) == NOON + 30 * MIN
     assert c.clock(NOON + 30 * MIN - SEC) == []
     fired = c.clock(NOON + 30 * MIN)
     assert outcomes(fired) == [("abandoned-cart", "fired", None)]
@@ -48,14 +48,14 @@ def test_an_abandoned_cart_earns_one_coupon_at_the_deadline_and_not_before() -> 
     assert action.kind == "coupon" and action.channel == "sms"
     assert action.params["valid_until"] == (NOON + 30 * MIN + 48 * HOUR).isoformat()
     assert c.clock(NOON + 31 * MIN) == [] and c.clock(NOON + 2 * DAY) == []
-    assert next_wakeup(c.state) is None
+    assert next_wake(c.state) is None
 
 
 def test_a_paid_order_one_second_before_the_deadline_cancels_the_coupon() -> None:
     c = Customer(ruleset(ABANDONED_CART))
     c.does(cart("e1", NOON))
     assert c.does(paid("o1", NOON + 30 * MIN - SEC)) == []
-    assert c.state.timers == [] and next_wakeup(c.state) is None
+    assert c.state.timers == [] and next_wake(c.state) is None
     assert c.clock(NOON + 30 * MIN) == []
 
 
@@ -227,7 +227,7 @@ def test_a_rule_switched_off_drops_its_waits_and_withdraws_its_deferred_actions(
     withdrawn = c.clock(NOON + 20 * HOUR)
     assert outcomes(withdrawn) == [("abandoned-cart", "suppressed", "rule_disabled")]
     assert withdrawn[0].budget_delta == -1
-    assert c.state.timers == [] and c.state.deferred == [] and next_wakeup(c.state) is None
+    assert c.state.timers == [] and c.state.deferred == [] and next_wake(c.state) is None
 
 
 # --- properties -------------------------------------------------------------------------------
@@ -276,7 +276,7 @@ def test_no_action_is_ever_decided_twice_however_events_and_sweeps_interleave(
             c.clock(now)
             if what == "sweep-twice":
                 assert c.clock(now) == []
-        wake = next_wakeup(c.state)
+        wake = next_wake(c.state)
         assert wake is None or wake > now or what in ("cart", "paid")
     c.clock(now + DAY)
     decided = [d.action_id for d in c.decisions]

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from agents.backtest.replay import replay
 from agents.profile.fold import RfmPolicy
-from agents.rules.engine import action_id_for, historical, next_wakeup
+from agents.rules.engine import action_id_for, historical, next_wake
 from ecrm.commands.bench import HISTORY as BENCH_HISTORY
 from ecrm.commands.bench import history_as_live
 from ecrm.commands.demo import HISTORY, _demo_rules
@@ -189,7 +189,7 @@ def test_a_wait_armed_by_an_imported_cart_never_fires_an_action() -> None:
     c = Customer(ruleset(ABANDONED_CART))
     c.does(imported(cart("e1", NOON)), wall=NOON)
     assert [t.origin for t in c.state.timers] == ["import"]
-    assert next_wakeup(c.state) == NOON + 30 * MIN
+    assert next_wake(c.state) == NOON + 30 * MIN
     due = c.clock(NOON + 30 * MIN, wall=NOON + 30 * MIN)  # on time: history all the same
     assert verdicts(due) == [HISTORICAL] and due[0].trigger_event_id == "e1"
     assert c.state.timers == [] and c.state.last_fired == {}
