@@ -24,7 +24,7 @@ import orjson
 
 from agents.backtest.history import event_from_row
 from agents.backtest.replay import Replay, ReplayStats
-from agents.backtest.report import BacktestReport, Tally
+from agents.backtest.report import DEFAULT_WARM_UP, BacktestReport, Tally
 from agents.backtest.uplift import Uplift, measured_uplift
 from agents.profile.fold import RfmPolicy
 from agents.profile.keeper import rfm_policy
@@ -230,6 +230,8 @@ def run_backtest_cmd(
 
 def _warm_up(text: str | None) -> timedelta | None:
     if not text:
+        return DEFAULT_WARM_UP
+    if text.strip().lower() in ("none", "0"):
         return None
     try:
         return parse_duration(text)

@@ -26,10 +26,11 @@ from agents.profile.keeper import messages_handled
 from ecrm.commands.member import show_member
 from ecrm.commands.profile import show_profile
 from ecrm.dev.processes import spawn_worker, stop_process
-from ecrm.dev.traffic import StoreEvent, synthetic_traffic
+from ecrm.dev.traffic import CouponResponse, StoreEvent, synthetic_traffic
 from schemas.membership import load_programme
 from schemas.outputs import SEGMENTS
 from schemas.profile import Profile, from_stored
+from schemas.rules import load_rules
 from streams import counters, keyspace
 from streams.clickhouse import ClickHouse, connect, load_query, migrate
 from streams.embedded import embedded_stack
@@ -41,8 +42,15 @@ from streams.topics import contract_topics, ensure_topics
 SEGMENT_ORDER = [*SEGMENTS[1:], SEGMENTS[0]]  # the eight of PRODUCT.md, then prospects
 #: the span of generated history the demo replays as if live
 HISTORY = timedelta(days=120)
+DAY = timedelta(days=1)
 #: the rules' max_event_age in the demo: the whole history, and a month for the run itself
 DEMO_MAX_EVENT_AGE = HISTORY + timedelta(days=30)
+#: the rule whose coupon the synthetic shoppers answer (ecrm/dev/traffic.py CouponResponse)
+RESPONDING_RULE = "abandoned-cart"
+#: the response model's defaults: the chance a shopper comes back for an abandoned cart on
+#: their own, and what the coupon adds to it
+COMEBACK = 0.10
+COUPON_LIFT = 0.20
 
 
 def say(text: str = "", end: str = "\n") -> None:
@@ -50,7 +58,14 @@ def say(text: str = "", end: str = "\n") -> None:
 
 
 def run_demo(
-    settings: Settings, *, customers: int, sessions: int, workers: int = 1, serve: bool = False
+    settings: Settings,
+    *,
+    customers: int,
+    sessions: int,
+    workers: int = 1,
+    serve: bool = False,
+    comeback: float = COMEBACK,
+    lift: float = COUPON_LIFT,
 ) -> int:
     data_dir = Path(tempfile.mkdtemp(prefix="ecrm-demo-"))
     logging.getLogger("kafka").setLevel(logging.CRITICAL)  # the client's chatter is not news here
@@ -81,7 +96,8 @@ def run_demo(
         sink.start()
         procs = [spawn_worker(s, data_dir / f"worker-{i + 1}.log") for i in range(workers)]
         try:
-            code = _drive(s, ch, procs, customers, sessions)
+            response = _response(rules, comeback, lift)
+            code = _drive(s, ch, procs, customers, sessions, response)
             if serve and code == 0:
                 _serve(s, ch, procs)
             return code
@@ -135,8 +151,22 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _response(rules_file: Path, comeback: float, lift: float) -> CouponResponse | None:
+    """The shoppers' answer to the abandoned-cart coupon, from that rule of the rules file."""
+    ruleset = load_rules(rules_file)
+    rule = next((r for r in ruleset.rules if r.id == RESPONDING_RULE and r.enabled), None)
+    if rule is None:
+        return None
+    return CouponResponse.for_rule(rule, ruleset.policy, base=comeback, lift=lift)
+
+
 def _drive(
-    s: Settings, ch: ClickHouse, procs: list[subprocess.Popen[bytes]], customers: int, sessions: int
+    s: Settings,
+    ch: ClickHouse,
+    procs: list[subprocess.Popen[bytes]],
+    customers: int,
+    sessions: int,
+    response: CouponResponse | None = None,
 ) -> int:
     client = s.redis()
     now = datetime.now(UTC)
@@ -144,7 +174,13 @@ def _drive(
         f"[2/5] started {len(procs)} worker process(es); generating traffic for {customers:,} "
         f"customers, {sessions:,} sessions over the last {HISTORY.days} days ..."
     )
-    events = list(synthetic_traffic(customers, sessions, start=now - HISTORY, span=HISTORY))
+    if response is not None:
+        say(f"      response model: {response.describe()}")
+        if not response.lift:
+            say("      (--no-effect: the coupon changes nothing, so its measured uplift is noise)")
+    events = list(
+        synthetic_traffic(customers, sessions, start=now - HISTORY, span=HISTORY, response=response)
+    )
     producer = KafkaProducer(
         bootstrap_servers=s.kafka_bootstrap, linger_ms=20, batch_size=256 * 1024
     )
@@ -190,8 +226,18 @@ def _drive(
 def _summary(
     s: Settings, ch: ClickHouse, client: redis.Redis, produced: int, elapsed: float
 ) -> None:
+    """Counts of the worker's own (Redis) first, then every figure an analyst can ask again
+    (`ecrm sql`, the dashboard) from ClickHouse, which has caught up with the worker."""
     stats = counters.stats(client, s.partitions)
+    now = datetime.now(UTC)
+    as_of = _as_of(ch)
+    zone = load_rules(s.rules_file).policy.zone
     say()
+    if as_of is not None:
+        say(
+            f"  figures as of {as_of.astimezone(zone):%Y-%m-%d %H:%M:%S} {zone.key} (event time: "
+            f"the latest event in ClickHouse; now is {now.astimezone(zone):%H:%M:%S})"
+        )
     say(f"  events produced      {produced:>10,}")
     say(f"  events applied       {stats.get('events', 0):>10,}")
     say(
@@ -208,9 +254,13 @@ def _summary(
     )
     say(f"  throughput           {produced / elapsed:>10,.0f}   events/s")
     profiles = _profiles(client)
-    counts = Counter(p.segment for p in profiles)
+    dist = ch.query(load_query("rfm_distribution"))
+    counts = {str(r["segment"]): int(r["customers"]) for r in dist}
     say()
-    say(f"  customers per RFM segment ({len(profiles):,} profiles in Redis)")
+    say(
+        f"  customers per RFM segment ({sum(counts.values()):,} customers; each one's latest "
+        "profile, as `ecrm sql rfm_distribution` and the dashboard count them)"
+    )
     for seg in SEGMENT_ORDER:
         if counts.get(seg):
             say(
@@ -221,17 +271,29 @@ def _summary(
         say()
         say(f"  a sample profile (the top spender), as `ecrm profile {top.customer_id}` prints it:")
         show_profile(s, top.customer_id, as_json=False)
-    _rules_table(client, s.partitions)
+    _rules_table(ch, s.rules_file)
     _membership(s, ch, profiles)
     say()
-    say("  ClickHouse: GMV by current segment (clickhouse/queries/gmv_by_segment.sql)")
+    say("  ClickHouse: GMV by current segment (ecrm sql gmv_by_segment)")
     _gmv_table(ch)
     say()
+    window = load_rules(s.rules_file).policy.attribution_window
+    hours = max(1, int(window.total_seconds() // 3600))
     say(
-        "  ClickHouse: rule performance, last-touch attribution within 72 h (ecrm sql rule_performance)"
+        f"  ClickHouse: rule performance over the last {HISTORY.days} days, last-touch attribution "
+        f"within {hours} h\n    (ecrm sql rule_performance --param since=-{HISTORY.days}d "
+        f"--param window_hours={hours}; the dashboard's /rules?days={HISTORY.days})"
     )
-    _rule_performance(ch)
+    _rule_performance(ch, hours)
     say()
+
+
+def _as_of(ch: ClickHouse) -> datetime | None:
+    rows = ch.query("SELECT max(ts) AS at, count() AS n FROM events")
+    if not rows or not rows[0]["n"]:
+        return None
+    at = rows[0]["at"]
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def _demo_rules(path: Path, data_dir: Path) -> Path:
@@ -252,13 +314,20 @@ def _demo_rules(path: Path, data_dir: Path) -> Path:
     return out
 
 
-def _rules_table(client: redis.Redis, partitions: int) -> None:
+def _rules_table(ch: ClickHouse, rules_file: Path) -> None:
+    now = datetime.now(UTC)
+    rows = ch.query(
+        load_query("rule_decisions"), {"since": now - timedelta(days=3650), "until": now + DAY}
+    )
     per_rule: dict[str, Counter[str]] = {}
-    for field, n in counters.rule_stats(client, partitions).items():
-        rule_id, outcome = field.split("|", 1)
-        per_rule.setdefault(rule_id, Counter())[outcome] += int(n)
+    for row in rows:
+        outcome = row["outcome"] + (f":{row['reason']}" if row["outcome"] == "suppressed" else "")
+        per_rule.setdefault(row["rule_id"], Counter())[outcome] += int(row["decisions"])
     say()
-    say("  marketing rules (rules/example.yaml): decisions per rule")
+    say(
+        f"  marketing rules ({rules_file.name}): decisions per rule in ClickHouse "
+        "(ecrm sql rule_decisions)"
+    )
     say(f"    {'rule':<24} {'fired':>7} {'held out':>9} {'deferred':>9}  suppressed (why)")
     for rule_id, c in sorted(per_rule.items()):
         why = ", ".join(
@@ -311,12 +380,13 @@ def _gmv_table(ch: ClickHouse) -> None:
         load_query("gmv_by_segment"),
         {"since": now - timedelta(days=365), "until": now + timedelta(days=1)},
     )
-    say(f"    {'segment':<20} {'customers':>9} {'orders':>7} {'GMV':>12} {'AOV':>9}")
+    say(f"    {'segment':<20} {'buyers':>9} {'orders':>7} {'GMV ¥':>12} {'AOV ¥':>9}")
     for row in rows:
         say(
             f"    {row['segment']:<20} {row['customers']:>9,} {row['orders']:>7,} "
             f"{row['gmv']:>12,.2f} {row['aov']:>9,.2f}"
         )
+    say("    (buyers: customers with a paid order in the last 365 days, by their segment now)")
 
 
 def _payload(ev: StoreEvent) -> bytes:
@@ -326,15 +396,15 @@ def _payload(ev: StoreEvent) -> bytes:
         return json.dumps(ev.value).encode()
 
 
-def _rule_performance(ch: ClickHouse) -> None:
+def _rule_performance(ch: ClickHouse, window_hours: int) -> None:
     now = datetime.now(UTC)
     rows = ch.query(
         load_query("rule_performance"),
-        {"since": now - timedelta(days=365), "until": now + timedelta(days=1), "window_hours": 72},
+        {"since": now - HISTORY, "until": now, "window_hours": window_hours},
     )
     say(
         f"    {'rule':<22} {'decided':>8} {'sent':>6} {'held out':>8} {'converted':>9} "
-        f"{'treated':>8} {'held-out':>8} {'uplift (95% CI)':>24} {'coupon cost':>11}"
+        f"{'treated':>8} {'held-out':>8} {'uplift (95% CI)':>24} {'coupon cost ¥':>13}"
     )
     for r in rows:
 
@@ -349,10 +419,15 @@ def _rule_performance(ch: ClickHouse) -> None:
         say(
             f"    {r['rule_id']:<22} {r['decided']:>8,} {r['sent']:>6,} {r['held_out']:>8,} "
             f"{r['converted']:>9,} {pct(r['treated_rate']):>8} {pct(r['held_out_rate']):>8} {ci:>24} "
-            f"{float(r['coupon_cost'] or 0):>11,.2f}"
+            f"{float(r['coupon_cost'] or 0):>13,.2f}"
         )
     if not rows:
         say("    (no decisions yet)")
+    else:
+        say(
+            "    uplift: converted share of treated minus held-out customers, 95% interval; "
+            "coupon cost: coupons sent x value"
+        )
 
 
 def _profiles(client: redis.Redis) -> list[Profile]:
@@ -363,13 +438,25 @@ def _profiles(client: redis.Redis) -> list[Profile]:
     return out
 
 
-def _wait_drained(client: redis.Redis, partitions: int, timeout: float = 120) -> None:
+def _wait_drained(client: redis.Redis, partitions: int, timeout: float = 180) -> None:
+    """Until ClickHouse has caught up with the worker: its outboxes stay empty for a second
+    (the worker still decides as the clock passes deadlines; the figures say as of when)."""
     deadline = time.monotonic() + timeout
     outboxes = counters.clickhouse_outboxes(partitions)
-    while (left := counters.stream_lengths(client, outboxes)) and time.monotonic() < deadline:
-        say(f"      history to ClickHouse: {left} batches left", end="\r")
+    quiet_since: float | None = None
+    while time.monotonic() < deadline:
+        left = counters.stream_lengths(client, outboxes)
+        if left:
+            quiet_since = None
+            say(f"      history to ClickHouse: {left} batches left", end="\r")
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= 1.0:
+            say(" " * 60, end="\r")
+            return
         time.sleep(0.2)
-    say(" " * 60, end="\r")
+    left = counters.stream_lengths(client, outboxes)
+    say(f"      ClickHouse is still {left} batches behind the worker; the figures below lag it")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -377,6 +464,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--customers", type=int, default=3000)
     demo.add_argument("--sessions", type=int, default=12000)
     demo.add_argument("--workers", type=int, default=1)
+    demo.add_argument(
+        "--comeback",
+        type=float,
+        default=COMEBACK,
+        help=f"chance a shopper buys an abandoned cart later without a coupon (default {COMEBACK})",
+    )
+    demo.add_argument(
+        "--coupon-lift",
+        type=float,
+        default=COUPON_LIFT,
+        help="what the abandoned-cart coupon adds to that chance "
+        f"(default {COUPON_LIFT}: +{COUPON_LIFT:.0%} points)",
+    )
+    demo.add_argument(
+        "--no-effect",
+        action="store_true",
+        help="shoppers ignore coupons (--coupon-lift 0): the measured uplift is the honest null",
+    )
     demo.add_argument(
         "--serve",
         action="store_true",
@@ -391,4 +496,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         sessions=args.sessions,
         workers=args.workers,
         serve=args.serve,
+        comeback=args.comeback,
+        lift=0.0 if args.no_effect else args.coupon_lift,
     )

@@ -10,6 +10,14 @@ same `event_id`, and the odd broken message that must go to the dead-letter topi
 Messages come out in event-time order per customer; overall they are ordered up to each
 customer's producer lag (at most `MAX_LAG`), as they would be from many producers.
 
+With a `CouponResponse` the shoppers also answer the abandoned-cart coupon, by a stated model
+(`ecrm demo` prints it): a shopper who leaves a cart comes back for it within the coupon's
+validity with probability `base`, or `base + lift` when the coupon reached them. Who it
+reached is known without watching the worker: the rule's holdout is a deterministic hash of
+rule and customer (agents/rules/contact_policy.py `holdout`), and the rule's wait and
+cooldown are replayed here. Its draws come from a random stream of their own, so the same
+seed gives the same shop with or without the effect (`lift=0`: the honest null).
+
     for event in synthetic_traffic(2000, 20_000, start=datetime.now(UTC), span=timedelta(days=7)):
         producer.send(f"ecrm.{event.topic}", key=event.key.encode(), value=event.payload())
 """
@@ -29,6 +37,9 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+
+from agents.rules.contact_policy import holdout
+from schemas.rules import Policy, Rule
 
 SHOP_TZ = timezone(timedelta(hours=8))
 MAX_LAG = timedelta(seconds=2)
@@ -70,6 +81,73 @@ class StoreEvent:
 
 
 @dataclass(frozen=True)
+class CouponResponse:
+    """How shoppers answer an abandoned-cart coupon: the model the demo's uplift measures.
+
+    A session that leaves items in the cart without a paid order is an abandoned cart; the
+    rule decides `wait` after the last cart add (unless the customer's previous decision is
+    less than `cooldown` old). Then, within `window` of the decision, the shopper buys that
+    cart with probability `base` — or `base + lift` when they are not in the rule's holdout
+    (they got the coupon, and use it: `value` off when the cart reaches `threshold`)."""
+
+    rule_id: str = "abandoned-cart"
+    holdout: float = 0.10
+    wait: timedelta = timedelta(minutes=30)
+    cooldown: timedelta | None = timedelta(days=7)
+    window: timedelta = timedelta(hours=48)
+    base: float = 0.10
+    lift: float = 0.20
+    value: Decimal = Decimal(10)
+    threshold: Decimal = Decimal(0)
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.base <= 1 and 0 <= self.base + self.lift <= 1):
+            raise ValueError("need 0 <= base <= 1 and 0 <= base + lift <= 1")
+
+    @classmethod
+    def for_rule(cls, rule: Rule, policy: Policy, *, base: float, lift: float) -> CouponResponse:
+        """The model for a "cart not followed by a paid order" coupon rule of a rules file:
+        its holdout, wait and cooldown, its coupon, and a return within both the coupon's
+        validity and the attribution window (so the purchase is the rule's to measure)."""
+        if rule.when.within is None or rule.action.kind != "coupon":
+            raise ValueError(f"rule {rule.id} is not a coupon after a wait")
+        params = rule.action.params
+        valid = params.get("valid_for")
+        valid_for = valid if isinstance(valid, timedelta) else policy.attribution_window
+        return cls(
+            rule_id=rule.id,
+            holdout=rule.holdout,
+            wait=rule.when.within,
+            cooldown=rule.cooldown,
+            window=min(valid_for, policy.attribution_window),
+            base=base,
+            lift=lift,
+            value=Decimal(str(params.get("value", 0))),
+            threshold=Decimal(str(params.get("threshold", 0))),
+        )
+
+    def coupon_reaches(self, customer_id: str) -> bool:
+        """Not held out: the rules engine's own assignment (a hash of rule and customer)."""
+        return not holdout(self.rule_id, customer_id, self.holdout)
+
+    def describe(self) -> str:
+        cooldown = f", at most once per {_span(self.cooldown)}" if self.cooldown else ""
+        return (
+            f"a shopper who leaves a cart ({self.rule_id}: no paid order within "
+            f"{_span(self.wait)}{cooldown}) buys it within {_span(self.window)} with "
+            f"probability {self.base:.0%} without the coupon ({self.holdout:.0%} held out), "
+            f"{self.base + self.lift:.0%} with it (+{self.lift:.0%} points)"
+        )
+
+
+def _span(span: timedelta) -> str:
+    for unit, size in (("d", timedelta(days=1)), ("h", timedelta(hours=1))):
+        if span % size == timedelta(0):
+            return f"{span // size}{unit}"
+    return f"{span // timedelta(minutes=1)}m"
+
+
+@dataclass(frozen=True)
 class _Sku:
     sku: str
     category: str
@@ -93,14 +171,44 @@ def synthetic_traffic(
     start: datetime,
     span: timedelta,
     sku_count: int = 500,
+    response: CouponResponse | None = None,
 ) -> Iterator[StoreEvent]:
-    """`sessions` shopping sessions of `customers` customers within [start, start + span]."""
+    """`sessions` shopping sessions of `customers` customers within [start, start + span];
+    with `response`, shoppers also answer the abandoned-cart coupon by that model."""
     if start.tzinfo is None:
         raise ValueError("start must be timezone-aware")
     if customers < 1 or sessions < 0 or sku_count < 1 or span <= timedelta(0):
         raise ValueError("need customers >= 1, sessions >= 0, sku_count >= 1 and a positive span")
     rng = random.Random(seed)  # noqa: S311 - reproducible make-believe, not a secret
-    return _Shop(rng, customers, sku_count).traffic(sessions, start, span)
+    shop = _Shop(rng, customers, sku_count)
+    if response is not None:
+        shop.answers = _Answers(response, random.Random(seed * 7919 + 1))  # noqa: S311
+    return shop.traffic(sessions, start, span)
+
+
+class _Answers:
+    """The response model's own state: each customer's last decision, for the cooldown."""
+
+    def __init__(self, model: CouponResponse, rng: random.Random) -> None:
+        self.model = model
+        self.rng = rng
+        self.decided: dict[str, int] = {}  # customer -> epoch ms of their last decision
+        self.sent: set[str] = set()  # event_ids of the comeback orders (sent as they are)
+
+    def comeback(self, customer_id: str, last_cart_at: int) -> int | None:
+        """When the shopper comes back for an abandoned cart, or None when they don't."""
+        m = self.model
+        decided_at = last_cart_at + m.wait // timedelta(milliseconds=1)
+        last = self.decided.get(customer_id)
+        cooldown = m.cooldown // timedelta(milliseconds=1) if m.cooldown else 0
+        if last is not None and decided_at - last < cooldown:
+            return None  # suppressed by the cooldown: no coupon, no control group either
+        self.decided[customer_id] = decided_at
+        chance = m.base + (m.lift if m.coupon_reaches(customer_id) else 0.0)
+        if self.rng.random() >= chance:
+            return None
+        window_ms = m.window // timedelta(milliseconds=1)
+        return decided_at + self.rng.randrange(60_000, max(window_ms - 60_000, 60_001))
 
 
 class _Shop:
@@ -119,6 +227,7 @@ class _Shop:
         )
         self.seq = itertools.count()
         self.platform: str | None = None  # the session's app, sent as an extra field
+        self.answers: _Answers | None = None  # the coupon response model, when there is one
 
     def _sku(self, i: int, category: str) -> _Sku:
         low, high = CATEGORIES[category]
@@ -168,6 +277,7 @@ class _Shop:
             yield at, "browse", self._event(c, at, url=rng.choice(PAGES))
         cart: dict[str, tuple[_Sku, int]] = {}
         viewed: list[_Sku] = []
+        last_cart_at = at
         for _ in range(min(1 + int(rng.expovariate(0.3)), 15)):
             at += rng.randrange(5_000, 90_000)
             item = rng.choices(self.skus, cum_weights=self.sku_weights)[0]
@@ -181,6 +291,7 @@ class _Shop:
                 at += rng.randrange(1_000, 20_000)
                 qty = max(1, round(c.basket * rng.uniform(0.5, 1.5)))
                 cart[item.sku] = (item, cart.get(item.sku, (item, 0))[1] + qty)
+                last_cart_at = at
                 yield (
                     at,
                     "cart",
@@ -192,6 +303,35 @@ class _Shop:
         if bought:
             at += rng.randrange(20_000, 600_000)
             yield from self._order(c, at, bought)
+        elif cart and self.answers is not None:
+            yield from self._comeback(c, last_cart_at, list(cart.values()))
+
+    def _comeback(
+        self, c: _Customer, last_cart_at: int, lines: list[tuple[_Sku, int]]
+    ) -> Iterator[tuple[int, str, dict[str, Any]]]:
+        """The abandoned cart bought after all, by the response model (its own random draws)."""
+        assert self.answers is not None
+        answers, model = self.answers, self.answers.model
+        at = answers.comeback(c.customer_id, last_cart_at)
+        if at is None:
+            return
+        amount = sum((item.price * qty for item, qty in lines), Decimal("0"))
+        if model.coupon_reaches(c.customer_id) and amount >= max(model.threshold, model.value):
+            amount -= model.value  # the coupon, redeemed
+        rng = answers.rng
+        fields: dict[str, Any] = {
+            "order_id": str(rng.randrange(10**17, 10**18)),
+            "status": "paid",
+            "amount": str(amount.quantize(CENT)),
+            "items": [
+                {"sku": i.sku, "qty": q, "price": str(i.price), "category": i.category}
+                for i, q in lines
+            ],
+        }
+        ts = datetime.fromtimestamp(at / 1000, SHOP_TZ).isoformat(timespec="milliseconds")
+        event_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        answers.sent.add(event_id)
+        yield at, "orders", {"event_id": event_id, "customer_id": c.customer_id, "ts": ts, **fields}
 
     def _order(
         self, c: _Customer, at: int, lines: list[tuple[_Sku, int]]
@@ -253,6 +393,9 @@ class _Shop:
     ) -> Iterator[StoreEvent]:
         _, _, customer, topic, value = entry
         key = customer.customer_id
+        if self.answers is not None and value["event_id"] in self.answers.sent:
+            yield StoreEvent(topic, key, value)  # no draw: the shop is the same with or without
+            return
         if self.rng.random() < MALFORMED_RATE:
             yield self._break(StoreEvent(topic, key, value))
             return
@@ -293,4 +436,4 @@ def _ms_of(ts: str | int) -> int:
     return ts if isinstance(ts, int) else _ms(datetime.fromisoformat(ts))
 
 
-__all__ = ["MAX_LAG", "StoreEvent", "synthetic_traffic"]
+__all__ = ["MAX_LAG", "CouponResponse", "StoreEvent", "synthetic_traffic"]

@@ -132,7 +132,7 @@ def test_rule_performance_equals_an_independent_computation(
         for field in (
             "decided", "held_out", "suppressed", "sent", "converted",
             "treated_customers", "treated_converted", "held_out_customers", "held_out_converted",
-            "treated_gmv", "held_out_gmv", "coupon_value_sent", "coupon_cost",
+            "treated_gmv", "held_out_gmv", "coupon_cost", "coupon_value_converted",
         ):  # fmt: skip
             assert row[field] == getattr(want, field), (row["rule_id"], field)
         for field in (
@@ -149,7 +149,7 @@ def test_rule_performance_equals_an_independent_computation(
     cart = by_rule["abandoned-cart"]
     assert cart["decided"] >= cart["sent"] >= cart["converted"] > 0
     assert cart["uplift_ci_low"] < cart["uplift"] < cart["uplift_ci_high"]
-    assert 0 < cart["coupon_cost"] < cart["coupon_value_sent"]
+    assert 0 < cart["coupon_value_converted"] < cart["coupon_cost"]  # cost: every coupon sent
 
 
 def test_rule_customers_puts_each_customer_in_one_group_per_rule(
@@ -304,7 +304,7 @@ EXPECTED_COLUMNS = {
                          "treated_customers", "treated_converted", "treated_rate",
                          "held_out_customers", "held_out_converted", "held_out_rate", "uplift",
                          "uplift_margin", "uplift_ci_low", "uplift_ci_high", "treated_gmv",
-                         "held_out_gmv", "incremental_gmv", "coupon_value_sent", "coupon_cost"],
+                         "held_out_gmv", "incremental_gmv", "coupon_cost", "coupon_value_converted"],
     "top_abandoned_products": ["sku", "cart_adds", "abandoned", "abandon_rate", "customers",
                                "abandoned_value"],
     "lapsed_customers": ["customer_id", "shop_id", "segment", "days_since_last_order",
