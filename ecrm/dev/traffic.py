@@ -39,6 +39,7 @@ from typing import Any
 import orjson
 
 from agents.rules.contact_policy import holdout
+from schemas.rule_values import parse_duration
 from schemas.rules import Policy, Rule
 
 SHOP_TZ = timezone(timedelta(hours=8))
@@ -75,6 +76,7 @@ class StoreEvent:
     raw: bytes | None = None  # bytes to send instead of `value`: a message that is not JSON
     defect: str | None = None  # why this message should land in the dead-letter topic
     retry: bool = False  # a producer's second send of the previous event of this customer
+    comeback: bool = False  # an abandoned cart bought after all, by the CouponResponse model
 
     def payload(self) -> bytes:
         return self.raw if self.raw is not None else orjson.dumps(self.value)
@@ -113,7 +115,7 @@ class CouponResponse:
             raise ValueError(f"rule {rule.id} is not a coupon after a wait")
         params = rule.action.params
         valid = params.get("valid_for")
-        valid_for = valid if isinstance(valid, timedelta) else policy.attribution_window
+        valid_for = parse_duration(valid) if valid is not None else policy.attribution_window
         return cls(
             rule_id=rule.id,
             holdout=rule.holdout,
@@ -142,7 +144,7 @@ class CouponResponse:
 
 def _span(span: timedelta) -> str:
     for unit, size in (("d", timedelta(days=1)), ("h", timedelta(hours=1))):
-        if span % size == timedelta(0):
+        if span % size == timedelta(0) and span >= 3 * size:
             return f"{span // size}{unit}"
     return f"{span // timedelta(minutes=1)}m"
 
@@ -394,7 +396,7 @@ class _Shop:
         _, _, customer, topic, value = entry
         key = customer.customer_id
         if self.answers is not None and value["event_id"] in self.answers.sent:
-            yield StoreEvent(topic, key, value)  # no draw: the shop is the same with or without
+            yield StoreEvent(topic, key, value, comeback=True)  # no draw: the same shop either way
             return
         if self.rng.random() < MALFORMED_RATE:
             yield self._break(StoreEvent(topic, key, value))
