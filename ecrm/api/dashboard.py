@@ -314,6 +314,7 @@ placeholder="customer_id"> <button>查询 <span class="en">Look up</span></butto
     decided = ctx.analysis.run(lambda ch: customer_decisions(ch, found.customer_id, 20))
     segment = str(view["segment"])
     summary = {
+        "customer_id": found.customer_id,
         "segment": f"{SEGMENT_NAMES.get(segment, segment)} ({segment})",
         "recency_days": view["recency_days"],
         "frequency": view["frequency"],
@@ -407,7 +408,7 @@ done by committing the rules file ({esc(ctx.settings.rules_file)}).</span></p>
     return page("规则编辑", "Rules editor", "/editor", body, EDITOR_SCRIPT)
 
 
-EDITOR_SCRIPT = """
+EDITOR_SCRIPT = r"""
 const area = document.getElementById('rules'), out = document.getElementById('check');
 let timer = null;
 async function check(){
