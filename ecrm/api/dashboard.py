@@ -9,26 +9,21 @@ from /static (no CDN). A read key is needed, as for the read API.
 
 from __future__ import annotations
 
-import tempfile
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
 from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from agents.backtest.report import DEFAULT_WARM_UP
 from agents.membership.view import member_view
 from agents.profile.reads import read_profile
-from agents.rules.check import check_rules
 from ecrm.api.context import ApiContext, require_key
+from ecrm.api.dashboard_editor import router as editor_router
 from ecrm.api.dashboard_page import Table, as_of_line, data, date_range, esc, page
 from ecrm.api.formats import COLUMNS, local_time, money, show, uplift_text
 from ecrm.api.reading import customer_decisions, recent_decisions
-from schemas.errors import EcrmError
 from schemas.membership import load_programme
 from schemas.rules import load_rules
 from streams.clickhouse import ClickHouse
@@ -388,133 +383,4 @@ def _member_rows(mv: dict[str, Any], zone: ZoneInfo) -> list[dict[str, Any]]:
     return [{"item": label, "value": value, "key": key, "raw": value} for key, label, value in rows]
 
 
-@router.get("/editor", response_class=HTMLResponse)
-def editor(request: Request) -> HTMLResponse:
-    require_key(request, "read")
-    ctx: ApiContext = request.app.state.ctx
-    text = Path(ctx.settings.rules_file).read_text(encoding="utf-8")
-    warm = DEFAULT_WARM_UP.days
-    body = f"""
-<p>边写边检查（与 <code>ecrm rules check</code> 相同）；回测显示规则在近30天历史上会做什么
-（预热 {warm} 天，与 <code>ecrm rules backtest --since 30d</code> 相同）。保存请提交到规则文件。
-<span class="en">Checked as you type (the same checker as <code>ecrm rules check</code>); the
-backtest shows what the rules would have done over the last 30 days of history, warmed up on
-the {warm} days before (as <code>ecrm rules backtest FILE --since 30d</code>). Saving is
-done by committing the rules file ({esc(ctx.settings.rules_file)}).</span></p>
-<textarea id="rules" spellcheck="false">{esc(text)}</textarea>
-<div id="check">…</div>
-<button id="backtest-button">回测 <span class="en">Backtest, last 30 days</span></button>
-<div id="backtest"></div><div id="backtest-chart" class="chart" style="display:none"></div>"""
-    return page("规则编辑", "Rules editor", "/editor", body, EDITOR_SCRIPT)
-
-
-EDITOR_SCRIPT = r"""
-const area = document.getElementById('rules'), out = document.getElementById('check');
-let timer = null;
-async function check(){
-  const r = await fetch('/dashboard/rules/check', {method:'POST', body: area.value});
-  const a = await r.json();
-  out.className = a.valid ? 'ok' : 'bad';
-  out.textContent = a.message;
-  document.body.dataset.checked = a.valid ? 'valid' : 'invalid';
-}
-area.addEventListener('input', () => { clearTimeout(timer); timer = setTimeout(check, 300); });
-const esc = s => String(s ?? '').replace(/[&<>"]/g, c => ({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c]));
-const num = v => Number(v).toLocaleString('en-US');
-const yuan = v => (Number(v) < 0 ? '-' : '') + '¥' + Math.abs(Number(v)).toLocaleString('en-US',
-  {minimumFractionDigits: 2, maximumFractionDigits: 2});
-const pct = v => v === null || v === undefined ? '–' : (v >= 0 ? '+' : '') + (v * 100).toFixed(1) + '%';
-function csvOf(rows){
-  return rows.map(r => r.map(v => { let s = String(v ?? '');
-    if (/^[=+\-@\t\r]/.test(s)) s = "'" + s;
-    return /[",\n]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s; }).join(',')).join('\n') + '\n';
-}
-function table(id, head, rows){
-  return '<table id="' + id + '"><tr>' + head.map(h => '<th>' + h[0] + '<span class="en">' + h[1] +
-    '</span></th>').join('') + '</tr>' + rows.map(r => '<tr>' + r.map((v, i) =>
-    '<td data-kind="' + (head[i][2] || 'text') + '">' + esc(v) + '</td>').join('') + '</tr>').join('') +
-    '</table>';
-}
-document.getElementById('backtest-button').addEventListener('click', async () => {
-  const b = document.getElementById('backtest'); b.textContent = '…';
-  const r = await fetch('/dashboard/rules/backtest', {method:'POST', body: area.value});
-  const a = await r.json();
-  if (a.error) { b.className = 'bad'; b.textContent = a.error; return; }
-  b.className = '';
-  const reasons = [...new Set(a.rules.flatMap(x => Object.keys(x.suppressed)))].sort();
-  const head = [['规则','Rule'], ['会触发','Would fire','count'], ['客户数','Customers','count'],
-    ['券成本','Coupon cost','yuan'], ['对照组','Held out','count'], ['延后','Deferred','count'],
-    ...reasons.map(x => ['抑制: ' + x, 'Suppressed: ' + x, 'count'])];
-  const rows = a.rules.map(x => [x.rule_id + (x.enabled ? '' : ' (off)'), num(x.fired), num(x.customers),
-    yuan(x.coupon_cost), num(x.held_out), num(x.deferred), ...reasons.map(k => num(x.suppressed[k] || 0))]);
-  const raw = [['rule_id','fired','customers','coupon_cost','held_out','deferred', ...reasons],
-    ...a.rules.map(x => [x.rule_id, x.fired, x.customers, x.coupon_cost, x.held_out, x.deferred,
-    ...reasons.map(k => x.suppressed[k] || 0)])];
-  const url = URL.createObjectURL(new Blob([csvOf(raw)], {type:'text/csv'}));
-  let html = '<p id="backtest-window">' + esc(a.window_text) + '</p>' + table('backtest-table', head, rows) +
-    '<a class="csv" id="backtest-csv" download="backtest.csv" href="' + url + '">下载 CSV <span class="en">download CSV</span></a>';
-  if (a.uplift.length) html += '<h2>已测得的提升 <span class="en">Measured uplift of the live decisions</span></h2>' +
-    table('backtest-uplift', [['规则','Rule'], ['实验组','Treated','count'], ['对照组','Held out','count'],
-    ['提升（95% 区间）','Uplift (95% CI)']], a.uplift.map(u => [u.rule_id, num(u.treated_customers),
-    num(u.held_out_customers), pct(u.uplift) + (u.ci95 ? ' [' + pct(u.ci95[0]) + ', ' + pct(u.ci95[1]) + ']' : '')]));
-  b.innerHTML = html;
-  const ch = document.getElementById('backtest-chart'); ch.style.display = 'block';
-  echarts.init(ch).setOption({animation:false, tooltip:{trigger:'axis'}, legend:{},
-    xAxis:{type:'category', data:a.rules.map(x => x.rule_id), axisLabel:{interval:0, rotate:20}},
-    yAxis:{type:'value'}, series:[
-      {name:'会触发 would fire', type:'bar', data:a.rules.map(x => x.fired), itemStyle:{color:'#c62f2f'}},
-      {name:'对照组 held out', type:'bar', data:a.rules.map(x => x.held_out), itemStyle:{color:'#888'}}]});
-  document.body.dataset.backtested = 'yes';
-});
-check();"""
-
-
-@router.post("/dashboard/rules/check")
-async def check_text(request: Request) -> JSONResponse:
-    """The rules text through `ecrm rules check`'s checker."""
-    require_key(request, "read")
-    text = (await request.body()).decode("utf-8", errors="replace")
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "rules.yaml"
-        path.write_text(text, encoding="utf-8")
-        code, message = await run_in_threadpool(check_rules, path)
-    return JSONResponse({"valid": code == 0, "message": message.replace(str(path), "rules")})
-
-
-@router.post("/dashboard/rules/backtest")
-async def backtest_text(request: Request) -> JSONResponse:
-    """What the rules text would have done over the last 30 days (`ecrm rules backtest`)."""
-    require_key(request, "read")
-    ctx: ApiContext = request.app.state.ctx
-    from agents.profile.keeper import rfm_policy
-    from ecrm.commands.backtest import run_backtest
-    from schemas.rules import parse_rules
-
-    text = (await request.body()).decode("utf-8", errors="replace")
-    try:
-        ruleset = parse_rules(text, "rules")
-    except EcrmError as exc:
-        return JSONResponse({"error": str(exc)}, status_code=400)
-    until = datetime.now(UTC)
-
-    def replay() -> dict[str, Any]:
-        run, _ = ctx.analysis.run(
-            lambda ch: run_backtest(
-                ch,
-                ruleset,
-                rfm_policy(ctx.settings),
-                since=until - timedelta(days=30),
-                until=until,
-                warm_up=DEFAULT_WARM_UP,
-                source="editor",
-            )
-        )
-        zone = ruleset.policy.zone
-        window = (
-            f"回测 backtest {local_time(run.since, zone)} .. {local_time(run.until, zone)} "
-            f"({zone.key}); 预热自 warmed up from {local_time(run.warm_from, zone)}; "
-            f"{run.stats.events:,} events, {run.customers:,} customers"
-        )
-        return {**run.as_json(), "window_text": window}
-
-    return JSONResponse(await run_in_threadpool(replay))
+router.include_router(editor_router)

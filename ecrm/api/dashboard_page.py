@@ -39,7 +39,7 @@ table{border-collapse:collapse;font-size:13px}td,th{border-bottom:1px solid #eee
 text-align:right;vertical-align:top}th{font-weight:600}th .en{display:block;font-size:11px}
 th:first-child,td:first-child{text-align:left}td[data-kind=text]{text-align:left}
 .chart{width:100%;height:340px}.panel{display:flex;gap:32px;flex-wrap:wrap}
-.ok{color:#17803d}.bad{color:#c62f2f;white-space:pre-wrap}textarea{width:100%;height:420px;
+.ok{color:#17803d;white-space:pre-wrap}.bad{color:#c62f2f;white-space:pre-wrap}textarea{width:100%;height:420px;
 font-family:monospace;font-size:13px}pre{background:#f6f6f6;padding:8px;overflow:auto}
 form.range{margin:8px 0}form.range input{margin:0 6px}
 """
@@ -113,7 +113,13 @@ def as_of_line(zone: ZoneInfo, latest_event: datetime | None) -> str:
 
 
 def page(
-    title_zh: str, title_en: str, path: str, body: str, script: str = "", as_of: str = ""
+    title_zh: str,
+    title_en: str,
+    path: str,
+    body: str,
+    script: str = "",
+    as_of: str = "",
+    script_src: str = "",
 ) -> HTMLResponse:
     nav = "".join(
         f'<a href="{href}" class="{"on" if href == path else ""}">{zh} '
@@ -126,7 +132,7 @@ def page(
 <script src="/static/echarts/echarts.min.js"></script></head>
 <body><header><b>ecrm</b>{nav}</header><main>
 <h1>{esc(title_zh)} <span class="en">{esc(title_en)}</span></h1>{as_of}{body}</main>
-<script>{script}
+{f'<script src="{esc(script_src)}"></script>' if script_src else ""}<script>{script}
 document.body.dataset.loaded = 'yes';</script></body></html>"""
     )
 
