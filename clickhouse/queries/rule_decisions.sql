@@ -1,8 +1,8 @@
 -- rule_decisions: every rule's decisions by outcome (fired, held out, deferred, suppressed and why), and the event time they reach.
 --
 -- Parameters
---   {since:DateTime64(3, 'UTC')}  decisions from this instant (inclusive) ... (default -365d)
---   {until:DateTime64(3, 'UTC')}  ... to this one (exclusive), by decided_at (default now)
+--   {since:DateTime64(3, 'UTC')}  decisions from this instant (inclusive) ...
+--   {until:DateTime64(3, 'UTC')}  ... to this one (exclusive), by decided_at
 --
 -- One row per (rule, outcome, reason), counting distinct actions (a decision stored twice
 -- counts once); `ecrm demo` prints these after ClickHouse has caught up with the worker:

@@ -37,7 +37,7 @@ main{padding:16px 24px}h2{font-size:18px;margin:24px 0 8px}.en{color:#888;font-w
 .asof{color:#555;font-size:13px}.csv{font-size:12px;margin-left:8px}
 table{border-collapse:collapse;font-size:13px}td,th{border-bottom:1px solid #eee;padding:4px 10px;
 text-align:right;vertical-align:top}th{font-weight:600}th .en{display:block;font-size:11px}
-th:first-child,td:first-child{text-align:left}td[data-kind=text]{text-align:left}
+th:first-child,td:first-child{text-align:left}[data-kind=text]{text-align:left}
 .chart{width:100%;height:340px}.panel{display:flex;gap:32px;flex-wrap:wrap}
 .ok{color:#17803d;white-space:pre-wrap}.bad{color:#c62f2f;white-space:pre-wrap}textarea{width:100%;height:420px;
 font-family:monospace;font-size:13px}pre{background:#f6f6f6;padding:8px;overflow:auto}
@@ -78,7 +78,10 @@ class Table:
         if not self.rows:
             return f'<p id="{self.id}">暂无数据 <span class="en">no data yet</span></p>'
         cols = [COLUMNS[k] for k in self.columns]
-        head = "".join(f'<th>{esc(c.zh)}<span class="en">{esc(c.en)}</span></th>' for c in cols)
+        head = "".join(
+            f'<th data-kind="{c.kind}">{esc(c.zh)}<span class="en">{esc(c.en)}</span></th>'
+            for c in cols
+        )
         body = "".join(
             "<tr>"
             + "".join(

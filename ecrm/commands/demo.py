@@ -279,12 +279,15 @@ def _summary(
     say()
     window = load_rules(s.rules_file).policy.attribution_window
     hours = max(1, int(window.total_seconds() // 3600))
+    # whole shop days from the history's first, as the dashboard's date range takes them
+    first = (now - HISTORY).astimezone(zone).date()
+    since = datetime.combine(first, datetime.min.time(), tzinfo=zone)
     say(
-        f"  ClickHouse: rule performance over the last {HISTORY.days} days, last-touch attribution "
-        f"within {hours} h\n    (ecrm sql rule_performance --param since=-{HISTORY.days}d "
-        f"--param window_hours={hours}; the dashboard's /rules?days={HISTORY.days})"
+        f"  ClickHouse: rule performance since {first} (shop time), last-touch attribution "
+        f"within {hours} h\n    (ecrm sql rule_performance --param since={since.isoformat()} "
+        f"--param window_hours={hours}; the dashboard's /rules?since={first})"
     )
-    _rule_performance(ch, hours)
+    _rule_performance(ch, since, now, hours)
     say()
 
 
@@ -396,11 +399,10 @@ def _payload(ev: StoreEvent) -> bytes:
         return json.dumps(ev.value).encode()
 
 
-def _rule_performance(ch: ClickHouse, window_hours: int) -> None:
-    now = datetime.now(UTC)
+def _rule_performance(ch: ClickHouse, since: datetime, until: datetime, window_hours: int) -> None:
     rows = ch.query(
         load_query("rule_performance"),
-        {"since": now - HISTORY, "until": now, "window_hours": window_hours},
+        {"since": since.astimezone(UTC), "until": until, "window_hours": window_hours},
     )
     say(
         f"    {'rule':<22} {'decided':>8} {'sent':>6} {'held out':>8} {'converted':>9} "

@@ -305,6 +305,7 @@ EXPECTED_COLUMNS = {
                          "held_out_customers", "held_out_converted", "held_out_rate", "uplift",
                          "uplift_margin", "uplift_ci_low", "uplift_ci_high", "treated_gmv",
                          "held_out_gmv", "incremental_gmv", "coupon_cost", "coupon_value_converted"],
+    "rule_decisions": ["rule_id", "outcome", "reason", "decisions", "last_decided_at"],
     "top_abandoned_products": ["sku", "cart_adds", "abandoned", "abandon_rate", "customers",
                                "abandoned_value"],
     "lapsed_customers": ["customer_id", "shop_id", "segment", "days_since_last_order",
@@ -333,6 +334,20 @@ def test_every_named_query_runs_and_returns_its_documented_columns(
     header = query.sql.split("\nSELECT", 1)[0].split("\nWITH", 1)[0]
     for column in EXPECTED_COLUMNS[name]:
         assert column in header, f"{name}: column {column} is not described in the header"
+
+
+def test_decisions_per_rule_count_what_rule_performance_counts(ch: ClickHouse) -> None:
+    """`ecrm demo` prints rule_decisions beside rule_performance: one set of figures."""
+    params = {"since": SINCE, "until": UNTIL}
+    per_outcome: dict[tuple[str, str], int] = {}
+    for row in ch.query(named_query("rule_decisions").sql, params):
+        key = (row["rule_id"], row["outcome"])
+        per_outcome[key] = per_outcome.get(key, 0) + row["decisions"]
+    performance = ch.query(named_query("rule_performance").sql, {**params, "window_hours": 72})
+    assert performance
+    for row in performance:
+        assert per_outcome.get((row["rule_id"], "fired"), 0) == row["sent"], row["rule_id"]
+        assert per_outcome.get((row["rule_id"], "held_out"), 0) == row["held_out"]
 
 
 def test_the_expected_columns_cover_every_shipped_query() -> None:
