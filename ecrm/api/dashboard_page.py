@@ -37,7 +37,7 @@ main{padding:16px 24px}h2{font-size:18px;margin:24px 0 8px}.en{color:#888;font-w
 .asof{color:#555;font-size:13px}.csv{font-size:12px;margin-left:8px}
 table{border-collapse:collapse;font-size:13px}td,th{border-bottom:1px solid #eee;padding:4px 10px;
 text-align:right;vertical-align:top}th{font-weight:600}th .en{display:block;font-size:11px}
-th:first-child,td:first-child{text-align:left}[data-kind=text]{text-align:left}
+th:first-child,td:first-child{text-align:left}[data-kind=text],[data-kind=label]{text-align:left}
 .chart{width:100%;height:340px}.panel{display:flex;gap:32px;flex-wrap:wrap}
 .ok{color:#17803d;white-space:pre-wrap}.bad{color:#c62f2f;white-space:pre-wrap}textarea{width:100%;height:420px;
 font-family:monospace;font-size:13px}pre{background:#f6f6f6;padding:8px;overflow:auto}

@@ -17,7 +17,35 @@ from zoneinfo import ZoneInfo
 
 from ecrm.output import spreadsheet_safe
 
-Kind = Literal["text", "count", "share", "rate", "points", "yuan", "days", "number", "time"]
+Kind = Literal[
+    "text", "label", "count", "share", "rate", "points", "yuan", "days", "number", "time"
+]
+
+#: Chinese names of the values a marketer reads in tables (outcomes, reasons, channels),
+#: shown before the value itself: "抑制 suppressed"
+VALUE_NAMES = {
+    "fired": "发送",
+    "held_out": "对照组",
+    "suppressed": "抑制",
+    "deferred": "延后",
+    "holdout": "对照组",
+    "cooldown": "冷却期",
+    "contact_cap": "触达上限",
+    "budget": "预算",
+    "quiet_hours": "安静时段",
+    "cancelled": "已撤回",
+    "historical": "历史",
+    "no_consent": "未授权",
+    "rule_disabled": "规则已停用",
+    "sms": "短信",
+    "push": "推送",
+    "inbox": "站内信",
+    "wechat": "微信",
+    "email": "邮件",
+    "miniprogram": "小程序",
+    "alibaba": "阿里",
+    "app": "App",
+}
 
 
 @dataclass(frozen=True)
@@ -58,9 +86,9 @@ COLUMNS = {
         Column("incremental_gmv", "增量 GMV", "Incremental GMV", "yuan"),
         Column("decided_at", "时间", "Time", "time"),
         Column("customer_id", "客户", "Customer"),
-        Column("outcome", "结果", "Outcome"),
-        Column("reason", "原因", "Reason"),
-        Column("channel", "渠道", "Channel"),
+        Column("outcome", "结果", "Outcome", "label"),
+        Column("reason", "原因", "Reason", "label"),
+        Column("channel", "渠道", "Channel", "label"),
         Column("coupon_value", "券面额", "Coupon value", "yuan"),
         Column("recency_days", "距上次购买（天）", "Days since last order", "days"),
         Column("frequency", "购买次数", "Orders", "count"),
@@ -113,6 +141,9 @@ def show(value: Any, kind: Kind, zone: ZoneInfo) -> str:
         return f"{float(value):,.2f}"
     if kind == "time":
         return local_time(value, zone)
+    if kind == "label":
+        name = VALUE_NAMES.get(str(value))
+        return f"{name} {value}" if name else str(value)
     if isinstance(value, float):  # never scientific notation, whatever the column
         return f"{value:,.4f}".rstrip("0").rstrip(".")
     if isinstance(value, datetime):

@@ -42,6 +42,12 @@ def test_undefined_is_a_dash_and_no_float_reads_in_scientific_notation() -> None
     assert "e" not in show(1.5e-7, "text", SHOP) and "e" not in show(2.5e9, "text", SHOP)
 
 
+def test_outcomes_reasons_and_channels_read_in_chinese_too() -> None:
+    assert show("suppressed", "label", SHOP) == "抑制 suppressed"
+    assert show("contact_cap", "label", SHOP) == "触达上限 contact_cap"
+    assert show("a_new_reason", "label", SHOP) == "a_new_reason"
+
+
 def test_every_column_has_both_labels() -> None:
     assert all(c.zh and c.en for c in COLUMNS.values())
     assert all(not c.zh.isascii() for c in COLUMNS.values())  # a Chinese label, not the key
