@@ -5,6 +5,7 @@ agree with an independent Python computation over the same generated history, an
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections import defaultdict
@@ -403,6 +404,8 @@ def test_ecrm_sql_prints_a_table(folder: Path) -> None:
     lines = done.stdout.splitlines()
     assert lines[0].split() == EXPECTED_COLUMNS["rfm_distribution"]
     assert lines[-1].endswith("rows)")
+    # as of when, on stderr (the rows stay clean for a pipe): the history ends in 2024
+    assert re.search(r"as of \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC; data up to 2024-", done.stderr)
 
 
 def test_ecrm_sql_list(folder: Path) -> None:
