@@ -172,7 +172,7 @@ def rules(
     hours = max(1, int(ruleset.policy.attribution_window.total_seconds() // 3600))
     params = {
         "since": period.start.isoformat(),
-        "until": min(period.end, datetime.now(UTC)).isoformat(),
+        "until": min(period.end, datetime.now(UTC)).isoformat(),  # rule_performance: not ahead
         "window_hours": str(hours),
     }
     perf, latest = ctx.analysis.run(

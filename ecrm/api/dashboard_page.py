@@ -142,49 +142,62 @@ document.body.dataset.loaded = 'yes';</script></body></html>"""
 
 @dataclass(frozen=True)
 class DateRange:
-    """A page's period: whole shop-local days [since, until], as the form below sets them."""
+    """A page's period [start, end): whole shop-local days as the form sets them, or, by
+    default, the last N days up to now (as `ecrm rules backtest --since 30d` and
+    `ecrm sql … --param since=-30d` count them, so the same question gets the same answer)."""
 
-    since: date
-    until: date
+    start: datetime
+    end: datetime
     zone: ZoneInfo
+    rolling: bool = False  # the default: exactly N days back from now
 
     @property
-    def start(self) -> datetime:
-        return datetime.combine(self.since, datetime.min.time(), tzinfo=self.zone).astimezone(UTC)
+    def since(self) -> date:
+        return self.start.astimezone(self.zone).date()
 
     @property
-    def end(self) -> datetime:
-        day_after = self.until + timedelta(days=1)
-        return datetime.combine(day_after, datetime.min.time(), tzinfo=self.zone).astimezone(UTC)
+    def until(self) -> date:
+        return (self.end - timedelta(microseconds=1)).astimezone(self.zone).date()
 
     @property
     def days(self) -> int:
-        return (self.until - self.since).days + 1
-
-    def query(self) -> dict[str, str]:
-        return {"since": self.since.isoformat(), "until": self.until.isoformat()}
+        return round((self.end - self.start) / timedelta(days=1))
 
     def form(self, action: str) -> str:
+        span = (
+            f"近 {self.days} 天，截至此刻 last {self.days} days up to now"
+            if self.rolling
+            else f"{self.days} 天 days"
+        )
         return f"""<form class="range" id="range" method="get" action="{action}">
 从 <span class="en">from</span><input type="date" name="since" value="{self.since}">
 至 <span class="en">to</span><input type="date" name="until" value="{self.until}">
 <button>查看 <span class="en">Show</span></button>
-<span class="en">({self.days} 天 days, {esc(self.zone.key)})</span></form>"""
+<span class="en" id="range-text">({span}, {esc(self.zone.key)})</span></form>"""
+
+
+def _midnight(day: date, zone: ZoneInfo) -> datetime:
+    return datetime.combine(day, datetime.min.time(), tzinfo=zone).astimezone(UTC)
 
 
 def date_range(
     since: str | None, until: str | None, days: int | None, default_days: int, zone: ZoneInfo
 ) -> DateRange:
-    """From the query string: `since`/`until` dates, or the last `days` days (default
-    `default_days`) up to today in the shop's zone."""
-    today = datetime.now(zone).date()
+    """From the query string: `since`/`until` dates (whole days in the shop's zone; either
+    alone: from that day on, or up to that day), else the last `days` (default
+    `default_days`) days up to now."""
+    now = datetime.now(UTC)
+    if since is None and until is None:
+        return DateRange(now - timedelta(days=days or default_days), now, zone, rolling=True)
     try:
-        end = date.fromisoformat(until) if until else today
-        start = (
-            date.fromisoformat(since) if since else end - timedelta(days=(days or default_days) - 1)
+        last = date.fromisoformat(until) if until else now.astimezone(zone).date()
+        first = (
+            date.fromisoformat(since)
+            if since
+            else last - timedelta(days=(days or default_days) - 1)
         )
     except ValueError:
         raise HTTPException(400, "since/until: dates as YYYY-MM-DD") from None
-    if start > end:
+    if first > last:
         raise HTTPException(400, "since must not be after until")
-    return DateRange(start, end, zone)
+    return DateRange(_midnight(first, zone), _midnight(last + timedelta(days=1), zone), zone)
