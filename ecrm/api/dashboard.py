@@ -355,19 +355,30 @@ def _member_rows(mv: dict[str, Any], zone: ZoneInfo) -> list[dict[str, Any]]:
     def when(at: str | None) -> str:
         return local_time(at, zone) if at else "–"
 
-    level = f"{mv['level_name'] or mv['level']} ({mv['level']})" if mv["level"] else "非会员"
+    level = (
+        f"{mv['level_name'] or mv['level']} ({mv['level']})"
+        if mv["level"]
+        else "非会员 not a member yet"
+    )
+    spend = progress["metric"] == "spend"
+
+    def amount(value: str | None) -> str:
+        return (
+            "–" if value is None else money(value) if spend else f"{value} ({progress['metric']})"
+        )
+
     next_level = (
-        f"{progress['next_level']}: 还差 {money(progress['to_next_level'])}"
-        if progress["next_level"] and progress["metric"] == "spend"
-        else f"{progress['next_level']}: {progress['to_next_level']}"
+        f"{progress['next_level']}: 还差 {amount(progress['to_next_level'])} to go"
         if progress["next_level"]
         else "–"
     )
     rows = [
         ("level", "等级 Level", level + (" · 手动 pinned" if mv["pinned"] else "")),
+        ("level_since", "升级于 Level since", when(mv["level_since"])),
         ("term_end", "等级有效期至 Term ends", when(mv["term_end"])),
         ("grace_until", "宽限期至 Grace until", when(mv["grace_until"])),
         ("next_level", "升级 To next level", next_level),
+        ("to_keep", "保级还差 To keep the level", amount(progress["to_keep"])),
         ("points_balance", "可用积分 Points balance", f"{points['balance']:,}"),
         ("points_pending", "待生效积分 Pending", f"{points['pending']:,}"),
         (
