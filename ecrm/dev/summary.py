@@ -24,7 +24,6 @@ from streams.redis_client import mget
 from streams.settings import Settings
 
 SEGMENT_ORDER = [*SEGMENTS[1:], SEGMENTS[0]]  # the eight of PRODUCT.md, then prospects
-DAY = timedelta(days=1)
 
 
 def say(text: str = "", end: str = "\n") -> None:
@@ -84,7 +83,11 @@ def summary(
         say()
         say(f"  a sample profile (the top spender), as `ecrm profile {top.customer_id}` prints it:")
         show_profile(s, top.customer_id, as_json=False)
-    _rules_table(ch, s.rules_file)
+    # the period of the tables of decisions: whole shop days from the history's first, as the
+    # dashboard's date range takes them (/rules?since=FIRST)
+    first = (now - history).astimezone(zone).date()
+    since = datetime.combine(first, datetime.min.time(), tzinfo=zone)
+    _rules_table(ch, s.rules_file, since, now)
     _membership(s, ch, profiles)
     say()
     say("  ClickHouse: GMV by current segment (ecrm sql gmv_by_segment)")
@@ -92,13 +95,10 @@ def summary(
     say()
     window = load_rules(s.rules_file).policy.attribution_window
     hours = max(1, int(window.total_seconds() // 3600))
-    # whole shop days from the history's first, as the dashboard's date range takes them
-    first = (now - history).astimezone(zone).date()
-    since = datetime.combine(first, datetime.min.time(), tzinfo=zone)
     say(
         f"  ClickHouse: rule performance since {first} (shop time), last-touch attribution "
         f"within {hours} h\n    (ecrm sql rule_performance --param since={since.isoformat()} "
-        f"--param window_hours={hours}; the dashboard's /rules?since={first})"
+        f"--param until=now --param window_hours={hours}; the dashboard's /rules?since={first})"
     )
     _rule_performance(ch, since, now, hours)
     say()
@@ -112,19 +112,17 @@ def _as_of(ch: ClickHouse) -> datetime | None:
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
-def _rules_table(ch: ClickHouse, rules_file: Path) -> None:
-    now = datetime.now(UTC)
-    rows = ch.query(
-        load_query("rule_decisions"), {"since": now - timedelta(days=3650), "until": now + DAY}
-    )
+def _rules_table(ch: ClickHouse, rules_file: Path, since: datetime, until: datetime) -> None:
+    """Decisions per rule over the period rule performance reports (fired = its `sent`)."""
+    rows = ch.query(load_query("rule_decisions"), {"since": since.astimezone(UTC), "until": until})
     per_rule: dict[str, Counter[str]] = {}
     for row in rows:
         outcome = row["outcome"] + (f":{row['reason']}" if row["outcome"] == "suppressed" else "")
         per_rule.setdefault(row["rule_id"], Counter())[outcome] += int(row["decisions"])
     say()
     say(
-        f"  marketing rules ({rules_file.name}): decisions per rule in ClickHouse "
-        "(ecrm sql rule_decisions)"
+        f"  marketing rules ({rules_file.name}): decisions per rule in ClickHouse\n    (ecrm sql "
+        f"rule_decisions --param since={since.isoformat()} --param until=now)"
     )
     say(f"    {'rule':<24} {'fired':>7} {'held out':>9} {'deferred':>9}  suppressed (why)")
     for rule_id, c in sorted(per_rule.items()):
