@@ -257,6 +257,17 @@ def _wait_drained(client: redis.Redis, partitions: int, timeout: float = 180) ->
     say(f"      ClickHouse is still {left} batches behind the worker; the figures below lag it")
 
 
+def _chance(text: str) -> float:
+    """A probability from the command line: 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (e.g. 0.2)") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
+    return value
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser("demo", help="embedded stack + worker + synthetic traffic + summary")
     demo.add_argument("--customers", type=int, default=3000)
@@ -264,16 +275,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--workers", type=int, default=1)
     demo.add_argument(
         "--comeback",
-        type=float,
+        type=_chance,
         default=COMEBACK,
         help=f"chance a shopper buys an abandoned cart later without a coupon (default {COMEBACK})",
     )
     demo.add_argument(
         "--coupon-lift",
-        type=float,
+        type=_chance,
         default=COUPON_LIFT,
         help="what the abandoned-cart coupon adds to that chance "
-        f"(default {COUPON_LIFT}: +{COUPON_LIFT:.0%} points)",
+        f"(default {COUPON_LIFT}: {COUPON_LIFT * 100:.0f} percentage points more)",
     )
     demo.add_argument(
         "--no-effect",
@@ -288,6 +299,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    lift = 0.0 if args.no_effect else args.coupon_lift
+    if args.comeback + lift > 1:
+        raise SystemExit(f"ecrm demo: --comeback {args.comeback} + --coupon-lift {lift} exceeds 1")
     return run_demo(
         settings,
         customers=args.customers,
@@ -295,5 +309,5 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         workers=args.workers,
         serve=args.serve,
         comeback=args.comeback,
-        lift=0.0 if args.no_effect else args.coupon_lift,
+        lift=lift,
     )
