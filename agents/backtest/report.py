@@ -11,12 +11,19 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 from itertools import combinations
 from typing import Any
 
 from agents.rules.state import Decision
 from schemas.rules import RuleSet
+
+#: How much history before `since` a backtest replays, unreported, unless told otherwise — the
+#: same for `ecrm rules backtest` and the dashboard's editor, and said in every report.
+#: Enough for carts, counts, cooldowns and segments (R ages out after ECRM_R_HIGH_DAYS);
+#: `first_order` and F/M are exact only with a warm-up as long as the RFM window.
+DEFAULT_WARM_UP = timedelta(days=90)
 
 
 @dataclass(frozen=True)
@@ -27,7 +34,7 @@ class RuleOutcome:
     enabled: bool
     fired: int  # actions that would have gone out (a deferred one once, when released)
     customers: int  # distinct customers reached by a fired action
-    coupon_cost: Decimal  # coupon value of the fired actions
+    coupon_cost: Decimal  # coupons sent x value, as live (clickhouse/041_…coupon_cost.sql)
     held_out: int  # decisions for the rule's control group
     deferred: int  # decided in quiet hours and moved to their end
     pending: int  # deferred and still undelivered when the replay ended

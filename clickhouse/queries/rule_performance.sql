@@ -5,7 +5,7 @@
 --   {until:DateTime64(3, 'UTC')}  ... to this one (exclusive), by decided_at
 --   {window_hours:UInt32}         attribution window in hours: policy.attribution_window of the rules file (default 72)
 --
--- A thin reading of the parameterized view rule_performance (clickhouse/042_rule_performance.sql),
+-- A thin reading of the parameterized view rule_performance (clickhouse/042_rule_performance.sql, coupon columns 044),
 -- which defines every column; attribution is last touch (clickhouse/007_attributed_orders.sql):
 --   rule_id, decided, held_out, suppressed, sent,
 --   delivery_sent, delivered, clicked, delivery_failed   (deliveries: what `ecrm deliver` and receipts said)
@@ -14,7 +14,8 @@
 --   held_out_customers, held_out_converted, held_out_rate
 --   uplift, uplift_margin, uplift_ci_low, uplift_ci_high    (treated_rate - held_out_rate ± 95%)
 --   treated_gmv, held_out_gmv, incremental_gmv
---   coupon_value_sent (every sent coupon), coupon_cost (sent coupons that converted)
+--   coupon_cost (coupons sent x value: what the budget caps and the backtest reports),
+--   coupon_value_converted (sent coupons followed by an attributed order)
 -- Rules with no holdout have NULL held-out rate, uplift and incremental GMV.
 SELECT *
 FROM rule_performance(

@@ -9,22 +9,23 @@ from /static (no CDN). A read key is needed, as for the read API.
 
 from __future__ import annotations
 
-import html
-import tempfile
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from agents.membership.view import member_view
 from agents.profile.reads import read_profile
-from agents.rules.check import check_rules
 from ecrm.api.context import ApiContext, require_key
-from ecrm.api.reading import customer_decisions, json_rows, recent_decisions
-from schemas.errors import EcrmError
+from ecrm.api.dashboard_editor import router as editor_router
+from ecrm.api.dashboard_page import Table, as_of_line, data, date_range, esc, page
+from ecrm.api.formats import COLUMNS, local_time, money, show, uplift_text
+from ecrm.api.reading import customer_decisions, recent_decisions
+from schemas.membership import load_programme
+from schemas.rules import load_rules
 from streams.clickhouse import ClickHouse
 from streams.named_queries import named_query
 
@@ -42,69 +43,17 @@ SEGMENT_NAMES = {
     "general_retain": "一般挽留客户",
     "prospect": "潜在客户",
 }
-NAV = [
-    ("/", "客户分群", "Segments"),
-    ("/rules", "规则效果", "Rules"),
-    ("/customers", "客户查询", "Customers"),
-    ("/editor", "规则编辑", "Rules editor"),
+#: the rules page's period unless the form says otherwise
+RULES_DAYS = 30
+FEED_COLUMNS = [
+    "decided_at",
+    "customer_id",
+    "rule_id",
+    "outcome",
+    "reason",
+    "channel",
+    "coupon_value",
 ]
-
-_STYLE = """
-body{font-family:system-ui,"PingFang SC","Microsoft YaHei",sans-serif;margin:0;color:#222}
-header{background:#c62f2f;color:#fff;padding:10px 24px;display:flex;gap:24px;align-items:center}
-header a{color:#fff;text-decoration:none}header a.on{font-weight:bold;border-bottom:2px solid #fff}
-main{padding:16px 24px}h2{font-size:18px;margin:24px 0 8px}.en{color:#888;font-weight:normal}
-table{border-collapse:collapse;font-size:13px}td,th{border-bottom:1px solid #eee;padding:4px 10px;
-text-align:right}th:first-child,td:first-child{text-align:left}.chart{width:100%;height:340px}
-.ok{color:#17803d}.bad{color:#c62f2f;white-space:pre-wrap}textarea{width:100%;height:420px;
-font-family:monospace;font-size:13px}pre{background:#f6f6f6;padding:8px;overflow:auto}
-"""
-
-
-def _esc(value: Any) -> str:
-    return html.escape("" if value is None else str(value))
-
-
-def _data(rows: Any) -> str:
-    """JSON for a <script type=application/json> block (no `</` can close the script)."""
-    text = orjson.dumps(rows, default=str).decode()
-    return text.replace("</", "<\\/")
-
-
-def page(title_zh: str, title_en: str, path: str, body: str, script: str = "") -> HTMLResponse:
-    nav = "".join(
-        f'<a href="{href}" class="{"on" if href == path else ""}">{zh} '
-        f'<span class="en">{en}</span></a>'
-        for href, zh, en in NAV
-    )
-    return HTMLResponse(
-        f"""<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">
-<title>ecrm · {_esc(title_zh)} {_esc(title_en)}</title><style>{_STYLE}</style>
-<script src="/static/echarts/echarts.min.js"></script></head>
-<body><header><b>ecrm</b>{nav}</header><main>
-<h1>{_esc(title_zh)} <span class="en">{_esc(title_en)}</span></h1>{body}</main>
-<script>{script}
-document.body.dataset.loaded = 'yes';</script></body></html>"""
-    )
-
-
-def table(rows: list[dict[str, Any]], columns: list[str], element_id: str) -> str:
-    if not rows:
-        return f'<p id="{element_id}">暂无数据 <span class="en">no data yet</span></p>'
-    head = "".join(f"<th>{_esc(c)}</th>" for c in columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{_esc(_cell(row.get(c)))}</td>" for c in columns) + "</tr>"
-        for row in rows
-    )
-    return f'<table id="{element_id}"><tr>{head}</tr>{body}</table>'
-
-
-def _cell(value: Any) -> Any:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
-    return value
 
 
 def _named(ch: ClickHouse, name: str, params: dict[str, str]) -> list[dict[str, Any]]:
@@ -112,47 +61,95 @@ def _named(ch: ClickHouse, name: str, params: dict[str, str]) -> list[dict[str, 
     return ch.query(query.sql, query.bind(params, now=datetime.now(UTC)))
 
 
+def _latest_event(ch: ClickHouse) -> datetime | None:
+    """The event time the data reaches: the latest event ClickHouse holds."""
+    rows = ch.query("SELECT max(ts) AS at, count() AS n FROM events")
+    return rows[0]["at"] if rows and rows[0]["n"] else None
+
+
+def shop_zone(ctx: ApiContext) -> ZoneInfo:
+    """The shop's zone (the rules file's `policy.timezone`): every time is shown in it."""
+    return load_rules(ctx.settings.rules_file).policy.zone
+
+
+def _csv_or_page(request: Request, tables: list[Table], name: str) -> Response | None:
+    wanted = request.query_params.get("csv")
+    if wanted is None:
+        return None
+    table = next((t for t in tables if t.id == wanted), None)
+    if table is None:
+        return JSONResponse({"error": f"no table {wanted!r} on this page"}, status_code=404)
+    return table.csv(name)
+
+
+def _query(request: Request) -> dict[str, str]:
+    return {k: v for k, v in request.query_params.items() if k != "csv"}
+
+
 @router.get("/", response_class=HTMLResponse)
-def segments(request: Request) -> HTMLResponse:
+def segments(
+    request: Request, since: str | None = None, until: str | None = None, days: int | None = None
+) -> Response:
     require_key(request, "read")
     ctx: ApiContext = request.app.state.ctx
-    now = datetime.now(UTC)
-    week_ago = (now - timedelta(days=7)).isoformat()
+    zone = shop_zone(ctx)
+    period = date_range(since, until, days, 7, zone)
 
-    def read(ch: ClickHouse) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def read(ch: ClickHouse) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Any]:
         dist = _named(ch, "rfm_distribution", {})
-        moves = _named(ch, "segment_migration", {"date_a": week_ago, "date_b": now.isoformat()})
-        return dist, moves
+        moves = _named(
+            ch,
+            "segment_migration",
+            {"date_a": period.start.isoformat(), "date_b": period.end.isoformat()},
+        )
+        return dist, moves, _latest_event(ch)
 
-    dist, moves = ctx.analysis.run(read)
+    dist, moves, latest = ctx.analysis.run(read)
     for row in dist:
-        row["名称"] = SEGMENT_NAMES.get(row["segment"], row["segment"])
+        row["segment_name"] = SEGMENT_NAMES.get(row["segment"], row["segment"])
     moved = [m for m in moves if m["segment_a"] != m["segment_b"]]
     moved.sort(key=lambda m: -m["customers"])
-    chart = [
-        {"name": f"{SEGMENT_NAMES.get(r['segment'], '')} {r['segment']}", "value": r["customers"]}
-        for r in dist
-    ]
-    # a week ago on the left, now on the right (a Sankey needs the two sides told apart)
+    tables = [
+        Table(
+            "segments",
+            dist,
+            ["segment_name", "segment", "customers", "share", "avg_days_since_last_order",
+             "avg_frequency", "avg_monetary", "total_monetary"],
+        ),
+        Table("moves", moved[:30], ["segment_a", "segment_b", "customers", "share_of_a"]),
+    ]  # fmt: skip
+    if (csv := _csv_or_page(request, tables, "segments")) is not None:
+        return csv
+    chart = [{"name": SEGMENT_NAMES.get(r["segment"], r["segment"]), "value": r["customers"]}
+             for r in dist]  # fmt: skip
+    # the period's start on the left, its end on the right (a Sankey needs two sides)
     flows = [
-        {"source": f"{m['segment_a']} ·7d", "target": m["segment_b"], "value": m["customers"]}
+        {"source": f"{SEGMENT_NAMES.get(m['segment_a'], m['segment_a'])} ·{period.since:%m-%d}",
+         "target": SEGMENT_NAMES.get(m["segment_b"], m["segment_b"]), "value": m["customers"]}
         for m in moved
-    ]
+    ]  # fmt: skip
+    total = sum(int(r["customers"]) for r in dist)
+    q = _query(request)
     body = f"""
 <h2>各分群客户数 <span class="en">Customers per RFM segment</span></h2>
+<p>共 {total:,} 位客户，按每位客户的最新画像计（与 <code>ecrm sql rfm_distribution</code> 相同）
+<span class="en">{total:,} customers, each by their latest profile (as
+<code>ecrm sql rfm_distribution</code> counts them)</span></p>
 <div id="segments-chart" class="chart"></div>
-{table(dist, ["segment", "名称", "customers", "share", "avg_days_since_last_order", "avg_frequency", "avg_monetary"], "segments")}
-<h2>本周分群迁移 <span class="en">How customers moved this week</span></h2>
+{tables[0].html(zone, q)}
+<h2>分群迁移 <span class="en">How customers moved</span></h2>
+{period.form("/")}
 <div id="moves-chart" class="chart"></div>
-{table(moved[:30], ["segment_a", "segment_b", "customers", "share_of_a"], "moves")}
-<script type="application/json" id="segments-data">{_data(chart)}</script>
-<script type="application/json" id="moves-data">{_data(flows)}</script>"""
+{tables[1].html(zone, q)}
+<script type="application/json" id="segments-data">{data(chart)}</script>
+<script type="application/json" id="moves-data">{data(flows)}</script>"""
     script = """
 const d = JSON.parse(document.getElementById('segments-data').textContent);
 const c = echarts.init(document.getElementById('segments-chart'));
 c.setOption({animation:false, tooltip:{}, xAxis:{type:'category', data:d.map(x=>x.name),
-  axisLabel:{interval:0, rotate:20}}, yAxis:{type:'value'},
-  series:[{type:'bar', data:d.map(x=>x.value), itemStyle:{color:'#c62f2f'}}]});
+  axisLabel:{interval:0, rotate:20}}, yAxis:{type:'value', name:'客户数 customers'},
+  series:[{type:'bar', data:d.map(x=>x.value), itemStyle:{color:'#c62f2f'},
+  label:{show:true, position:'top', formatter: p => p.value.toLocaleString('en-US')}}]});
 const m = JSON.parse(document.getElementById('moves-data').textContent);
 const names = [...new Set(m.flatMap(x => [x.source, x.target]))].map(n => ({name: n}));
 if (m.length) echarts.init(document.getElementById('moves-chart')).setOption({
@@ -160,70 +157,145 @@ if (m.length) echarts.init(document.getElementById('moves-chart')).setOption({
   emphasis:{focus:'adjacency'}, lineStyle:{color:'source', opacity:0.4}}]});
 else document.getElementById('moves-chart').style.display = 'none';
 document.body.dataset.rendered = 'yes';"""
-    return page("客户分群", "Segments", "/", body, script)
+    return page("客户分群", "Segments", "/", body, script, as_of_line(zone, latest))
 
 
 @router.get("/rules", response_class=HTMLResponse)
-def rules(request: Request) -> HTMLResponse:
+def rules(
+    request: Request, since: str | None = None, until: str | None = None, days: int | None = None
+) -> Response:
     require_key(request, "read")
     ctx: ApiContext = request.app.state.ctx
-    params = {"since": "-30d", "until": datetime.now(UTC).isoformat(), "window_hours": "72"}
-    perf = ctx.analysis.run(lambda ch: _named(ch, "rule_performance", params))
+    ruleset = load_rules(ctx.settings.rules_file)
+    zone = ruleset.policy.zone
+    period = date_range(since, until, days, RULES_DAYS, zone)
+    hours = max(1, int(ruleset.policy.attribution_window.total_seconds() // 3600))
+    params = {
+        "since": period.start.isoformat(),
+        "until": min(period.end, datetime.now(UTC)).isoformat(),  # rule_performance: not ahead
+        "window_hours": str(hours),
+    }
+    perf, latest = ctx.analysis.run(
+        lambda ch: (_named(ch, "rule_performance", params), _latest_event(ch))
+    )
     for row in perf:
-        if row.get("uplift") is not None:
-            row["uplift (95% CI)"] = (
-                f"{float(row['uplift']):+.1%} [{float(row['uplift_ci_low']):+.1%}, "
-                f"{float(row['uplift_ci_high']):+.1%}]"
-            )
+        row["uplift_ci"] = uplift_text(row)
+    tables = [
+        Table(
+            "performance",
+            perf,
+            ["rule_id", "decided", "sent", "delivered", "clicked", "held_out", "converted",
+             "treated_rate", "held_out_rate", "uplift_ci", "coupon_cost", "incremental_gmv"],
+            ["rule_id", "decided", "held_out", "suppressed", "sent", "delivery_sent",
+             "delivered", "clicked", "delivery_failed", "converted",
+             "treated_customers", "treated_converted", "treated_rate", "held_out_customers",
+             "held_out_converted", "held_out_rate", "uplift", "uplift_ci_low", "uplift_ci_high",
+             "treated_gmv", "held_out_gmv", "incremental_gmv", "coupon_cost",
+             "coupon_value_converted"],
+        )
+    ]  # fmt: skip
+    if (csv := _csv_or_page(request, tables, "rules")) is not None:
+        return csv
     funnel = [
         {"name": "决策 decided", "value": sum(int(r["decided"]) for r in perf)},
         {"name": "发送 sent", "value": sum(int(r["sent"]) for r in perf)},
         # what `ecrm deliver` and the receipts said (docs/delivery.md), once it runs
-        {"name": "已投递 delivery sent", "value": sum(int(r["delivery_sent"]) for r in perf)},
-        {"name": "送达 delivered", "value": sum(int(r["delivered"]) for r in perf)},
-        {"name": "点击 clicked", "value": sum(int(r["clicked"]) for r in perf)},
-        {"name": "转化 converted", "value": sum(int(r["converted"]) for r in perf)},
+        {"name": "已投递 delivery sent", "value": sum(int(r["delivery_sent"] or 0) for r in perf)},
+        {"name": "送达 delivered", "value": sum(int(r["delivered"] or 0) for r in perf)},
+        {"name": "点击 clicked", "value": sum(int(r["clicked"] or 0) for r in perf)},
+        {"name": "转化 converted", "value": sum(int(r["converted"] or 0) for r in perf)},
     ]
     if funnel[2]["value"] == 0:  # nothing delivered through ecrm: the funnel of before
         funnel = [funnel[0], funnel[1], funnel[-1]]
+    uplift = [
+        {"rule": r["rule_id"], "uplift": r["uplift"], "low": r["uplift_ci_low"],
+         "high": r["uplift_ci_high"]}
+        for r in perf if r.get("uplift") is not None
+    ]  # fmt: skip
     body = f"""
-<h2>规则效果（近30天） <span class="en">Rule performance, last 30 days (last touch, 72 h)</span></h2>
-{table(perf, ["rule_id", "decided", "sent", "delivered", "clicked", "held_out", "converted", "treated_rate", "held_out_rate", "uplift (95% CI)", "coupon_cost", "incremental_gmv"], "performance")}
+{period.form("/rules")}
+<h2>规则效果 <span class="en">Rule performance</span></h2>
+<p>最后触达归因，{hours} 小时内的付款订单算作转化；提升 = 实验组转化率 − 对照组转化率（按客户），
+95% 区间不含 0 才说明有效；券成本 = 发出的券数 × 面额（与回测相同）。
+<span class="en">Last-touch attribution: a paid order within {hours} h of an action converts it;
+uplift = treated minus held-out conversion (per customer), an effect only when its 95% interval
+excludes 0; coupon cost = coupons sent × value (as in the backtest).</span></p>
+{tables[0].html(zone, _query(request))}
+<h2>提升及 95% 区间 <span class="en">Uplift with its 95% interval</span></h2>
+<div id="uplift-chart" class="chart"></div>
 <h2>漏斗 <span class="en">Funnel</span></h2><div id="funnel-chart" class="chart"></div>
-<h2>实时决策 <span class="en">Live decisions</span></h2><div id="feed">…</div>
-<script type="application/json" id="funnel-data">{_data(funnel)}</script>"""
+<h2>实时决策 <span class="en">Live decisions</span>
+<a class="csv" id="feed-csv" href="/dashboard/decisions.csv">下载 CSV <span class="en">download
+CSV</span></a></h2><div id="feed">…</div>
+<script type="application/json" id="funnel-data">{data(funnel)}</script>
+<script type="application/json" id="uplift-data">{data(uplift)}</script>"""
     script = """
 const f = JSON.parse(document.getElementById('funnel-data').textContent);
+const fmt = v => Number(v).toLocaleString('en-US');
 echarts.init(document.getElementById('funnel-chart')).setOption({animation:false, tooltip:{},
-  series:[{type:'funnel', sort:'none', data:f, label:{formatter:'{b}: {c}'}}]});
+  series:[{type:'funnel', sort:'none', data:f, label:{formatter: p => p.name + ': ' + fmt(p.value)}}]});
+const u = JSON.parse(document.getElementById('uplift-data').textContent);
+const pct = v => (v >= 0 ? '+' : '') + (v * 100).toFixed(1) + '%';
+if (u.length) echarts.init(document.getElementById('uplift-chart')).setOption({animation:false,
+  tooltip:{formatter: p => { const r = u[p.dataIndex]; return r.rule + ': ' + pct(r.uplift) +
+    ' [' + pct(r.low) + ', ' + pct(r.high) + ']'; }},
+  xAxis:{type:'category', data:u.map(r => r.rule)},
+  yAxis:{type:'value', axisLabel:{formatter: pct}},
+  series:[{type:'bar', data:u.map(r => r.uplift), itemStyle:{color:'#c62f2f'},
+    label:{show:true, position:'top', formatter: p => pct(p.value)}},
+    {type:'custom', data:u.map((r, i) => [i, r.low, r.high]), renderItem:(params, api) => {
+      const lo = api.coord([api.value(0), api.value(1)]), hi = api.coord([api.value(0), api.value(2)]);
+      return {type:'group', children:[
+        {type:'line', shape:{x1:lo[0], y1:lo[1], x2:hi[0], y2:hi[1]}, style:{stroke:'#222', lineWidth:2}},
+        {type:'line', shape:{x1:lo[0]-6, y1:lo[1], x2:lo[0]+6, y2:lo[1]}, style:{stroke:'#222', lineWidth:2}},
+        {type:'line', shape:{x1:hi[0]-6, y1:hi[1], x2:hi[0]+6, y2:hi[1]}, style:{stroke:'#222', lineWidth:2}}]};
+    }}]});
+else document.getElementById('uplift-chart').style.display = 'none';
 async function feed(){
   const r = await fetch('/dashboard/decisions.json');
-  const rows = (await r.json()).decisions;
-  const cols = ['decided_at','customer_id','rule_id','outcome','reason','channel','coupon_value'];
+  const a = await r.json();
   const esc = s => String(s ?? '').replace(/[&<>"]/g, c => ({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c]));
-  document.getElementById('feed').innerHTML = rows.length ? '<table id="feed-table"><tr>' +
-    cols.map(c=>'<th>'+c+'</th>').join('') + '</tr>' + rows.map(row => '<tr>' +
-    cols.map(c=>'<td>'+esc(row[c])+'</td>').join('') + '</tr>').join('') + '</table>'
+  document.getElementById('feed').innerHTML = a.rows.length ? '<table id="feed-table"><tr>' +
+    a.columns.map(c => '<th>' + esc(c.zh) + '<span class="en">' + esc(c.en) + '</span></th>').join('') +
+    '</tr>' + a.rows.map(row => '<tr>' + row.map((v, i) => '<td data-kind="' + a.columns[i].kind +
+    '">' + esc(v) + '</td>').join('') + '</tr>').join('') + '</table>'
     : '暂无决策 <span class="en">no decisions yet</span>';
   document.body.dataset.rendered = 'yes';
 }
 feed(); setInterval(feed, 5000);"""
-    return page("规则效果", "Rules", "/rules", body, script)
+    return page("规则效果", "Rules", "/rules", body, script, as_of_line(zone, latest))
 
 
 @router.get("/dashboard/decisions.json")
 def decisions_feed(request: Request) -> JSONResponse:
+    """The latest decisions, formatted as the page shows them (times in the shop's zone)."""
     require_key(request, "read")
     ctx: ApiContext = request.app.state.ctx
+    zone = shop_zone(ctx)
     rows = ctx.analysis.run(lambda ch: recent_decisions(ch, 50))
-    return JSONResponse({"decisions": json_rows(rows)})
+    cols = [COLUMNS[k] for k in FEED_COLUMNS]
+    return JSONResponse(
+        {
+            "columns": [{"key": c.key, "zh": c.zh, "en": c.en, "kind": c.kind} for c in cols],
+            "rows": [[show(row.get(c.key), c.kind, zone) for c in cols] for row in rows],
+        }
+    )
+
+
+@router.get("/dashboard/decisions.csv")
+def decisions_csv(request: Request) -> Response:
+    require_key(request, "read")
+    ctx: ApiContext = request.app.state.ctx
+    rows = ctx.analysis.run(lambda ch: recent_decisions(ch, 1000))
+    return Table("decisions", rows, FEED_COLUMNS + ["action_id"]).csv("rules")
 
 
 @router.get("/customers", response_class=HTMLResponse)
-def customers(request: Request, id: str | None = None) -> HTMLResponse:  # noqa: A002
+def customers(request: Request, id: str | None = None) -> Response:  # noqa: A002
     require_key(request, "read")
     ctx: ApiContext = request.app.state.ctx
-    form = f"""<form method="get" action="/customers"><input name="id" value="{_esc(id)}"
+    zone = shop_zone(ctx)
+    form = f"""<form method="get" action="/customers"><input name="id" value="{esc(id)}"
 placeholder="customer_id"> <button>查询 <span class="en">Look up</span></button></form>"""
     if not id:
         return page("客户查询", "Customer lookup", "/customers", form)
@@ -231,104 +303,102 @@ placeholder="customer_id"> <button>查询 <span class="en">Look up</span></butto
     if found is None:
         body = (
             form
-            + f'<p id="not-found">没有客户 {_esc(id)} <span class="en">no such customer</span></p>'
+            + f'<p id="not-found">没有客户 {esc(id)} <span class="en">no such customer</span></p>'
         )
         return page("客户查询", "Customer lookup", "/customers", body)
+    from agents.profile.reads import read_member
+
     view = found.public_view()
+    now = datetime.now(UTC)
+    _, member = read_member(ctx.settings, found.customer_id)
+    programme = load_programme(ctx.settings.membership_file)
+    mv = member_view(member, found, programme, now)
     decided = ctx.analysis.run(lambda ch: customer_decisions(ch, found.customer_id, 20))
+    segment = str(view["segment"])
     summary = {
-        "customer_id": view["customer_id"],
-        "segment": f"{view['segment']} {SEGMENT_NAMES.get(str(view['segment']), '')}",
+        "customer_id": found.customer_id,
+        "segment": f"{SEGMENT_NAMES.get(segment, segment)} ({segment})",
         "recency_days": view["recency_days"],
         "frequency": view["frequency"],
         "monetary": view["monetary"],
-        "cart": ", ".join(view["cart"]),  # type: ignore[arg-type]
-        "favorites": ", ".join(view["favorites"]),  # type: ignore[arg-type]
+        "cart": ", ".join(view["cart"]) or "–",  # type: ignore[arg-type]
+        "favorites": ", ".join(view["favorites"]) or "–",  # type: ignore[arg-type]
     }
+    profile_rows = [
+        {"item": f"{COLUMNS[k].zh} {COLUMNS[k].en}", "value": show(v, COLUMNS[k].kind, zone),
+         "key": k, "raw": v}
+        for k, v in summary.items()
+    ]  # fmt: skip
+    tables = [
+        Table("profile", profile_rows, ["item", "value"], ["key", "raw"]),
+        Table("member", _member_rows(mv, zone), ["item", "value"], ["key", "raw"]),
+        Table(
+            "decisions",
+            decided,
+            ["decided_at", "rule_id", "outcome", "reason", "channel", "coupon_value"],
+        ),
+    ]
+    if (csv := _csv_or_page(request, tables, f"customer-{found.customer_id}")) is not None:
+        return csv
+    q = _query(request)
     body = f"""{form}
-<h2>画像 <span class="en">Profile</span></h2>{table([summary], list(summary), "profile")}
+<p>客户 <b id="customer-id">{esc(found.customer_id)}</b>，画像按此刻重算
+<span class="en">customer {esc(found.customer_id)}, profile re-rated as of
+{local_time(now, zone)}</span></p>
+<div class="panel"><div><h2>画像 <span class="en">Profile</span></h2>{tables[0].html(zone, q)}</div>
+<div><h2>会员 <span class="en">Membership</span></h2>{tables[1].html(zone, q)}</div></div>
 <h2>最近决策 <span class="en">Recent decisions</span></h2>
-{table(decided, ["decided_at", "rule_id", "outcome", "reason", "channel", "coupon_value"], "decisions")}
-<h2>JSON <span class="en">as GET /v1/profiles/{_esc(found.customer_id)} returns it</span></h2>
-<pre>{_esc(orjson.dumps(view, option=orjson.OPT_INDENT_2).decode())}</pre>"""
+{tables[2].html(zone, q)}
+<details><summary>JSON <span class="en">as GET /v1/profiles/{esc(found.customer_id)} returns it</span></summary>
+<pre>{esc(orjson.dumps(view, option=orjson.OPT_INDENT_2).decode())}</pre></details>"""
     return page("客户查询", "Customer lookup", "/customers", body)
 
 
-@router.get("/editor", response_class=HTMLResponse)
-def editor(request: Request) -> HTMLResponse:
-    require_key(request, "read")
-    ctx: ApiContext = request.app.state.ctx
-    text = Path(ctx.settings.rules_file).read_text(encoding="utf-8")
-    body = f"""
-<p>边写边检查（与 <code>ecrm rules check</code> 相同）；回测显示规则在近30天历史上会做什么。保存请提交到规则文件。
-<span class="en">Checked as you type (the same checker as <code>ecrm rules check</code>); the
-backtest shows what the rules would have done over the last 30 days of history. Saving is
-done by committing the rules file ({_esc(ctx.settings.rules_file)}).</span></p>
-<textarea id="rules" spellcheck="false">{_esc(text)}</textarea>
-<div id="check">…</div>
-<button id="backtest-button">回测 <span class="en">Backtest, last 30 days</span></button>
-<pre id="backtest"></pre>"""
-    script = """
-const area = document.getElementById('rules'), out = document.getElementById('check');
-let timer = null;
-async function check(){
-  const r = await fetch('/dashboard/rules/check', {method:'POST', body: area.value});
-  const a = await r.json();
-  out.className = a.valid ? 'ok' : 'bad';
-  out.textContent = a.message;
-  document.body.dataset.checked = a.valid ? 'valid' : 'invalid';
-}
-area.addEventListener('input', () => { clearTimeout(timer); timer = setTimeout(check, 300); });
-document.getElementById('backtest-button').addEventListener('click', async () => {
-  const b = document.getElementById('backtest'); b.textContent = '…';
-  const r = await fetch('/dashboard/rules/backtest', {method:'POST', body: area.value});
-  b.textContent = JSON.stringify(await r.json(), null, 2);
-  document.body.dataset.backtested = 'yes';
-});
-check();"""
-    return page("规则编辑", "Rules editor", "/editor", body, script)
+def _member_rows(mv: dict[str, Any], zone: ZoneInfo) -> list[dict[str, Any]]:
+    """The member view (`ecrm member show`) as label/value rows."""
+    points = mv["points"]
+    progress = mv["progress"]
 
+    def when(at: str | None) -> str:
+        return local_time(at, zone) if at else "–"
 
-@router.post("/dashboard/rules/check")
-async def check_text(request: Request) -> JSONResponse:
-    """The rules text through `ecrm rules check`'s checker."""
-    require_key(request, "read")
-    text = (await request.body()).decode("utf-8", errors="replace")
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "rules.yaml"
-        path.write_text(text, encoding="utf-8")
-        code, message = await run_in_threadpool(check_rules, path)
-    return JSONResponse({"valid": code == 0, "message": message.replace(str(path), "rules")})
+    level = (
+        f"{mv['level_name'] or mv['level']} ({mv['level']})"
+        if mv["level"]
+        else "非会员 not a member yet"
+    )
+    spend = progress["metric"] == "spend"
 
-
-@router.post("/dashboard/rules/backtest")
-async def backtest_text(request: Request) -> JSONResponse:
-    """What the rules text would have done over the last 30 days (`ecrm rules backtest`)."""
-    require_key(request, "read")
-    ctx: ApiContext = request.app.state.ctx
-    from agents.backtest.run import run_backtest
-    from agents.profile.policy import rfm_policy
-    from schemas.rules import parse_rules
-
-    text = (await request.body()).decode("utf-8", errors="replace")
-    try:
-        ruleset = parse_rules(text, "rules")
-    except EcrmError as exc:
-        return JSONResponse({"error": str(exc)}, status_code=400)
-    until = datetime.now(UTC)
-
-    def replay() -> dict[str, Any]:
-        run, _ = ctx.analysis.run(
-            lambda ch: run_backtest(
-                ch,
-                ruleset,
-                rfm_policy(ctx.settings),
-                since=until - timedelta(days=30),
-                until=until,
-                warm_up=timedelta(days=90),
-                source="editor",
-            )
+    def amount(value: str | None) -> str:
+        return (
+            "–" if value is None else money(value) if spend else f"{value} ({progress['metric']})"
         )
-        return run.as_json()
 
-    return JSONResponse(await run_in_threadpool(replay))
+    next_level = (
+        f"{progress['next_level']}: 还差 {amount(progress['to_next_level'])} to go"
+        if progress["next_level"]
+        else "–"
+    )
+    rows = [
+        ("level", "等级 Level", level + (" · 手动 pinned" if mv["pinned"] else "")),
+        ("level_since", "升级于 Level since", when(mv["level_since"])),
+        ("term_end", "等级有效期至 Term ends", when(mv["term_end"])),
+        ("grace_until", "宽限期至 Grace until", when(mv["grace_until"])),
+        ("next_level", "升级 To next level", next_level),
+        ("to_keep", "保级还差 To keep the level", amount(progress["to_keep"])),
+        ("points_balance", "可用积分 Points balance", f"{points['balance']:,}"),
+        ("points_pending", "待生效积分 Pending", f"{points['pending']:,}"),
+        (
+            "points_expiring",
+            "即将过期 Expiring",
+            "; ".join(f"{e['points']:,} @ {local_time(e['at'], zone)[:10]}"
+                      for e in points["expiring"]) or "–",
+        ),
+        ("benefits", "权益 Benefits",
+         ", ".join(f"{k}={v}" for k, v in mv["benefits"].items()) or "–"),
+        ("tags", "标签 Tags", ", ".join(mv["tags"]) or "–"),
+    ]  # fmt: skip
+    return [{"item": label, "value": value, "key": key, "raw": value} for key, label, value in rows]
+
+
+router.include_router(editor_router)

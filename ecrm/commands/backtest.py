@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
+from agents.backtest.report import DEFAULT_WARM_UP
 from agents.backtest.run import BacktestRun, run_backtest
 from agents.profile.policy import rfm_policy
 from agents.rules.check import check_rules
@@ -103,6 +104,8 @@ def run_backtest_cmd(
 
 def _warm_up(text: str | None) -> timedelta | None:
     if not text:
+        return DEFAULT_WARM_UP
+    if text.strip().lower() in ("none", "0"):
         return None
     try:
         return parse_duration(text)

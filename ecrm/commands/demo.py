@@ -14,7 +14,6 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,35 +21,39 @@ import redis
 import yaml
 from kafka import KafkaProducer
 
-from ecrm.commands.member import show_member
-from ecrm.commands.profile import show_profile
 from ecrm.dev.processes import spawn_worker, stop_process
-from ecrm.dev.traffic import StoreEvent, synthetic_traffic
-from schemas.membership import load_programme
-from schemas.outputs import SEGMENTS
-from schemas.profile import Profile, from_stored
-from streams import counters, keyspace
-from streams.clickhouse import ClickHouse, connect, load_query, migrate
+from ecrm.dev.summary import say, summary
+from ecrm.dev.traffic import CouponResponse, StoreEvent, synthetic_traffic
+from schemas.rules import load_rules
+from streams import counters
+from streams.clickhouse import ClickHouse, connect, migrate
 from streams.counters import messages_handled
 from streams.embedded import embedded_stack
-from streams.redis_client import mget
 from streams.settings import Settings
 from streams.sink import ClickHouseSink
 from streams.topics import contract_topics, ensure_topics
 
-SEGMENT_ORDER = [*SEGMENTS[1:], SEGMENTS[0]]  # the eight of PRODUCT.md, then prospects
 #: the span of generated history the demo replays as if live
 HISTORY = timedelta(days=120)
 #: the rules' max_event_age in the demo: the whole history, and a month for the run itself
 DEMO_MAX_EVENT_AGE = HISTORY + timedelta(days=30)
-
-
-def say(text: str = "", end: str = "\n") -> None:
-    print(text, end=end, flush=True)
+#: the rule whose coupon the synthetic shoppers answer (ecrm/dev/traffic.py CouponResponse)
+RESPONDING_RULE = "abandoned-cart"
+#: the response model's defaults: the chance a shopper comes back for an abandoned cart on
+#: their own, and what the coupon adds to it
+COMEBACK = 0.10
+COUPON_LIFT = 0.20
 
 
 def run_demo(
-    settings: Settings, *, customers: int, sessions: int, workers: int = 1, serve: bool = False
+    settings: Settings,
+    *,
+    customers: int,
+    sessions: int,
+    workers: int = 1,
+    serve: bool = False,
+    comeback: float = COMEBACK,
+    lift: float = COUPON_LIFT,
 ) -> int:
     data_dir = Path(tempfile.mkdtemp(prefix="ecrm-demo-"))
     logging.getLogger("kafka").setLevel(logging.CRITICAL)  # the client's chatter is not news here
@@ -81,7 +84,8 @@ def run_demo(
         sink.start()
         procs = [spawn_worker(s, data_dir / f"worker-{i + 1}.log") for i in range(workers)]
         try:
-            code = _drive(s, ch, procs, customers, sessions)
+            response = _response(rules, comeback, lift)
+            code = _drive(s, ch, procs, customers, sessions, response)
             if code == 0:  # the actions fired, sent through local receivers (issue 23)
                 from ecrm.dev.delivery_demo import deliver_demo
 
@@ -139,8 +143,22 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _response(rules_file: Path, comeback: float, lift: float) -> CouponResponse | None:
+    """The shoppers' answer to the abandoned-cart coupon, from that rule of the rules file."""
+    ruleset = load_rules(rules_file)
+    rule = next((r for r in ruleset.rules if r.id == RESPONDING_RULE and r.enabled), None)
+    if rule is None:
+        return None
+    return CouponResponse.for_rule(rule, ruleset.policy, base=comeback, lift=lift)
+
+
 def _drive(
-    s: Settings, ch: ClickHouse, procs: list[subprocess.Popen[bytes]], customers: int, sessions: int
+    s: Settings,
+    ch: ClickHouse,
+    procs: list[subprocess.Popen[bytes]],
+    customers: int,
+    sessions: int,
+    response: CouponResponse | None = None,
 ) -> int:
     client = s.redis()
     now = datetime.now(UTC)
@@ -148,7 +166,13 @@ def _drive(
         f"[2/5] started {len(procs)} worker process(es); generating traffic for {customers:,} "
         f"customers, {sessions:,} sessions over the last {HISTORY.days} days ..."
     )
-    events = list(synthetic_traffic(customers, sessions, start=now - HISTORY, span=HISTORY))
+    if response is not None:
+        say(f"      response model: {response.describe()}")
+        if not response.lift:
+            say("      (--no-effect: the coupon changes nothing, so its measured uplift is noise)")
+    events = list(
+        synthetic_traffic(customers, sessions, start=now - HISTORY, span=HISTORY, response=response)
+    )
     producer = KafkaProducer(
         bootstrap_servers=s.kafka_bootstrap, linger_ms=20, batch_size=256 * 1024
     )
@@ -186,56 +210,9 @@ def _drive(
     )
     _wait_drained(client, s.partitions)
     say("[5/5] summary")
-    _summary(s, ch, client, len(events), elapsed)
+    summary(s, ch, client, len(events), elapsed, HISTORY)
     client.close()
     return 0
-
-
-def _summary(
-    s: Settings, ch: ClickHouse, client: redis.Redis, produced: int, elapsed: float
-) -> None:
-    stats = counters.stats(client, s.partitions)
-    say()
-    say(f"  events produced      {produced:>10,}")
-    say(f"  events applied       {stats.get('events', 0):>10,}")
-    say(
-        f"  duplicates ignored   {stats.get('duplicates', 0):>10,}   (producer retries, same event_id)"
-    )
-    say(
-        f"  dead-lettered        {stats.get('dead_letters', 0):>10,}   (invalid, with reason, on {s.topic('dead-letter')})"
-    )
-    say(
-        f"  segment changes      {stats.get('segment_changes', 0):>10,}   (on {s.topic('segment-changes')})"
-    )
-    say(
-        f"  member changes       {stats.get('member_changes', 0):>10,}   (points, levels, tags, on {s.topic('member-changes')})"
-    )
-    say(f"  throughput           {produced / elapsed:>10,.0f}   events/s")
-    profiles = _profiles(client)
-    counts = Counter(p.segment for p in profiles)
-    say()
-    say(f"  customers per RFM segment ({len(profiles):,} profiles in Redis)")
-    for seg in SEGMENT_ORDER:
-        if counts.get(seg):
-            say(
-                f"    {seg:<20} {counts[seg]:>7,}  {'#' * max(1, 50 * counts[seg] // max(counts.values()))}"
-            )
-    if profiles:
-        top = max(profiles, key=lambda p: p.monetary)
-        say()
-        say(f"  a sample profile (the top spender), as `ecrm profile {top.customer_id}` prints it:")
-        show_profile(s, top.customer_id, as_json=False)
-    _rules_table(client, s.partitions)
-    _membership(s, ch, profiles)
-    say()
-    say("  ClickHouse: GMV by current segment (clickhouse/queries/gmv_by_segment.sql)")
-    _gmv_table(ch)
-    say()
-    say(
-        "  ClickHouse: rule performance, last-touch attribution within 72 h (ecrm sql rule_performance)"
-    )
-    _rule_performance(ch)
-    say()
 
 
 def _demo_rules(path: Path, data_dir: Path) -> Path:
@@ -256,73 +233,6 @@ def _demo_rules(path: Path, data_dir: Path) -> Path:
     return out
 
 
-def _rules_table(client: redis.Redis, partitions: int) -> None:
-    per_rule: dict[str, Counter[str]] = {}
-    for field, n in counters.rule_stats(client, partitions).items():
-        rule_id, outcome = field.split("|", 1)
-        per_rule.setdefault(rule_id, Counter())[outcome] += int(n)
-    say()
-    say("  marketing rules (rules/example.yaml): decisions per rule")
-    say(f"    {'rule':<24} {'fired':>7} {'held out':>9} {'deferred':>9}  suppressed (why)")
-    for rule_id, c in sorted(per_rule.items()):
-        why = ", ".join(
-            f"{k.split(':', 1)[1]} {v:,}"
-            for k, v in sorted(c.items())
-            if k.startswith("suppressed")
-        )
-        say(
-            f"    {rule_id:<24} {c['fired']:>7,} {c['held_out']:>9,} {c['deferred']:>9,}  {why or '-'}"
-        )
-    if not per_rule:
-        say("    (no rule fired)")
-
-
-def _membership(s: Settings, ch: ClickHouse, profiles: list[Profile]) -> None:
-    """Members per level, points outstanding and lapsing, top tags; a sample member view."""
-    programme = load_programme(s.membership_file)
-    levels = Counter(p.level for p in profiles if p.level)
-    say()
-    say(f"  membership ({s.membership_file.name}): members per level")
-    for level in programme.levels.ladder:
-        n = levels.get(level.id, 0)
-        bar = "#" * (max(1, 50 * n // max(levels.values())) if n else 0)
-        say(f"    {level.id:<10} {level.name or '':<6} {n:>7,}  {bar}")
-    say(
-        f"  points outstanding   {sum(p.points for p in profiles):>10,}   spendable "
-        f"(+{sum(p.points_pending for p in profiles):,} pending in return windows)"
-    )
-    today = datetime.now(programme.zone).date().replace(day=1)
-    next_month = (today + timedelta(days=32)).replace(day=1)
-    liability = ch.query(load_query("points_liability"), {"timezone": programme.timezone})
-    lapsing = sum(r["points"] for r in liability if r["expiry_month"] == next_month)
-    say(f"  lapsing next month   {lapsing:>10,}   ({next_month:%Y-%m}; ecrm sql points_liability)")
-    for row in liability[:3]:
-        month = f"{row['expiry_month']:%Y-%m}" if row["expiry_month"] else "never"
-        say(f"    lapse {month:<8} {row['points']:>10,} points  {row['members']:>6,} members")
-    tags = Counter(t for p in profiles for t in p.tags)
-    say(f"  top tags             {', '.join(f'{t} {n:,}' for t, n in tags.most_common(5)) or '-'}")
-    members = [p for p in profiles if p.level]
-    if members:
-        top = max(members, key=lambda p: (programme.levels.rank(p.level), p.points))
-        say()
-        say(f"  a sample member, as `ecrm member show {top.customer_id}` prints it:")
-        show_member(s, top.customer_id, as_json=False)
-
-
-def _gmv_table(ch: ClickHouse) -> None:
-    now = datetime.now(UTC)
-    rows = ch.query(
-        load_query("gmv_by_segment"),
-        {"since": now - timedelta(days=365), "until": now + timedelta(days=1)},
-    )
-    say(f"    {'segment':<20} {'customers':>9} {'orders':>7} {'GMV':>12} {'AOV':>9}")
-    for row in rows:
-        say(
-            f"    {row['segment']:<20} {row['customers']:>9,} {row['orders']:>7,} "
-            f"{row['gmv']:>12,.2f} {row['aov']:>9,.2f}"
-        )
-
-
 def _payload(ev: StoreEvent) -> bytes:
     try:
         return ev.payload()
@@ -330,50 +240,36 @@ def _payload(ev: StoreEvent) -> bytes:
         return json.dumps(ev.value).encode()
 
 
-def _rule_performance(ch: ClickHouse) -> None:
-    now = datetime.now(UTC)
-    rows = ch.query(
-        load_query("rule_performance"),
-        {"since": now - timedelta(days=365), "until": now + timedelta(days=1), "window_hours": 72},
-    )
-    say(
-        f"    {'rule':<22} {'decided':>8} {'sent':>6} {'held out':>8} {'converted':>9} "
-        f"{'treated':>8} {'held-out':>8} {'uplift (95% CI)':>24} {'coupon cost':>11}"
-    )
-    for r in rows:
-
-        def pct(x: object) -> str:
-            return "-" if x is None else f"{float(x):.1%}"  # type: ignore[arg-type]
-
-        ci = (
-            "-"
-            if r["uplift"] is None
-            else f"{float(r['uplift']):+.1%} [{float(r['uplift_ci_low']):+.1%}, {float(r['uplift_ci_high']):+.1%}]"
-        )
-        say(
-            f"    {r['rule_id']:<22} {r['decided']:>8,} {r['sent']:>6,} {r['held_out']:>8,} "
-            f"{r['converted']:>9,} {pct(r['treated_rate']):>8} {pct(r['held_out_rate']):>8} {ci:>24} "
-            f"{float(r['coupon_cost'] or 0):>11,.2f}"
-        )
-    if not rows:
-        say("    (no decisions yet)")
-
-
-def _profiles(client: redis.Redis) -> list[Profile]:
-    keys = list(client.scan_iter(match=keyspace.PROFILES_PATTERN, count=2000))
-    out: list[Profile] = []
-    for i in range(0, len(keys), 1000):
-        out.extend(from_stored(v) for v in mget(client, keys[i : i + 1000]) if v)
-    return out
-
-
-def _wait_drained(client: redis.Redis, partitions: int, timeout: float = 120) -> None:
+def _wait_drained(client: redis.Redis, partitions: int, timeout: float = 180) -> None:
+    """Until ClickHouse has caught up with the worker: its outboxes stay empty for a second
+    (the worker still decides as the clock passes deadlines; the figures say as of when)."""
     deadline = time.monotonic() + timeout
     outboxes = counters.clickhouse_outboxes(partitions)
-    while (left := counters.stream_lengths(client, outboxes)) and time.monotonic() < deadline:
-        say(f"      history to ClickHouse: {left} batches left", end="\r")
+    quiet_since: float | None = None
+    while time.monotonic() < deadline:
+        left = counters.stream_lengths(client, outboxes)
+        if left:
+            quiet_since = None
+            say(f"      history to ClickHouse: {left} batches left", end="\r")
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= 1.0:
+            say(" " * 60, end="\r")
+            return
         time.sleep(0.2)
-    say(" " * 60, end="\r")
+    left = counters.stream_lengths(client, outboxes)
+    say(f"      ClickHouse is still {left} batches behind the worker; the figures below lag it")
+
+
+def _chance(text: str) -> float:
+    """A probability from the command line: 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (e.g. 0.2)") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
+    return value
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -382,6 +278,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--sessions", type=int, default=12000)
     demo.add_argument("--workers", type=int, default=1)
     demo.add_argument(
+        "--comeback",
+        type=_chance,
+        default=COMEBACK,
+        help=f"chance a shopper buys an abandoned cart later without a coupon (default {COMEBACK})",
+    )
+    demo.add_argument(
+        "--coupon-lift",
+        type=_chance,
+        default=COUPON_LIFT,
+        help="what the abandoned-cart coupon adds to that chance "
+        f"(default {COUPON_LIFT}: {COUPON_LIFT * 100:.0f} percentage points more)",
+    )
+    demo.add_argument(
+        "--no-effect",
+        action="store_true",
+        help="shoppers ignore coupons (--coupon-lift 0): the measured uplift is the honest null",
+    )
+    demo.add_argument(
         "--serve",
         action="store_true",
         help="after the summary, keep everything running and serve the API and dashboard",
@@ -389,10 +303,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    lift = 0.0 if args.no_effect else args.coupon_lift
+    if args.comeback + lift > 1:
+        raise SystemExit(f"ecrm demo: --comeback {args.comeback} + --coupon-lift {lift} exceeds 1")
     return run_demo(
         settings,
         customers=args.customers,
         sessions=args.sessions,
         workers=args.workers,
         serve=args.serve,
+        comeback=args.comeback,
+        lift=lift,
     )

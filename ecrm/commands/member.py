@@ -8,14 +8,11 @@ import json
 import uuid
 from datetime import UTC, datetime
 
-from agents.membership.state import MemberState
 from agents.membership.view import member_view
+from agents.profile.reads import read_member
 from ecrm.commands.tags import send_request
 from schemas.errors import EcrmError
 from schemas.membership import load_programme
-from schemas.profile import Profile
-from streams import keyspace
-from streams.redis_client import mget
 from streams.settings import Settings
 
 
@@ -30,23 +27,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pin.add_argument("level", help="a level id of the programme file")
     unpin = member_sub.add_parser("unpin", help="let the metric decide the level again")
     unpin.add_argument("customer_id")
-
-
-def read_member(settings: Settings, customer_id: str) -> tuple[Profile | None, MemberState | None]:
-    client = settings.redis()
-    try:
-        raw_profile, raw_member = mget(
-            client,
-            [
-                keyspace.profile(customer_id, settings.partitions),
-                keyspace.member(customer_id, settings.partitions),
-            ],
-        )
-    finally:
-        client.close()
-    profile = Profile.model_validate_json(raw_profile) if raw_profile else None
-    member = MemberState.model_validate_json(raw_member) if raw_member else None
-    return profile, member
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

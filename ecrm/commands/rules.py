@@ -30,7 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     backtest.add_argument("--since", default="30d", help="30d, 12h, or an ISO date (shop's zone)")
     backtest.add_argument("--until", default=None, help="same forms; default: now")
     backtest.add_argument(
-        "--warm-up", default=None, help="replay this much earlier history first, unreported"
+        "--warm-up",
+        default=None,
+        help="replay this much earlier history first, unreported (default 90d; none: start empty)",
     )
     backtest.add_argument("--json", action="store_true", help="print JSON")
 

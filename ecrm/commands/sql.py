@@ -42,10 +42,28 @@ def run_sql(
     ch = open_for_analysis(settings.clickhouse_url)
     try:
         rows = ch.query(query.sql, params)
+        latest = ch.query(LATEST_EVENT)
     finally:
         ch.close()
     out.write(render(rows, fmt))
+    print(as_of_line(datetime.now(UTC), latest[0]["at"] if latest else None), file=sys.stderr)
     return 0
+
+
+#: how far the history reaches in event time: the latest event stored
+LATEST_EVENT = "SELECT if(count() = 0, NULL, max(ts)) AS at FROM events"
+
+
+def as_of_line(read_at: datetime, latest: datetime | None) -> str:
+    """What a result is as of (on stderr, so the rows stay clean for a pipe): when it was
+    read, and the event time the data reaches."""
+    reach = "no events yet" if latest is None else f"data up to {_utc(latest)} (latest event time)"
+    return f"as of {_utc(read_at)}; {reach}"
+
+
+def _utc(at: datetime) -> str:
+    aware = at if at.tzinfo else at.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

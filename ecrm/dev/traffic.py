@@ -10,6 +10,14 @@ same `event_id`, and the odd broken message that must go to the dead-letter topi
 Messages come out in event-time order per customer; overall they are ordered up to each
 customer's producer lag (at most `MAX_LAG`), as they would be from many producers.
 
+With a `CouponResponse` the shoppers also answer the abandoned-cart coupon, by a stated model
+(`ecrm demo` prints it): a shopper who leaves a cart comes back for it within the coupon's
+validity with probability `base`, or `base + lift` when the coupon reached them. Who it
+reached is known without watching the worker: the rule's holdout is a deterministic hash of
+rule and customer (agents/rules/contact_policy.py `holdout`), and the rule's wait and
+cooldown are replayed here. Its draws come from a random stream of their own, so the same
+seed gives the same shop with or without the effect (`lift=0`: the honest null).
+
     for event in synthetic_traffic(2000, 20_000, start=datetime.now(UTC), span=timedelta(days=7)):
         producer.send(f"ecrm.{event.topic}", key=event.key.encode(), value=event.payload())
 """
@@ -29,6 +37,8 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+
+from ecrm.dev.response import Answers, CouponResponse
 
 SHOP_TZ = timezone(timedelta(hours=8))
 MAX_LAG = timedelta(seconds=2)
@@ -64,6 +74,7 @@ class StoreEvent:
     raw: bytes | None = None  # bytes to send instead of `value`: a message that is not JSON
     defect: str | None = None  # why this message should land in the dead-letter topic
     retry: bool = False  # a producer's second send of the previous event of this customer
+    comeback: bool = False  # an abandoned cart bought after all, by the CouponResponse model
 
     def payload(self) -> bytes:
         return self.raw if self.raw is not None else orjson.dumps(self.value)
@@ -93,14 +104,19 @@ def synthetic_traffic(
     start: datetime,
     span: timedelta,
     sku_count: int = 500,
+    response: CouponResponse | None = None,
 ) -> Iterator[StoreEvent]:
-    """`sessions` shopping sessions of `customers` customers within [start, start + span]."""
+    """`sessions` shopping sessions of `customers` customers within [start, start + span];
+    with `response`, shoppers also answer the abandoned-cart coupon by that model."""
     if start.tzinfo is None:
         raise ValueError("start must be timezone-aware")
     if customers < 1 or sessions < 0 or sku_count < 1 or span <= timedelta(0):
         raise ValueError("need customers >= 1, sessions >= 0, sku_count >= 1 and a positive span")
     rng = random.Random(seed)  # noqa: S311 - reproducible make-believe, not a secret
-    return _Shop(rng, customers, sku_count).traffic(sessions, start, span)
+    shop = _Shop(rng, customers, sku_count)
+    if response is not None:
+        shop.answers = Answers(response, random.Random(seed * 7919 + 1))  # noqa: S311
+    return shop.traffic(sessions, start, span)
 
 
 class _Shop:
@@ -119,6 +135,7 @@ class _Shop:
         )
         self.seq = itertools.count()
         self.platform: str | None = None  # the session's app, sent as an extra field
+        self.answers: Answers | None = None  # the coupon response model, when there is one
 
     def _sku(self, i: int, category: str) -> _Sku:
         low, high = CATEGORIES[category]
@@ -168,6 +185,7 @@ class _Shop:
             yield at, "browse", self._event(c, at, url=rng.choice(PAGES))
         cart: dict[str, tuple[_Sku, int]] = {}
         viewed: list[_Sku] = []
+        last_cart_at = at
         for _ in range(min(1 + int(rng.expovariate(0.3)), 15)):
             at += rng.randrange(5_000, 90_000)
             item = rng.choices(self.skus, cum_weights=self.sku_weights)[0]
@@ -181,6 +199,7 @@ class _Shop:
                 at += rng.randrange(1_000, 20_000)
                 qty = max(1, round(c.basket * rng.uniform(0.5, 1.5)))
                 cart[item.sku] = (item, cart.get(item.sku, (item, 0))[1] + qty)
+                last_cart_at = at
                 yield (
                     at,
                     "cart",
@@ -192,6 +211,35 @@ class _Shop:
         if bought:
             at += rng.randrange(20_000, 600_000)
             yield from self._order(c, at, bought)
+        elif cart and self.answers is not None:
+            yield from self._comeback(c, last_cart_at, list(cart.values()))
+
+    def _comeback(
+        self, c: _Customer, last_cart_at: int, lines: list[tuple[_Sku, int]]
+    ) -> Iterator[tuple[int, str, dict[str, Any]]]:
+        """The abandoned cart bought after all, by the response model (its own random draws)."""
+        assert self.answers is not None
+        answers, model = self.answers, self.answers.model
+        at = answers.comeback(c.customer_id, last_cart_at)
+        if at is None:
+            return
+        amount = sum((item.price * qty for item, qty in lines), Decimal("0"))
+        if model.coupon_reaches(c.customer_id) and amount >= max(model.threshold, model.value):
+            amount -= model.value  # the coupon, redeemed
+        rng = answers.rng
+        fields: dict[str, Any] = {
+            "order_id": str(rng.randrange(10**17, 10**18)),
+            "status": "paid",
+            "amount": str(amount.quantize(CENT)),
+            "items": [
+                {"sku": i.sku, "qty": q, "price": str(i.price), "category": i.category}
+                for i, q in lines
+            ],
+        }
+        ts = datetime.fromtimestamp(at / 1000, SHOP_TZ).isoformat(timespec="milliseconds")
+        event_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        answers.sent.add(event_id)
+        yield at, "orders", {"event_id": event_id, "customer_id": c.customer_id, "ts": ts, **fields}
 
     def _order(
         self, c: _Customer, at: int, lines: list[tuple[_Sku, int]]
@@ -253,6 +301,9 @@ class _Shop:
     ) -> Iterator[StoreEvent]:
         _, _, customer, topic, value = entry
         key = customer.customer_id
+        if self.answers is not None and value["event_id"] in self.answers.sent:
+            yield StoreEvent(topic, key, value, comeback=True)  # no draw: the same shop either way
+            return
         if self.rng.random() < MALFORMED_RATE:
             yield self._break(StoreEvent(topic, key, value))
             return
@@ -293,4 +344,4 @@ def _ms_of(ts: str | int) -> int:
     return ts if isinstance(ts, int) else _ms(datetime.fromisoformat(ts))
 
 
-__all__ = ["MAX_LAG", "StoreEvent", "synthetic_traffic"]
+__all__ = ["MAX_LAG", "CouponResponse", "StoreEvent", "synthetic_traffic"]

@@ -80,8 +80,8 @@ class RulePerformance:
     treated_gmv: Decimal
     held_out_gmv: Decimal
     incremental_gmv: float | None
-    coupon_value_sent: Decimal
-    coupon_cost: Decimal
+    coupon_cost: Decimal  # every sent coupon's value (044_rule_performance_coupon_cost.sql)
+    coupon_value_converted: Decimal  # those followed by an attributed order
 
 
 def rule_performance(
@@ -164,8 +164,10 @@ def rule_performance(
             treated_gmv=gmv_t,
             held_out_gmv=gmv_c,
             incremental_gmv=incremental,
-            coupon_value_sent=sum((t["coupon_value"] or Decimal(0) for t in fired), Decimal(0)),
-            coupon_cost=sum((t["coupon_value"] or Decimal(0) for t in converted), Decimal(0)),
+            coupon_cost=sum((t["coupon_value"] or Decimal(0) for t in fired), Decimal(0)),
+            coupon_value_converted=sum(
+                (t["coupon_value"] or Decimal(0) for t in converted), Decimal(0)
+            ),
         )
     return result
 

@@ -5,6 +5,7 @@ agree with an independent Python computation over the same generated history, an
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections import defaultdict
@@ -133,7 +134,7 @@ def test_rule_performance_equals_an_independent_computation(
             "decided", "held_out", "suppressed", "sent", "converted",
             "delivery_sent", "delivered", "clicked", "delivery_failed",
             "treated_customers", "treated_converted", "held_out_customers", "held_out_converted",
-            "treated_gmv", "held_out_gmv", "coupon_value_sent", "coupon_cost",
+            "treated_gmv", "held_out_gmv", "coupon_cost", "coupon_value_converted",
         ):  # fmt: skip
             assert row[field] == getattr(want, field), (row["rule_id"], field)
         for field in (
@@ -150,7 +151,7 @@ def test_rule_performance_equals_an_independent_computation(
     cart = by_rule["abandoned-cart"]
     assert cart["decided"] >= cart["sent"] >= cart["converted"] > 0
     assert cart["uplift_ci_low"] < cart["uplift"] < cart["uplift_ci_high"]
-    assert 0 < cart["coupon_cost"] < cart["coupon_value_sent"]
+    assert 0 < cart["coupon_value_converted"] < cart["coupon_cost"]  # cost: every coupon sent
 
 
 def test_rule_customers_puts_each_customer_in_one_group_per_rule(
@@ -306,7 +307,8 @@ EXPECTED_COLUMNS = {
                          "treated_customers", "treated_converted", "treated_rate",
                          "held_out_customers", "held_out_converted", "held_out_rate", "uplift",
                          "uplift_margin", "uplift_ci_low", "uplift_ci_high", "treated_gmv",
-                         "held_out_gmv", "incremental_gmv", "coupon_value_sent", "coupon_cost"],
+                         "held_out_gmv", "incremental_gmv", "coupon_cost", "coupon_value_converted"],
+    "rule_decisions": ["rule_id", "outcome", "reason", "decisions", "last_decided_at"],
     "top_abandoned_products": ["sku", "cart_adds", "abandoned", "abandon_rate", "customers",
                                "abandoned_value"],
     "lapsed_customers": ["customer_id", "shop_id", "segment", "days_since_last_order",
@@ -335,6 +337,20 @@ def test_every_named_query_runs_and_returns_its_documented_columns(
     header = query.sql.split("\nSELECT", 1)[0].split("\nWITH", 1)[0]
     for column in EXPECTED_COLUMNS[name]:
         assert column in header, f"{name}: column {column} is not described in the header"
+
+
+def test_decisions_per_rule_count_what_rule_performance_counts(ch: ClickHouse) -> None:
+    """`ecrm demo` prints rule_decisions beside rule_performance: one set of figures."""
+    params = {"since": SINCE, "until": UNTIL}
+    per_outcome: dict[tuple[str, str], int] = {}
+    for row in ch.query(named_query("rule_decisions").sql, params):
+        key = (row["rule_id"], row["outcome"])
+        per_outcome[key] = per_outcome.get(key, 0) + row["decisions"]
+    performance = ch.query(named_query("rule_performance").sql, {**params, "window_hours": 72})
+    assert performance
+    for row in performance:
+        assert per_outcome.get((row["rule_id"], "fired"), 0) == row["sent"], row["rule_id"]
+        assert per_outcome.get((row["rule_id"], "held_out"), 0) == row["held_out"]
 
 
 def test_the_expected_columns_cover_every_shipped_query() -> None:
@@ -390,6 +406,8 @@ def test_ecrm_sql_prints_a_table(folder: Path) -> None:
     lines = done.stdout.splitlines()
     assert lines[0].split() == EXPECTED_COLUMNS["rfm_distribution"]
     assert lines[-1].endswith("rows)")
+    # as of when, on stderr (the rows stay clean for a pipe): the history ends in 2024
+    assert re.search(r"as of \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC; data up to 2024-", done.stderr)
 
 
 def test_ecrm_sql_list(folder: Path) -> None:

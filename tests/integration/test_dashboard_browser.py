@@ -9,12 +9,16 @@ chromium-driver`; `.ci/run` installs it where apt-get is available)."""
 from __future__ import annotations
 
 import base64
+import csv
+import io
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -134,6 +138,30 @@ def shown(driver: Any, url: str, name: str, flag: str = "rendered", value: str =
     return str(driver.find_element("tag name", "body").text)
 
 
+PERCENT = re.compile(r"^\d+\.\d%$")
+YUAN = re.compile(r"^-?¥\d{1,3}(,\d{3})*\.\d\d$")
+UPLIFT = re.compile(r"^[+-]\d+\.\d% \[[+-]\d+\.\d%, [+-]\d+\.\d%\]$")
+LOCAL_TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")  # to the second, no zone
+SHOP = ZoneInfo("Asia/Shanghai")
+
+
+def cells(driver: Any, table: str, kind: str) -> list[str]:
+    found = driver.find_elements("css selector", f"#{table} td[data-kind={kind}]")
+    return [str(c.text) for c in found]
+
+
+def headers(driver: Any, table: str) -> str:
+    return " ".join(str(h.text) for h in driver.find_elements("css selector", f"#{table} th"))
+
+
+def download(url: str, page: str, table: str) -> list[dict[str, str]]:
+    """The table's CSV link, fetched with the read key."""
+    separator = "&" if "?" in page else "?"
+    answer = httpx.get(f"{url}{page}{separator}csv={table}", auth=(READ_KEY, ""), timeout=30)
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/csv")
+    return list(csv.DictReader(io.StringIO(answer.text)))
+
+
 def test_each_page_renders_with_the_shops_data(shop, browser):
     s, ch = shop
     with serving(s, clickhouse=ch) as url:
@@ -158,6 +186,64 @@ def test_each_page_renders_with_the_shops_data(shop, browser):
         assert "thank-you" in browser.find_element("id", "decisions").text
 
 
+def test_figures_read_as_a_marketer_reads_them(shop, browser):
+    """Labels in Chinese and English, shares and rates as percentages, money as ¥ with
+    thousands separators, times to the second in the shop's zone, an "as of" on every page."""
+    s, ch = shop
+    with serving(s, clickhouse=ch) as url:
+        shown(browser, f"{url}/", "segments")
+        as_of = browser.find_element("id", "as-of").text
+        assert "Asia/Shanghai" in as_of and "latest event time" in as_of
+        head = headers(browser, "segments")
+        assert "客户数" in head and "Customers" in head and "平均消费" in head
+        assert "avg_monetary" not in head and "share" not in head  # no raw column names
+        assert all(PERCENT.match(c) for c in cells(browser, "segments", "share"))
+        spend = cells(browser, "segments", "yuan")
+        assert spend and all(YUAN.match(c) for c in spend), spend
+        assert any("," in c for c in spend)  # a segment's total spend is in the thousands
+        table_text = browser.find_element("id", "segments").text
+        assert not re.search(r"\de[+-]\d", table_text)  # no scientific notation
+
+        shown(browser, f"{url}/rules", "rules")
+        rates = cells(browser, "performance", "rate")
+        assert rates and all(PERCENT.match(c) or c == "–" for c in rates), rates
+        uplift = [c for c in cells(browser, "performance", "text") if "[" in c]
+        assert uplift and all(UPLIFT.match(c) for c in uplift), uplift
+        assert all(YUAN.match(c) for c in cells(browser, "performance", "yuan") if c != "–")
+        times = cells(browser, "feed-table", "time")
+        assert times and all(LOCAL_TIME.match(t) for t in times), times
+        latest = ch.query("SELECT max(decided_at) AS at FROM rule_decisions")[0]["at"]
+        moment = latest if latest.tzinfo else latest.replace(tzinfo=UTC)
+        assert moment.astimezone(SHOP).strftime("%Y-%m-%d %H:%M:%S") in times  # shop time
+
+        # a date range with nothing in it, and back
+        shown(browser, f"{url}/rules?since=2001-01-01&until=2001-01-31", "rules-empty")
+        assert "暂无数据" in browser.find_element("id", "performance").text
+        form = browser.find_element("id", "range")
+        assert form.find_element("name", "since").get_attribute("value") == "2001-01-01"
+
+        shown(browser, f"{url}/customers?id=c-4", "customer-member", flag="loaded")
+        member = browser.find_element("id", "member").text
+        assert "等级 Level" in member and "可用积分 Points balance" in member
+        assert "标签 Tags" in member and "权益 Benefits" in member
+        spend = cells(browser, "profile", "text")
+        assert any(YUAN.match(c) for c in spend), spend
+
+        # every table downloads as CSV with raw values
+        segments = download(url, "/", "segments")
+        assert {r["segment"] for r in segments} >= {"general_develop"}
+        assert all(0 <= float(r["share"]) <= 1 for r in segments)
+        performance = download(url, "/rules", "performance")
+        assert "thank-you" in {r["rule_id"] for r in performance}
+        assert "coupon_cost" in performance[0]
+        assert download(url, "/", "moves") is not None
+        assert download(url, "/customers?id=c-4", "member")
+        decisions = download(url, "/customers?id=c-4", "decisions")
+        assert decisions and datetime.fromisoformat(decisions[0]["decided_at"]).tzinfo is not None
+        feed = httpx.get(f"{url}/dashboard/decisions.csv", auth=(READ_KEY, ""), timeout=30)
+        assert "thank-you" in feed.text
+
+
 def test_the_rules_editor_checks_as_you_type_and_backtests(shop, browser):
     s, ch = shop
     with serving(s, clickhouse=ch) as url:
@@ -169,7 +255,15 @@ def test_the_rules_editor_checks_as_you_type_and_backtests(shop, browser):
         WebDriverWait(browser, 60).until(
             lambda d: d.execute_script("return document.body.dataset.backtested") == "yes"
         )
-        assert '"rule_id": "thank-you"' in browser.find_element("id", "backtest").text
+        result = browser.find_element("id", "backtest-table").text
+        assert "thank-you" in result and "会触发" in result and "Would fire" in result
+        assert "¥0.00" in result  # coupon cost, a message rule's
+        window = browser.find_element("id", "backtest-window").text
+        assert "warmed up from" in window and "Asia/Shanghai" in window
+        assert browser.find_elements("css selector", "#backtest-chart canvas")
+        link = browser.find_element("id", "backtest-csv")
+        assert link.get_attribute("download") == "backtest.csv"
+        browser.save_screenshot(str(ARTIFACTS / "editor-backtest.png"))
 
         area = browser.find_element("id", "rules")
         browser.execute_script("arguments[0].value = '';", area)

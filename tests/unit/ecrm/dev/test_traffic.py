@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from itertools import islice
+from pathlib import Path
 
 import orjson
 import pytest
 from pydantic import ValidationError
 
 from agents.profile.fold import RfmPolicy, fold_many, refresh
-from ecrm.dev.traffic import MAX_LAG, StoreEvent, synthetic_traffic
+from ecrm.dev.traffic import MAX_LAG, CouponResponse, StoreEvent, synthetic_traffic
 from schemas.events import EVENT_BY_TOPIC, CartEvent, Event, OrderEvent
 from schemas.profile import empty_profile
+from schemas.rules import load_rules
 
 START = datetime(2024, 6, 1, tzinfo=UTC)
 SPAN = timedelta(days=30)
@@ -183,3 +186,71 @@ def test_bad_arguments_are_refused() -> None:
     with pytest.raises(ValueError, match="positive span"):
         synthetic_traffic(1, 1, start=START, span=timedelta(0))
     assert list(synthetic_traffic(5, 0, start=START, span=SPAN)) == []
+
+
+# The coupon response model (CouponResponse): what the demo's measured uplift rests on.
+
+CART_MODEL = CouponResponse(
+    holdout=0.5, base=0.0, lift=1.0, value=Decimal(10), threshold=Decimal(99)
+)
+
+
+def _answered(model: CouponResponse | None, seed: int = 3) -> list[StoreEvent]:
+    return list(synthetic_traffic(400, 2400, seed=seed, start=START, span=SPAN, response=model))
+
+
+def test_the_response_model_only_adds_comeback_orders_to_the_same_shop() -> None:
+    plain = _answered(None)
+    for model in (CART_MODEL, replace(CART_MODEL, lift=0.0, base=0.2)):
+        answered = _answered(model)
+        assert any(e.comeback for e in answered)
+        assert [e for e in answered if not e.comeback] == plain
+
+
+def test_only_customers_the_coupon_reaches_answer_it() -> None:
+    """base 0, lift 1: every treated abandoned cart is bought, no held-out one."""
+    comebacks = [e for e in _answered(CART_MODEL) if e.comeback]
+    assert len(comebacks) > 20
+    assert all(CART_MODEL.coupon_reaches(e.key) for e in comebacks)
+    # base 1, lift 0: the held-out come back too, at the same rate
+    held = [e for e in _answered(replace(CART_MODEL, base=1.0, lift=0.0)) if e.comeback]
+    assert any(not CART_MODEL.coupon_reaches(e.key) for e in held)
+
+
+def test_a_comeback_buys_the_abandoned_cart_within_the_window_after_the_decision() -> None:
+    traffic = _answered(CART_MODEL)
+    carts: defaultdict[str, list[tuple[datetime, str]]] = defaultdict(list)
+    for e in traffic:
+        if e.topic == "cart" and e.defect is None:
+            carts[e.key].append((_at(e.value["ts"]), e.value["sku"]))
+    wait, window = CART_MODEL.wait, CART_MODEL.window
+    for e in (e for e in traffic if e.comeback):
+        at = _at(e.value["ts"])
+        skus = {item["sku"] for item in e.value["items"]}
+        added = [t for t, sku in carts[e.key] if sku in skus and t + wait < at <= t + wait + window]
+        assert added, e.value
+        full = sum(Decimal(i["price"]) * i["qty"] for i in e.value["items"])
+        paid = Decimal(e.value["amount"])
+        assert paid == (full - 10 if full >= 99 else full)  # the coupon, redeemed
+
+
+def test_the_model_follows_the_rules_file_abandoned_cart_rule() -> None:
+    rules = load_rules(Path("rules/example.yaml"))
+    rule = next(r for r in rules.rules if r.id == "abandoned-cart")
+    model = CouponResponse.for_rule(rule, rules.policy, base=0.1, lift=0.2)
+    assert (model.holdout, model.wait, model.cooldown) == (
+        0.1,
+        timedelta(minutes=30),
+        timedelta(days=7),
+    )
+    assert model.window == timedelta(hours=48)  # the coupon's validity, inside the 72 h window
+    assert (model.value, model.threshold) == (Decimal(10), Decimal(99))
+    assert "10% without the coupon" in model.describe() and "30% with it" in model.describe()
+    with pytest.raises(ValueError, match="base"):
+        CouponResponse(base=0.9, lift=0.2)
+
+
+def _at(ts: str | int) -> datetime:
+    if isinstance(ts, int):
+        return datetime.fromtimestamp(ts / 1000, UTC)
+    return datetime.fromisoformat(ts)
