@@ -160,11 +160,11 @@ class _Handler(socketserver.BaseRequestHandler):
                 request = _receive(sock)
             except (OSError, EOFError):
                 return
+            answer: dict[str, Any] = {"rows": None, "error": None, "code": None, "transient": False}
             try:
-                answer = {"rows": self.server.ch.query(request["sql"], request["params"])}
-                answer.update(error=None, code=None, transient=False)
+                answer["rows"] = self.server.ch.query(request["sql"], request["params"])
             except ClickHouseError as exc:
-                answer = {"error": str(exc), "code": exc.code, "transient": exc.transient}
+                answer.update(error=str(exc), code=exc.code, transient=exc.transient)
             try:
                 _send(sock, answer)
             except OSError:
