@@ -1,0 +1,39 @@
+"""`ecrm env`: the ECRM_* settings of the stack running from here (`ecrm up`, `ecrm demo
+--serve`), as they wrote them in ECRM_DATA_DIR/ecrm.env (ecrm/running.py); for another shell
+or another directory: `export $(ecrm env)`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TextIO
+
+from ecrm.running import read_running
+from schemas.errors import EcrmError
+from streams.settings import Settings
+
+
+def show_env(settings: Settings, *, export: bool, out: TextIO = sys.stdout) -> int:
+    found = read_running(settings.data_dir)
+    if found is None:
+        raise EcrmError(
+            f"nothing runs on {settings.data_dir} (no live {settings.data_dir / 'ecrm.env'}): "
+            "start `ecrm up` or `ecrm demo --serve` from here, or set ECRM_DATA_DIR to theirs"
+        )
+    if found.kept:
+        print(f"# {found.path}: a kept demo's data, nothing running", file=sys.stderr)
+    prefix = "export " if export else ""
+    out.writelines(f"{prefix}{name}={value}\n" for name, value in found.env.items())
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    env = sub.add_parser(
+        "env",
+        help="print the ECRM_* settings of the running stack (ecrm up, ecrm demo --serve)",
+    )
+    env.add_argument("--export", action="store_true", help="as `export NAME=VALUE` lines")
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    return show_env(settings, export=args.export)
