@@ -98,13 +98,13 @@ def unreachable(exc: BaseException, settings: Any) -> str | None:
         where = _where(settings.redis_url if settings else "")
         return f"can't reach Redis at {where} ({exc}): {start}, or set ECRM_REDIS_URL"
     kafka_types = tuple(
-        getattr(module, name)
+        kind
         for module_name, names in (
             ("kafka.errors", ("NoBrokersAvailable", "KafkaConnectionError", "KafkaTimeoutError")),
             ("aiokafka.errors", ("KafkaConnectionError",)),
         )
-        if (module := sys.modules.get(module_name)) is not None
         for name in names
+        if isinstance(kind := getattr(sys.modules.get(module_name), name, None), type)
     )
     if kafka_types and isinstance(exc, kafka_types):
         where = settings.kafka_bootstrap if settings else "the broker"
