@@ -163,15 +163,15 @@ def _reachable(s: Settings, home: Path) -> Iterator[None]:
     from streams.clickhouse_served import serve_queries
 
     env = s.as_env()
-    say("  the other ecrm commands (ecrm sql, ecrm profile, ecrm rules backtest …) reach it")
-    if owned_by_another(home):
-        say(f"  with these settings (`ecrm up` runs on {home}, so export them first):")
-    else:
-        written = write_running(home, env, "ecrm demo --serve")
-        say(f"  from this directory as they are ({written}); from elsewhere with these settings:")
-    for name in _REACH:
-        say(f"    {name}={env[name]}")
     with serve_queries(s.clickhouse_url):
+        say("  the other ecrm commands (ecrm sql, ecrm profile, ecrm rules backtest …) reach it")
+        if owned_by_another(home):
+            say(f"  with these settings (`ecrm up` runs on {home}, so export them first):")
+        else:
+            written = write_running(home, env, "ecrm demo --serve")
+            say(f"  from this directory as they are ({written}); from elsewhere with these:")
+        for name in _REACH:
+            say(f"    {name}={env[name]}")
         try:
             yield
         finally:
