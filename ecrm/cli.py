@@ -26,6 +26,9 @@ from schemas.errors import EcrmError
 PROG = "ecrm"
 #: Commands that start a stack of their own rather than reach the running one.
 _OWN_STACK = frozenset({"up", "demo", "bench", "env"})
+#: Services whose logs matter while they run; other commands report failures themselves,
+#: as one line, so the clients' retry chatter (Kafka, HTTP) is kept out of their output.
+_SERVICES = frozenset({"worker", "api"})
 #: Exit status of a command that could not reach a service (EX_UNAVAILABLE).
 UNREACHABLE = 69
 
@@ -54,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.command not in _SERVICES:
+        # urllib3.connectionpool: clickhouse-connect sets "urllib3" to WARNING when imported
+        for chatty in ("kafka", "urllib3.connectionpool", "clickhouse_connect"):
+            logging.getLogger(chatty).setLevel(logging.CRITICAL)
     settings: Any = None
     try:
         if args.command not in _OWN_STACK:

@@ -136,6 +136,14 @@ def test_the_served_connection_reads_only(up: Place) -> None:
         ch.close()
 
 
+def test_the_apis_clickhouse_reads_go_through_the_owner(up: Place) -> None:
+    from ecrm.api.context import Analysis
+
+    analysis = Analysis(f"chdb://{up.data_dir / 'clickhouse'}")  # as `ecrm api` opens it
+    rows = analysis.run(lambda ch: ch.query("SELECT count() AS n FROM rule_decisions"))
+    assert rows[0]["n"] > 0
+
+
 def test_ecrm_env_prints_the_running_stacks_settings(up: Place) -> None:
     printed = dict(line.split("=", 1) for line in up.answer("env").splitlines())
     assert printed["ECRM_CLICKHOUSE_URL"] == f"chdb://{up.data_dir / 'clickhouse'}"
