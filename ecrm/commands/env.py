@@ -1,10 +1,11 @@
 """`ecrm env`: the ECRM_* settings of the stack running from here (`ecrm up`, `ecrm demo
 --serve`), as they wrote them in ECRM_DATA_DIR/ecrm.env (ecrm/running.py); for another shell
-or another directory: `export $(ecrm env)`."""
+or another directory: `eval "$(ecrm env --export)"`."""
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from typing import TextIO
 
@@ -22,8 +23,8 @@ def show_env(settings: Settings, *, export: bool, out: TextIO = sys.stdout) -> i
         )
     if found.kept:
         print(f"# {found.path}: a kept demo's data, nothing running", file=sys.stderr)
-    prefix = "export " if export else ""
-    out.writelines(f"{prefix}{name}={value}\n" for name, value in found.env.items())
+    for name, value in found.env.items():
+        out.write(f"export {name}={shlex.quote(value)}\n" if export else f"{name}={value}\n")
     return 0
 
 
@@ -32,7 +33,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "env",
         help="print the ECRM_* settings of the running stack (ecrm up, ecrm demo --serve)",
     )
-    env.add_argument("--export", action="store_true", help="as `export NAME=VALUE` lines")
+    env.add_argument(
+        "--export", action="store_true", help="as shell `export NAME='VALUE'` lines, for eval"
+    )
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
