@@ -40,7 +40,8 @@ def open_for_analysis(url: str) -> ClickHouse:
     if not path.is_dir():
         raise ClickHouseError(
             f"no embedded ClickHouse at {str(path)!r} (ECRM_CLICKHOUSE_URL={url}); "
-            "`ecrm up` and `ecrm demo` create it, or point ECRM_CLICKHOUSE_URL elsewhere"
+            "`ecrm up` creates it (`ecrm demo` uses a temporary folder; with --keep it stays "
+            "and `ecrm sql` run there reads it), or point ECRM_CLICKHOUSE_URL elsewhere"
         )
     if held_by_another_process(path):
         return _served(path)
