@@ -65,9 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command not in _OWN_STACK:
             _reach_running_stack()
-        from streams.settings import Settings
-
-        settings = Settings()
+        settings = _settings()
         code: int = args.run(args, settings)
         return code
     except EcrmError as exc:
@@ -81,6 +79,25 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"{PROG}: {message}", file=sys.stderr)
         return UNREACHABLE
+
+
+def _settings() -> Any:
+    """The settings; a value that is not one is one line naming the variable."""
+    from pydantic import ValidationError
+
+    from streams.settings import Settings
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"ECRM_{'_'.join(str(p) for p in error['loc']).upper()}={error.get('input')!r}: "
+            f"{error['msg']}"
+            if error["loc"]
+            else error["msg"]
+            for error in exc.errors()
+        )
+        raise EcrmError(f"bad setting: {problems}") from None
 
 
 def _reach_running_stack() -> None:

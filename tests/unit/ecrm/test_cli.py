@@ -5,6 +5,7 @@ service that cannot be reached is one line."""
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import textwrap
@@ -100,3 +101,15 @@ def test_a_clickhouse_server_nobody_runs_names_it_without_its_password() -> None
 def test_other_errors_are_not_turned_into_unreachable() -> None:
     assert unreachable(ValueError("a bug"), settings()) is None
     assert unreachable(redis.exceptions.ResponseError("WRONGTYPE"), settings()) is None
+
+
+def test_a_bad_setting_is_one_line_naming_it(tmp_path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ECRM_")}
+    env.update(ECRM_PARTITIONS="many", ECRM_DATA_DIR=str(tmp_path))
+    done = subprocess.run(
+        [sys.executable, "-m", "ecrm", "sql", "--list"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.startswith("ecrm: bad setting: ECRM_PARTITIONS='many': ")
+    assert len(done.stderr.splitlines()) == 1
