@@ -59,7 +59,8 @@ def _served(path: Path) -> ClickHouse:
             f"the embedded ClickHouse at {str(path)!r} is in use by another process that "
             f"serves no queries ({exc}): `ecrm up` and `ecrm demo` serve them once they have "
             "started; an `ecrm sink retry` or an older ecrm does not. Wait for it or stop it, "
-            "or run ClickHouse as a server (docker compose) and set ECRM_CLICKHOUSE_URL"
+            "or run ClickHouse as a server (docker compose) and set "
+            "ECRM_CLICKHOUSE_URL=http://analyst:...@host:8123/ecrm"
         ) from None
 
 
