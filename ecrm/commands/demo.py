@@ -169,7 +169,8 @@ def _reachable(s: Settings, home: Path) -> Iterator[None]:
             say(f"  with these settings (`ecrm up` runs on {home}, so export them first):")
         else:
             written = write_running(home, env, "ecrm demo --serve")
-            say(f"  from this directory as they are ({written}); from elsewhere with these:")
+            say(f"  from this directory as they are ({written}; `ecrm env` prints all);")
+            say("  from elsewhere with these:")
         for name in _REACH:
             say(f"    {name}={env[name]}")
         try:
