@@ -60,11 +60,15 @@ class ServedClickHouse:
     def __init__(self, path: Path, timeout_s: float = 600.0) -> None:
         self.path = path
         self._lock = threading.Lock()
+        try:
+            owner = path.stat().st_uid
+        except OSError as exc:
+            raise ClickHouseError(f"no ecrm serves queries on {path}: {exc.strerror}") from exc
+        if owner != os.getuid():
+            raise ClickHouseError(f"{path} belongs to another user; not reading from it")
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.settimeout(timeout_s)
         try:
-            if path.stat().st_uid != os.getuid():
-                raise ClickHouseError(f"{path} belongs to another user; not reading from it")
             self._sock.connect(_bindable(path))
         except OSError as exc:
             self._sock.close()
