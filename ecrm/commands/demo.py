@@ -138,6 +138,7 @@ def _serve(
     )
     server = uvicorn.Server(config)
     sockets = [config.bind_socket()]
+    sockets[0].listen(config.backlog)  # callers queue from now on, not refused until it runs
     where = sockets[0].getsockname()
     url = f"http://{where[0]}:{where[1]}"
     say("  serving the API and the dashboard (Ctrl-C stops it all):")
