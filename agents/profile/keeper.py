@@ -69,13 +69,8 @@ def messages_handled(client: Any, partitions: int) -> int:
 
 
 def rfm_policy(settings: Settings) -> RfmPolicy:
-    """The shop's RFM policy as the operator configured it."""
-    return RfmPolicy(
-        window_days=settings.rfm_window_days,
-        r_high_days=settings.r_high_days,
-        f_high_orders=settings.f_high_orders,
-        m_high_amount=settings.m_high_amount,
-    )
+    """The shop's RFM policy as the operator configured it (`RfmPolicy.of`)."""
+    return RfmPolicy.of(settings)
 
 
 @dataclass

@@ -5,8 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from agents.identity import MAX_REDIRECTS
-from agents.profile.fold import refresh
-from agents.profile.keeper import rfm_policy
+from agents.profile.fold import RfmPolicy, refresh
 from schemas.profile import Profile, from_stored
 from streams import keyspace
 from streams.settings import Settings
@@ -30,5 +29,5 @@ def read_profile(
     finally:
         client.close()
     assert profile is not None
-    policy = rfm_policy(settings)
+    policy = RfmPolicy.of(settings)
     return refresh(profile, now or datetime.now(UTC), policy)

@@ -48,6 +48,10 @@ def test_a_commands_help_imports_only_that_command() -> None:
     assert "faust" not in imported_by(["sql", "--help"])
 
 
+def test_reading_a_profile_needs_no_faust() -> None:
+    assert "faust" not in imported_by(["profile", "--help"])
+
+
 def test_a_bad_setting_is_one_line_naming_it(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ECRM_")}
     env.update(ECRM_PARTITIONS="many", ECRM_DATA_DIR=str(tmp_path))
