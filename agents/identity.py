@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agents.customer_step import Customer
 from agents.profile.fold import (
     CAMPAIGN_IDS_KEPT,
     FAVORITES_KEPT,
@@ -25,6 +24,9 @@ from agents.profile.fold import (
 )
 from agents.rules.state import SEEN_TRIGGERS_KEPT, CustomerRuleState
 from schemas.profile import Profile, ViewStat
+
+if TYPE_CHECKING:  # a reader of profiles (`ecrm profile`) needs no customer step
+    from agents.customer_step import Customer
 
 #: how many redirects a reader follows (a chain a -> b -> c is two)
 MAX_REDIRECTS = 8
@@ -142,6 +144,8 @@ def merge(into: Customer, old: Customer, at: datetime, policy: RfmPolicy, event_
         "segment_after": profile.segment,
     }
     stub = redirect_stub(old.profile, into.customer_id, at)
+    from agents.customer_step import Customer
+
     return Merge(Customer(profile, rules), stub, moved)
 
 

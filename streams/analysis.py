@@ -1,5 +1,6 @@
-"""ClickHouse opened for analysis (named queries, audiences, backtests): a server read-only,
-embedded chdb only when no other process holds its folder; and query parameters from text."""
+"""ClickHouse opened for analysis (named queries, audiences, backtests, exports): a server
+read-only; embedded chdb directly when no other process holds its folder, else through the
+process that holds it (streams/clickhouse_served.py); and query parameters from text."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from schemas.errors import ClickHouseError
 from streams.clickhouse import ClickHouse, connect, migrate
 from streams.clickhouse_readonly import connect_read_only
+from streams.clickhouse_served import ServedClickHouse, served_socket
 from streams.named_queries import NamedQueryError
 
 
@@ -29,26 +31,37 @@ def parse_params(pairs: Sequence[str]) -> dict[str, str]:
 
 def open_for_analysis(url: str) -> ClickHouse:
     """ClickHouse at url. A server is opened read-only (no DDL: analysts may not run any).
-    Embedded: the folder must exist and no other process may hold it; its schema is brought
-    up to date, so the analysts' views exist even in a folder an older ecrm made."""
+    Embedded: the folder must exist. While another process holds it (`ecrm up`, `ecrm
+    demo`) the queries go to that process, read-only; else it is opened here and its schema
+    brought up to date, so the analysts' views exist even in a folder an older ecrm made."""
     if not url.startswith("chdb://"):
         return connect_read_only(url)
     path = Path(url.removeprefix("chdb://"))
     if not path.is_dir():
         raise ClickHouseError(
             f"no embedded ClickHouse at {str(path)!r} (ECRM_CLICKHOUSE_URL={url}); "
-            "`ecrm up` and `ecrm demo` create it, or point ECRM_CLICKHOUSE_URL elsewhere"
+            "`ecrm up` creates it (`ecrm demo` uses a temporary folder; with --keep it stays "
+            "and `ecrm sql` run there reads it), or point ECRM_CLICKHOUSE_URL elsewhere"
         )
     if held_by_another_process(path):
-        raise ClickHouseError(
-            f"the embedded ClickHouse at {str(path)!r} is in use by another process: "
-            "`ecrm up` and `ecrm demo` hold it while they run, and chdb allows one process "
-            "per folder. Stop that process and run `ecrm sql` again, or run ClickHouse as a "
-            "server (docker compose) and set ECRM_CLICKHOUSE_URL=http://analyst:...@host:8123/ecrm"
-        )
+        return _served(path)
     ch = connect(url)
     migrate(ch)
     return ch
+
+
+def _served(path: Path) -> ClickHouse:
+    """The folder's owner (`ecrm up`, `ecrm demo`) answers our queries on its socket."""
+    try:
+        return ServedClickHouse(served_socket(path))
+    except ClickHouseError as exc:
+        raise ClickHouseError(
+            f"the embedded ClickHouse at {str(path)!r} is in use by another process that "
+            f"serves no queries ({exc}): `ecrm up` and `ecrm demo` serve them once they have "
+            "started; an `ecrm sink retry` or an older ecrm does not. Wait for it or stop it, "
+            "or run ClickHouse as a server (docker compose) and set "
+            "ECRM_CLICKHOUSE_URL=http://analyst:...@host:8123/ecrm"
+        ) from None
 
 
 def held_by_another_process(path: Path) -> bool:

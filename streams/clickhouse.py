@@ -273,6 +273,18 @@ def _connect_embedded(path: str) -> ConnectClickHouse:
         return ConnectClickHouse(clickhouse_connect.get_client(dsn=dsn, tz_mode="aware"))
 
 
+def connect_read_only_embedded(folder: Path) -> ConnectClickHouse:
+    """Another handle on the chdb folder this process already opened, refusing every write
+    and DDL (ClickHouse's ``readonly = 2``): what streams/clickhouse_served.py answers with."""
+    import clickhouse_connect
+
+    with _named_errors(f"read-only embedded ClickHouse at {str(folder)!r}"):
+        client = clickhouse_connect.get_client(
+            dsn=f"chdb://{folder.resolve()}", tz_mode="aware", settings={"readonly": 2}
+        )
+    return ConnectClickHouse(client)
+
+
 def server_client(params: Mapping[str, Any]) -> Any:
     """A clickhouse-connect client for a server; aware UTC datetimes, no HTTP session (so
     threads can share it: a session runs one query at a time)."""

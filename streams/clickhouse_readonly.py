@@ -43,5 +43,8 @@ def connect_read_only(url: str) -> ConnectClickHouse:
         client = server_client(params)
     except Error as exc:
         where = f"{params['host']}:{params['port']}/{params['database']}"
-        raise ClickHouseError(f"ClickHouse at {where} as {params['username']}: {exc}") from exc
+        raise ClickHouseError(
+            f"can't reach ClickHouse at {where} as {params['username']} ({exc}): start it, "
+            "or set ECRM_CLICKHOUSE_URL"
+        ) from exc
     return ConnectClickHouse(client)

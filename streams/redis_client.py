@@ -23,8 +23,9 @@ import redis
 import redis.asyncio as aioredis
 from redis.cluster import key_slot
 
+from streams.settings import CLUSTER_SCHEMES
+
 #: URL schemes that name one node of a cluster (the rest are found from it).
-CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 
 SyncRedis = redis.Redis | redis.RedisCluster
 AsyncRedis = aioredis.Redis | aioredis.RedisCluster

@@ -6,19 +6,24 @@ import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import AwareDatetime, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.errors import ConfigError
 from schemas.events import TimeWindow
-from streams.redis_client import CLUSTER_SCHEMES, SyncRedis, is_cluster, sync_client
+
+if TYPE_CHECKING:  # redis is imported when a client is made: `ecrm sql` needs none
+    from streams.redis_client import SyncRedis
 
 #: Where the embedded stack listens unless told otherwise; `ecrm up` prints the real values.
 EMBEDDED_KAFKA = "127.0.0.1:19092"
 EMBEDDED_REDIS = "redis://127.0.0.1:16379/0"
 EMBEDDED_CLICKHOUSE = "chdb://.ecrm/clickhouse"
+#: URL schemes of a Redis Cluster (streams/redis_client.py); here so that reading the
+#: settings does not import the Redis client.
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_RULES = REPO_ROOT / "rules" / "example.yaml"
 #: The privacy key of the embedded stack when ECRM_PRIVACY_SECRET is unset: published here, so
@@ -261,6 +266,8 @@ class Settings(BaseSettings):
 
     @property
     def redis_is_cluster(self) -> bool:
+        from streams.redis_client import is_cluster
+
         return is_cluster(self.redis_url, self.redis_cluster)
 
     @property
@@ -271,6 +278,8 @@ class Settings(BaseSettings):
 
     def redis(self, **options: Any) -> SyncRedis:
         """A client of the shop's Redis, one server or a cluster (streams/redis_client.py)."""
+        from streams.redis_client import sync_client
+
         return sync_client(self.redis_url, self.redis_cluster, **options)
 
     @property

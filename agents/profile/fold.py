@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from schemas.events import (
     BrowseEvent,
@@ -24,6 +25,9 @@ from schemas.events import (
 )
 from schemas.outputs import Segment
 from schemas.profile import CartLine, ConsentMark, OrderLine, Profile, ViewStat
+
+if TYPE_CHECKING:
+    from streams.settings import Settings
 
 RECENT_IDS_KEPT = 64
 CAMPAIGN_IDS_KEPT = 64
@@ -47,6 +51,16 @@ class RfmPolicy:
     r_high_days: int = 30
     f_high_orders: int = 2
     m_high_amount: Decimal = Decimal("500")
+
+    @classmethod
+    def of(cls, settings: Settings) -> RfmPolicy:
+        """The shop's RFM policy as the operator configured it."""
+        return cls(
+            window_days=settings.rfm_window_days,
+            r_high_days=settings.r_high_days,
+            f_high_orders=settings.f_high_orders,
+            m_high_amount=settings.m_high_amount,
+        )
 
 
 _SEGMENTS: dict[tuple[bool, bool, bool], Segment] = {

@@ -1,8 +1,8 @@
 -- gmv_by_segment: what each RFM segment is worth, by the segment customers are in NOW.
 --
 -- Parameters
---   {since:DateTime64(3, 'UTC')}  orders from this instant (inclusive) ...
---   {until:DateTime64(3, 'UTC')}  ... to this one (exclusive), by event time
+--   {since:DateTime64(3, 'UTC')}  orders from this instant (inclusive) ... (default -365d)
+--   {until:DateTime64(3, 'UTC')}  ... to this one (exclusive), by event time (default now)
 --
 -- One row per (segment, currency):
 --   segment    the customer's current segment: the latest to_segment in segment_changes;

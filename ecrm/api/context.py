@@ -59,7 +59,8 @@ class ApiMetrics:
 class Analysis:
     """ClickHouse for the read endpoints and the dashboard: the caller's own connection when
     it holds one (`ecrm demo --serve` owns the embedded chdb), else opened per request as
-    `ecrm sql` opens it (a server read-only; chdb only while no other process holds it)."""
+    `ecrm sql` opens it (a server read-only; chdb directly, or through `ecrm up` while it
+    holds the folder: streams/clickhouse_served.py)."""
 
     def __init__(self, url: str, owned: ClickHouse | None = None) -> None:
         self.url = url

@@ -97,9 +97,9 @@ def _erase(settings: Settings, customer_id: str, operator: str | None, wait_s: f
 def _export(settings: Settings, customer_id: str, out: Path | None, with_ch: bool) -> int:
     ch = None
     if with_ch:
-        from streams.clickhouse import connect
+        from streams.analysis import open_for_analysis
 
-        ch = connect(settings.clickhouse_url)
+        ch = open_for_analysis(settings.clickhouse_url)  # also while `ecrm up` holds chdb
     client = settings.redis()
     try:
         data = export_customer(client, settings, customer_id, ch)

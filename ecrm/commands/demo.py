@@ -9,11 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import signal
 import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -54,8 +57,27 @@ def run_demo(
     serve: bool = False,
     comeback: float = COMEBACK,
     lift: float = COUPON_LIFT,
+    keep: bool = False,
 ) -> int:
+    """Run the demo in a temporary folder, removed afterwards unless `keep` (then `ecrm sql`
+    run here reads its ClickHouse: ecrm/running.py)."""
     data_dir = Path(tempfile.mkdtemp(prefix="ecrm-demo-"))
+    try:
+        return _run_demo(settings, data_dir, customers, sessions, workers, serve, comeback, lift)
+    finally:
+        _leave(settings.data_dir, data_dir, keep)
+
+
+def _run_demo(
+    settings: Settings,
+    data_dir: Path,
+    customers: int,
+    sessions: int,
+    workers: int,
+    serve: bool,
+    comeback: float,
+    lift: float,
+) -> int:
     logging.getLogger("kafka").setLevel(logging.CRITICAL)  # the client's chatter is not news here
     # SIGTERM stops the demo like Ctrl-C does: through the `finally` that stops everything
     signal.signal(signal.SIGTERM, _interrupt)
@@ -91,7 +113,7 @@ def run_demo(
 
                 deliver_demo(s, data_dir, say)
             if serve and code == 0:
-                _serve(s, ch, procs)
+                _serve(s, ch, procs, home=settings.data_dir)
             return code
         finally:
             for proc in procs:
@@ -101,7 +123,9 @@ def run_demo(
             ch.close()
 
 
-def _serve(s: Settings, ch: ClickHouse, procs: list[subprocess.Popen[bytes]]) -> None:
+def _serve(
+    s: Settings, ch: ClickHouse, procs: list[subprocess.Popen[bytes]], *, home: Path
+) -> None:
     """`--serve`: the API and dashboard on the demo's stack, until Ctrl-C (the worker keeps
     running, so events sent to the API show up live). The demo owns the embedded ClickHouse,
     so the API reads it through this process's connection."""
@@ -124,6 +148,7 @@ def _serve(s: Settings, ch: ClickHouse, procs: list[subprocess.Popen[bytes]]) ->
     )
     server = uvicorn.Server(config)
     sockets = [config.bind_socket()]
+    sockets[0].listen(config.backlog)  # callers queue from now on, not refused until it runs
     where = sockets[0].getsockname()
     url = f"http://{where[0]}:{where[1]}"
     say("  serving the API and the dashboard (Ctrl-C stops it all):")
@@ -136,7 +161,61 @@ def _serve(s: Settings, ch: ClickHouse, procs: list[subprocess.Popen[bytes]]) ->
         """-d '{"userId":"c-1","event":"Order Completed","properties":{"order_id":"o-1","total":99}}'"""
     )
     say(f"                curl -u {read}: {url}/v1/profiles/c-1")
-    server.run(sockets=sockets)
+    with _reachable(s, home):
+        server.run(sockets=sockets)
+
+
+@contextmanager
+def _reachable(s: Settings, home: Path) -> Iterator[None]:
+    """While serving, the other ecrm commands reach the demo: its chdb answers their queries
+    (streams/clickhouse_served.py) and HOME/ecrm.env names its services (ecrm/running.py),
+    unless a stack of HOME (`ecrm up`) runs there; the ECRM_* lines reach it from anywhere."""
+    from ecrm.running import owned_by_another, remove_running, write_running
+    from streams.clickhouse_served import serve_queries
+
+    env = s.as_env()
+    with serve_queries(s.clickhouse_url):
+        say("  the other ecrm commands (ecrm sql, ecrm profile, ecrm rules backtest …) reach it")
+        if owned_by_another(home):
+            say(f"  with these settings (`ecrm up` runs on {home}, so export them first):")
+        else:
+            written = write_running(home, env, "ecrm demo --serve")
+            say(f"  from this directory as they are ({written}; `ecrm env` prints all);")
+            say("  from elsewhere with these:")
+        for name in _REACH:
+            say(f"    {name}={env[name]}")
+        try:
+            yield
+        finally:
+            remove_running(home)
+
+
+#: The settings another shell needs to reach the demo's stack (`ecrm env` prints them all).
+_REACH = (
+    "ECRM_KAFKA_BOOTSTRAP",
+    "ECRM_REDIS_URL",
+    "ECRM_CLICKHOUSE_URL",
+    "ECRM_DATA_DIR",
+    "ECRM_APP_ID",
+    "ECRM_RULES_FILE",
+    "ECRM_PARTITIONS",
+)
+
+
+def _leave(home: Path, data_dir: Path, keep: bool) -> None:
+    """Remove the demo's folder, or keep it and point HOME/ecrm.env at its ClickHouse."""
+    from ecrm.running import owned_by_another, write_kept
+
+    if not keep:
+        shutil.rmtree(data_dir, ignore_errors=True)
+        return
+    url = f"chdb://{data_dir / 'clickhouse'}"
+    say(f"kept {data_dir} (--keep); remove it when done")
+    if owned_by_another(home):
+        say(f"  query it with ECRM_CLICKHOUSE_URL={url} ecrm sql …")
+    else:
+        kept = write_kept(home, {"ECRM_CLICKHOUSE_URL": url}, f"ecrm demo --keep kept {data_dir}")
+        say(f"  `ecrm sql` run here reads its ClickHouse ({kept} says so; delete it to stop)")
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -300,6 +379,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="after the summary, keep everything running and serve the API and dashboard",
     )
+    demo.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the demo's temporary folder (its ClickHouse: `ecrm sql` here reads it)",
+    )
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -314,4 +398,5 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         serve=args.serve,
         comeback=args.comeback,
         lift=lift,
+        keep=args.keep,
     )

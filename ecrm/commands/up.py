@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from types import FrameType
 from urllib.parse import urlsplit
 
+from ecrm.running import remove_running, write_running
 from streams.embedded import embedded_stack, port_is_free
 from streams.settings import EMBEDDED_KAFKA, EMBEDDED_REDIS, Settings
 from streams.topics import contract_topics, ensure_topics
@@ -51,7 +52,13 @@ def run_up(
         for name, value in live.as_env().items():
             print(f"{name}={value}")
         sys.stdout.flush()
-        print("ecrm up: embedded stack running; Ctrl-C to stop", file=sys.stderr, flush=True)
+        found = write_running(stack.data_dir, live.as_env(), "ecrm up")
+        print(
+            f"ecrm up: embedded stack running; Ctrl-C to stop. Other ecrm commands run here "
+            f"reach it ({found}; `ecrm env` prints it)",
+            file=sys.stderr,
+            flush=True,
+        )
 
         hook = _HookThread(while_up, live, stop) if while_up else None
         if hook:
@@ -62,6 +69,7 @@ def run_up(
             if failure or (hook and hook.error):
                 break
         stop.set()
+        remove_running(stack.data_dir)
         if hook:
             hook.join(timeout=HOOK_STOP_TIMEOUT_S)
             if hook.is_alive():
@@ -117,6 +125,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from agents.worker import drain_clickhouse_while
+    return run_up(settings, while_up=own_clickhouse)
 
-    return run_up(settings, while_up=drain_clickhouse_while)
+
+def own_clickhouse(settings: Settings, stop: threading.Event) -> None:
+    """The embedded ClickHouse is this process's: drain the outbox into it, and answer the
+    other processes' queries (streams/clickhouse_served.py) meanwhile."""
+    from agents.worker import drain_clickhouse_while
+    from streams.clickhouse_served import serve_queries
+
+    if not settings.clickhouse_url.startswith("chdb://"):  # a server: it serves everyone
+        drain_clickhouse_while(settings, stop)
+        return
+    with serve_queries(settings.clickhouse_url):
+        drain_clickhouse_while(settings, stop)

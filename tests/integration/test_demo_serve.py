@@ -105,8 +105,35 @@ def test_demo_serve_keeps_everything_up_until_ctrl_c(tmp_path):
         assert page.status_code == 200 and "important_value" in page.text
         started = descendants(proc.pid)
         assert started, "the demo runs its worker and services as child processes"
+        printed = wait_for(
+            lambda: "ECRM_PARTITIONS=" in (text := "".join(lines)) and text,
+            what="the ECRM_* lines",
+        )
+        analysts_query_while_it_serves(tmp_path, env, printed)
     finally:
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         proc.wait(timeout=120)
         reader.join(timeout=10)
     wait_for(lambda: not [p for p in started if alive(p)], timeout=30, what="every child to end")
+    demo_dir = re.search(r"embedded stack under (\S+) ", "".join(lines)).group(1)  # type: ignore[union-attr]
+    assert not Path(demo_dir).exists(), "the demo's temporary folder is removed (no --keep)"
+    assert not (tmp_path / ".ecrm" / "ecrm.env").exists()
+
+
+def analysts_query_while_it_serves(cwd: Path, env: dict[str, str], printed: str) -> None:
+    """The demo prints the ECRM_* lines, and the commands run where it was started reach it:
+    `ecrm sql` and `ecrm rules backtest` answer from the ClickHouse it holds."""
+    assert re.search(r"ECRM_CLICKHOUSE_URL=chdb://\S+/clickhouse", printed)
+    assert re.search(r"ECRM_REDIS_URL=redis://127.0.0.1:\d+", printed)
+
+    def ecrm(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "ecrm", *args],
+            cwd=cwd, env=env, capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert "important_value" in ecrm("sql", "gmv_by_segment")
+    rules = Path(__file__).resolve().parents[2] / "rules" / "example.yaml"
+    assert "abandoned-cart" in ecrm("rules", "backtest", str(rules), "--since", "30d")
