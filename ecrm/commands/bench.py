@@ -745,7 +745,7 @@ def _machine() -> dict[str, Any]:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="measure throughput, lateness, freshness, sink, memory")
-    bench.add_argument("--quick", action="store_true", help="a smoke run of under two minutes")
+    bench.add_argument("--quick", action="store_true", help="a smoke run on small traffic (CI)")
     bench.add_argument("--out", type=Path, default=Path("bench.json"))
     bench.add_argument(
         "--load", type=int, default=5000, help="background events/s while timing lateness"
