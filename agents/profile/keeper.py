@@ -91,6 +91,8 @@ class Incoming:
     error: str | None = None
     #: what the consumer acknowledges once this is applied (the worker's Faust event)
     source: Any = None
+    #: the partition's clock as it is decided (agents/profile/event_time.py), once released
+    mark: datetime | None = None
 
     @property
     def at(self) -> datetime | None:
@@ -317,6 +319,7 @@ class ProfileKeeper:
         for p in sorted({p for _, p in missing}):  # one slot each
             mine = [(t, q) for t, q in missing if q == p]
             names = [keyspace.offset(store.cluster_id, t, q) for t, q in mine]
+            names.append(keyspace.event_clock(store.cluster_id, p))
             backoff = Backoff()
             while True:  # the batch cannot be placed without them: wait Redis out
                 try:
@@ -329,8 +332,13 @@ class ProfileKeeper:
                         "waiting for Redis to read watermarks (%s); again in %.1fs", exc, wait
                     )
                     await asyncio.sleep(wait)
-            for (topic, q), raw in zip(mine, values, strict=True):
+            for (topic, q), raw in zip(mine, values[:-1], strict=True):
                 clock.start_at(topic, q, int(raw) + 1 if raw is not None else 0)
+            mark = values[-1]
+            if mark is not None:
+                clock.resume(
+                    p, datetime.fromisoformat(mark if isinstance(mark, str) else mark.decode())
+                )
 
     async def _apply_retrying(self, items: Sequence[Incoming], wall: datetime) -> None:
         """Apply exactly once. An event that makes it raise is dead-lettered and the rest
@@ -372,6 +380,7 @@ class ProfileKeeper:
             if unit.applied(item.topic, item.partition, item.offset):
                 return  # committed before a crash or a conflict: once is enough
             unit.advance(item.topic, item.partition, item.offset)
+            _keep_clock(unit, store.cluster_id, item.partition, [item])
             batch = _Batch(self, unit, None, wall=now)
             batch.dead_letter(item, now, error=error)
             batch.stats["poison"] += 1
@@ -476,7 +485,8 @@ class ProfileKeeper:
                 where = {id(i.event): i for i in mine}
                 customer = batch.customer(customer_id)
                 events = [i.event for i in mine if i.event]
-                step = on_event(customer, events, batch.ctx, wall=now)
+                marks = [i.mark for i in mine if i.event]
+                step = on_event(customer, events, batch.ctx, wall=now, marks=marks)
                 batch.took(step, self._home(customer_id, mine[0]))
                 for event in step.applied:
                     item = where[id(event)]
@@ -492,6 +502,7 @@ class ProfileKeeper:
             for item in links:
                 if id(item) in fresh_ids:
                     batch.link(item, now)
+            _keep_clock(unit, store.cluster_id, partition, fresh)
             batch.finish()
         await self._count_worker(batch)
 
@@ -950,6 +961,13 @@ def _as_customers(item: Incoming, customer_id: str) -> bytes:
     if event.customer_id == customer_id:
         return item.value
     return event.model_copy(update={"customer_id": customer_id}).model_dump_json().encode()
+
+
+def _keep_clock(unit: Unit, cluster: str, partition: int, items: Sequence[Incoming]) -> None:
+    """The partition's clock moves with its watermarks, so a restart resumes both."""
+    marks = [i.mark for i in items if i.mark is not None]
+    if marks:
+        unit.put(keyspace.event_clock(cluster, partition), max(marks).isoformat().encode())
 
 
 def _raw(text: str | None) -> bytes | None:
