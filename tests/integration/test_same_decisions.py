@@ -18,22 +18,9 @@ import redis
 from streams import keyspace
 from streams.settings import Settings
 from tests.integration.conftest import consumed, wait_for
-from tests.integration.test_backlog import RULES, Key, _text, history, live_decisions
+from tests.integration.test_backlog import RULES, Key, _text, history, live_decisions, some_late
 
 pytestmark = pytest.mark.integration
-
-
-def some_late(by_topic: dict[str, list[Any]], rng: random.Random) -> int:
-    """Move one event in twelve of each topic a few places later: written after events that
-    happened after it. Returns how many were moved."""
-    moved = 0
-    for events in by_topic.values():
-        for i in range(len(events) - 1, -1, -1):
-            if rng.random() < 1 / 12:
-                event = events.pop(i)
-                events.insert(min(len(events), i + rng.randint(1, 40)), event)
-                moved += 1
-    return moved
 
 
 def decided_through(
@@ -65,7 +52,7 @@ def test_batch_size_and_sigkills_do_not_change_the_action_ids(
     s = settings.model_copy(update={"r_high_days": 1, "rules_file": rules_path})
     last = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
     by_topic = history(11, customers=80, sessions=260, end=last)
-    moved = some_late(by_topic, random.Random(11))
+    moved = some_late(by_topic, random.Random(11), 1 / 12)
     for name, events in by_topic.items():
         for e in events:
             produce(name, e.payload(), key=e.key)
