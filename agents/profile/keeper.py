@@ -648,10 +648,11 @@ class ProfileKeeper:
                 continue  # driven without a consumer (tests, the backtest): offsets as given
             key = (item.topic, item.partition)
             first[key] = min(first.get(key, source.first), source.first)
+        # no watermark at all: Redis may have lost a source's first units too
         gaps = {
-            key: (unit.offsets[key], start)
+            key: (unit.offsets.get(key, -1), start)
             for key, start in first.items()
-            if key in unit.offsets and start > unit.offsets[key] + 1
+            if start > unit.offsets.get(key, -1) + 1
         }
         if not gaps or self.start_offsets is None:
             return
