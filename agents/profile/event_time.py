@@ -90,14 +90,12 @@ def decision_order(
     of `topics`, each in offset order, all read to their end) as (record, its mark), in the
     order the keeper decides them. Lazy: a run is read one record ahead."""
     iters = [iter(run) for run in runs]
-    heap: list[tuple[tuple[bool, datetime, int, int], int, R]] = []
-    seq = 0
+    heap: list[tuple[tuple[bool, datetime, int, int], int, R]] = []  # one head per run
 
     def push(rank: int) -> None:
-        nonlocal seq
+        """The run's next record, if any, becomes its head."""
         for record in iters[rank]:
-            heapq.heappush(heap, (merge_key(at(record), rank, seq), rank, record))
-            seq += 1
+            heapq.heappush(heap, (merge_key(at(record), rank, 0), rank, record))
             return
 
     for rank in range(len(iters)):
