@@ -1,5 +1,5 @@
 """Same topic contents, same decisions: one worker reading in batches of up to 2000 and
-another reading in batches of 7, SIGKILLed and restarted twice along the way, decide the same
+another reading in batches of 7, SIGKILLed and restarted along the way, decide the same
 actions under the same action ids — with events out of order within their topics (a phone
 that was offline, a retry), whose turn is defined by the records alone (docs/operations.md,
 "Decision order")."""
@@ -51,7 +51,7 @@ def test_batch_size_and_sigkills_do_not_change_the_action_ids(
     rules_path.write_text(RULES)
     s = settings.model_copy(update={"r_high_days": 1, "rules_file": rules_path})
     last = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
-    by_topic = history(11, customers=80, sessions=260, end=last)
+    by_topic = history(11, customers=60, sessions=180, end=last)
     moved = some_late(by_topic, random.Random(11), 1 / 12)
     for name, events in by_topic.items():
         for e in events:
@@ -65,9 +65,9 @@ def test_batch_size_and_sigkills_do_not_change_the_action_ids(
     )
     rds.flushdb()  # the second worker starts from nothing: Redis has no watermark, so offset 0
     small = s.model_copy(update={"batch_max": 7, "app_id": f"{s.app_id}-small"})
-    killed = decided_through(start_worker, small, rds, total, 2, end)
+    killed = decided_through(start_worker, small, rds, total, 1, end)
 
     fired = Counter(k[1] for k in big if k[3] == "fired")
-    assert moved > 20 and fired["abandoned-cart"] > 5 and fired["welcome"] > 5, (moved, fired)
+    assert moved > 15 and fired["abandoned-cart"] > 5 and fired["welcome"] > 5, (moved, fired)
     assert {k[0] for k in big} == {k[0] for k in killed}
     assert big == killed, sorted(big ^ killed)[:6]
