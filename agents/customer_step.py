@@ -29,7 +29,7 @@ movements, for `ecrm.member-changes` and ClickHouse.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -130,15 +130,27 @@ class Step:
 
 
 def on_event(
-    customer: Customer, events: Iterable[Event], ctx: StepContext, *, wall: datetime | None = None
+    customer: Customer,
+    events: Iterable[Event],
+    ctx: StepContext,
+    *,
+    wall: datetime | None = None,
+    marks: Sequence[datetime | None] | None = None,
 ) -> Step:
-    """The customer's events, applied in event-time order, each decided at its own time (or
-    at the customer's last step, if that was later: a customer's clock never goes back), never
-    past `wall`. So a backlog read an hour late decides as the events did when they happened,
-    and the worker and the backtest decide alike. Whatever fell due for the customer strictly
-    before an event's time happens first (a B at the very deadline still cancels)."""
+    """The customer's events, applied in the order given — the order of decision
+    (agents/profile/event_time.py: offset order within a topic, merged across topics) — each
+    decided at its own time (or at the customer's last step, if that was later: a customer's
+    clock never goes back), never past `wall`. So a backlog read an hour late decides as the
+    events did when they happened, and the worker and the backtest decide alike, however the
+    batches fell. Whatever fell due for the customer strictly before an event's time, or
+    before its `mark` (the partition's clock as it is decided), happens first (a B at the
+    very deadline still cancels); so an event older than what was decided before it changes
+    nothing that was decided."""
     step = Step(customer)
-    for event in sorted(events, key=lambda e: e.ts):
+    for n, event in enumerate(events):
+        mark = marks[n] if marks is not None else None
+        if mark is not None and mark > event.ts:  # late in its topic: its turn is at the mark
+            _advance(step, mark if wall is None else min(mark, wall), ctx, inclusive=False)
         as_of = customer.profile.as_of
         at = event.ts if as_of is None else max(event.ts, as_of)
         if wall is not None:

@@ -293,6 +293,35 @@ class ValkeyCluster:
         self._await(f"promote {replica} after {master} died", lambda: self._serves(replica, key))
         return replica
 
+    def lag_replica(self, key: str) -> int:
+        """Freeze the replica of `key`'s master (SIGSTOP) and cut its link: from now on the
+        master's writes reach no replica, and a WAIT for one times out. The replica may still
+        take over (its data is never judged too old to: `cluster-replica-validity-factor 0`);
+        `kill_lagging_master` kills the master and lets it. Returns the replica's port."""
+        master = self.master_for(key)
+        replica = self._replica_of(master)
+        self._client(replica).config_set("cluster-replica-validity-factor", 0)
+        _signal_group(self._children[replica].process.pid, signal.SIGSTOP)
+        self._client(master).client_kill_filter(_type="replica")
+        return replica
+
+    def thaw(self, port: int) -> None:
+        """Wake a node `lag_replica` froze (nothing if it is not frozen)."""
+        child = self._children.get(port)
+        if child is not None:
+            _signal_group(child.process.pid, signal.SIGCONT)
+
+    def kill_lagging_master(self, key: str, replica: int) -> int:
+        """SIGKILL `key`'s master, then wake its frozen replica (`lag_replica`), which takes
+        over without the writes it never received: they are lost. Returns its port."""
+        master = self.master_for(key)
+        child = self._children[master]
+        _signal_group(child.process.pid, signal.SIGKILL)
+        child.process.wait(timeout=STOP_TIMEOUT_S)
+        _signal_group(self._children[replica].process.pid, signal.SIGCONT)
+        self._await(f"promote {replica} after {master} died", lambda: self._serves(replica, key))
+        return replica
+
     def restart_node(self, port: int) -> None:
         """Start a stopped node again on its port, with its folder (config, nodes.conf, AOF).
         A master whose replica took over learns it lost its slots and rejoins as that
@@ -382,7 +411,7 @@ class ValkeyCluster:
             slot_maps = [self._slot_map(p) for p in live]
             nodes = [self._node(p) for p in live]
             links = [
-                self._client(n.port).info("replication")["master_link_status"]
+                self._client(n.port).info("replication").get("master_link_status")
                 for n in nodes
                 if n.role == "replica"
             ]

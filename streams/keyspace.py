@@ -106,6 +106,13 @@ def offset(cluster: str, topic: str, partition: int) -> str:
     return f"{tag(partition)}offset:{cluster}:{topic}"
 
 
+def event_clock(cluster: str, partition: int) -> str:
+    """The partition's event-time clock as of its watermarks (agents/profile/event_time.py),
+    as ISO 8601: written by the unit that moves them, read where reading resumes.
+    Keyed by the Kafka cluster id as the watermarks are."""
+    return f"{tag(partition)}clock:{cluster}"
+
+
 def replicated(partition: int) -> str:
     """A counter each unit of the partition bumps after its commit, on the same connection, so
     that a WAIT for it covers the commit too (streams/redis_store.py)."""

@@ -1,5 +1,6 @@
 """The inverse of agents/profile/rows.py `event_row`: a stored `events` row back into the event
-the storefront sent, so history can be replayed through the same code as the live stream.
+the storefront sent, so history can be replayed through the same code as the live stream; and
+the stored rows put back in the order the live worker decided them (`in_decision_order`).
 
 Pure. What the row cannot give back is what the rules cannot see either: the time beyond
 milliseconds (ClickHouse keeps DateTime64(3)), and whether an order without items said
@@ -8,10 +9,13 @@ milliseconds (ClickHouse keeps DateTime64(3)), and whether an order without item
 
 from __future__ import annotations
 
+import heapq
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
+from agents.profile.event_time import decision_order
 from schemas.events import (
     BrowseEvent,
     CampaignEvent,
@@ -45,6 +49,26 @@ EVENT_COLUMNS = (
     "items",
     "extra",
 )
+
+#: (source topic, source partition) -> that topic-partition's rows in offset order
+Runs = Mapping[tuple[str, int], Iterable[Mapping[str, Any]]]
+
+
+def in_decision_order(runs: Runs, topics: Sequence[str]) -> Iterator[tuple[Event, datetime | None]]:
+    """Stored events as (event, mark) in the order the live worker decided them: each Kafka
+    partition's topics merged as agents/profile/event_time.py merges them (`topics` in the
+    keeper's order; a topic not among them after those), the partitions interleaved by the
+    marks (each partition's marks never go back, so this is their running clock)."""
+    rank = {topic: n for n, topic in enumerate(topics)}
+    partitions: dict[int, list[tuple[str, Iterable[Mapping[str, Any]]]]] = {}
+    for (topic, partition), rows in runs.items():
+        partitions.setdefault(partition, []).append((topic, rows))
+    merged = []
+    for _, sources in sorted(partitions.items()):
+        sources.sort(key=lambda s: (rank.get(s[0], len(rank)), s[0]))
+        events = [(event_from_row(row) for row in rows) for _, rows in sources]
+        merged.append(decision_order(events, lambda e: e.ts))
+    return heapq.merge(*merged, key=lambda pair: (pair[1] is not None, pair[1] or pair[0].ts))
 
 
 def event_from_row(row: Mapping[str, Any]) -> Event:

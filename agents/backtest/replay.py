@@ -74,17 +74,27 @@ class Replay:
     _due: dict[str, datetime] = field(default_factory=dict)
     _heap: list[tuple[datetime, str]] = field(default_factory=list)
 
-    def feed(self, event: Event) -> None:
-        """One historical event. What fell due strictly before its time happens first; then
-        the event is applied with now = its time (a B at the very deadline still cancels)."""
-        self._run_due(event.ts, inclusive=False)
-        now = event.ts if self.clock is None else max(self.clock, event.ts)
+    def feed(self, event: Event, mark: datetime | None = None) -> None:
+        """One historical event, in the order of decision. What fell due strictly before its
+        time — or before its `mark`, the partition's clock as the keeper decides it
+        (agents/profile/event_time.py) — happens first; then the event is applied at its own
+        time (a B at the very deadline still cancels), or at its customer's last step if that
+        was later (an event late in its topic changes nothing already decided)."""
+        until = event.ts if mark is None else max(event.ts, mark)
+        self._run_due(until, inclusive=False)
+        now = until if self.clock is None else max(self.clock, until)
         self.clock = now
         self._event(event, now)
 
     def feed_all(self, events: Iterable[Event]) -> None:
         for event in events:
             self.feed(event)
+
+    def feed_decided(self, decided: Iterable[tuple[Event, datetime | None]]) -> None:
+        """(event, mark) pairs in the order of decision (`decision_order` of each partition,
+        merged across partitions by mark: `history.in_decision_order`)."""
+        for event, mark in decided:
+            self.feed(event, mark)
 
     def advance(self, until: datetime) -> None:
         """The clock reaches `until`: everything due at or before it happens."""

@@ -3,8 +3,9 @@ code (agents/backtest/replay.py) with a simulated clock, tallied (report.py) bes
 measured uplift of the live decisions (uplift.py). `ecrm rules backtest` and the dashboard's
 rules editor both run it here.
 
-History is read in pages cut by key (clickhouse/backtest/events_page.sql), so memory holds one
-page of events plus the customers' profiles and rule states. Profiles start empty at the
+History is read per source topic-partition in offset order, in pages (clickhouse/backtest/
+events_page.sql), and merged in the keeper's order of decision (docs/operations.md), so memory
+holds a page of events plus the customers' profiles and rule states. Profiles start empty at the
 start of the replay; a warm-up replays that much earlier history first, without reporting its
 decisions, so F, M, segments, cooldowns and caps are already warm (docs/rules.md, "Backtest").
 """
@@ -12,13 +13,13 @@ decisions, so F, M, segments, cooldowns and caps are already warm (docs/rules.md
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from agents.backtest.history import event_from_row
+from agents.backtest.history import in_decision_order
 from agents.backtest.replay import Replay, ReplayStats
 from agents.backtest.report import BacktestReport, Tally
 from agents.backtest.uplift import Uplift, measured_uplift
@@ -26,36 +27,56 @@ from agents.profile.fold import RfmPolicy
 from schemas.events import Event
 from schemas.membership import Programme
 from schemas.rules import RuleSet
+from streams.app import INPUT_TOPICS
 from streams.clickhouse import SQL_DIR, ClickHouse
 
 PAGE_SQL = SQL_DIR / "backtest" / "events_page.sql"
+SOURCES_SQL = SQL_DIR / "backtest" / "event_sources.sql"
+#: the input topics in the keeper's order, under the default ECRM_TOPIC_PREFIX
+DEFAULT_TOPICS = tuple(f"ecrm.{name}" for name in INPUT_TOPICS)
 PAGE_ROWS = 50_000
 
 
 def history(
-    ch: ClickHouse, since: datetime, until: datetime, *, page_rows: int = PAGE_ROWS
-) -> Iterator[Event]:
-    """Every stored event with since <= ts < until, in replay order, a page at a time."""
+    ch: ClickHouse,
+    since: datetime,
+    until: datetime,
+    *,
+    page_rows: int = PAGE_ROWS,
+    topics: Sequence[str] | None = None,
+) -> Iterator[tuple[Event, datetime | None]]:
+    """Every stored event with since <= ts < until as (event, mark), in the order the live
+    worker decided them (docs/operations.md, "Decision order"), a page at a time per source
+    topic-partition. `topics`: the input topics in the keeper's order (default prefix)."""
+    window = {"since": since, "until": until}
+    sources = ch.query(SOURCES_SQL.read_text(encoding="utf-8"), window)
+    per_source = max(1, page_rows // max(1, len(sources)))
+    runs = {
+        (s["source_topic"], int(s["source_partition"])): _source_rows(
+            ch, window, s["source_topic"], int(s["source_partition"]), per_source
+        )
+        for s in sources
+    }
+    return in_decision_order(runs, topics or DEFAULT_TOPICS)
+
+
+def _source_rows(
+    ch: ClickHouse, window: dict[str, datetime], topic: str, partition: int, page_rows: int
+) -> Iterator[dict[str, Any]]:
     sql = PAGE_SQL.read_text(encoding="utf-8")
-    after: tuple[datetime, str, str] = (since, "", "")
+    after = -1
     while True:
         rows = ch.query(
             sql,
-            {
-                "since": since,
-                "until": until,
-                "after_ts": after[0],
-                "after_customer": after[1],
-                "after_event": after[2],
-                "rows": page_rows,
-            },
+            {**window, "topic": topic, "partition": partition, "after_offset": after}
+            | {"rows": page_rows},
         )
-        for row in rows:
-            yield event_from_row(row)
+        yield from rows
         if len(rows) < page_rows:
             return
-        last = rows[-1]
-        after = (last["ts"], last["customer_id"], last["event_id"])
+        after = int(rows[-1]["source_offset"])
+        # a row stored twice whose twin falls past the page's edge is not read again: the
+        # fold would count it once anyway
 
 
 @dataclass(frozen=True)
@@ -108,6 +129,7 @@ def run_backtest(
     keep_decisions: bool = False,
     consent_default: bool = True,
     programme: Programme | None = None,
+    topics: Sequence[str] | None = None,
 ) -> tuple[BacktestRun, Replay]:
     """Replay [since - warm_up, until) and run the clock to `until`; decisions from `since` on
     are tallied (and kept in `Replay.decisions` with `keep_decisions`)."""
@@ -125,7 +147,7 @@ def run_backtest(
         consent_default=consent_default,
         programme=programme,
     )
-    replay.feed_all(history(ch, warm_from, until, page_rows=page_rows))
+    replay.feed_decided(history(ch, warm_from, until, page_rows=page_rows, topics=topics))
     replay.advance(until)
     seconds = time.perf_counter() - started
     run = BacktestRun(

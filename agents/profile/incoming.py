@@ -26,6 +26,8 @@ class Incoming:
     error: str | None = None
     #: what the consumer acknowledges once this is applied (the worker's Faust event)
     source: Any = None
+    #: the partition's clock as it is decided (agents/profile/event_time.py), once released
+    mark: datetime | None = None
 
     @property
     def at(self) -> datetime | None:

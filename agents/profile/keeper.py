@@ -38,7 +38,7 @@ from agents.profile.fold import RfmPolicy
 from agents.profile.incoming import Incoming, decode
 from agents.profile.poison import apply_or_split, reason
 from agents.profile.policy import rfm_policy
-from agents.profile.positions import BrokerView, Positions, WatermarkBehind
+from agents.profile.positions import BrokerView, Positions, WatermarkBehind, keep_clock
 from agents.profile.routing import Redirected, Redirects, link, route, stubs
 from agents.profile.rows import event_row
 from agents.rules.book import RulesBook
@@ -226,6 +226,7 @@ class ProfileKeeper:
             if unit.applied(item.topic, item.partition, item.offset):
                 return  # committed before a crash or a conflict: once is enough
             unit.advance(item.topic, item.partition, item.offset)
+            keep_clock(unit, store.cluster_id, item.partition, [item])
             batch = Batch(self, unit, None, wall=now)
             batch.dead_letter(item, now, error=error)
             batch.stats["poison"] += 1
@@ -312,7 +313,8 @@ class ProfileKeeper:
                 where = {id(i.event): i for i in mine}
                 customer = batch.customer(customer_id)
                 events = [i.event for i in mine if i.event]
-                step = on_event(customer, events, batch.ctx, wall=now)
+                marks = [i.mark for i in mine if i.event]
+                step = on_event(customer, events, batch.ctx, wall=now, marks=marks)
                 batch.took(step, self._home(customer_id, mine[0]))
                 for event in step.applied:
                     item = where[id(event)]
@@ -328,6 +330,7 @@ class ProfileKeeper:
             for item in routes.links:
                 if id(item) in fresh_ids:
                     link(batch, item, now)
+            keep_clock(unit, self.app.store.cluster_id, partition, fresh)
             batch.finish()
         await self._count_worker(batch)
 

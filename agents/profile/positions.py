@@ -120,6 +120,7 @@ class Positions:
         for p in sorted({p for _, p in missing}):  # one slot each
             mine = [(t, q) for t, q in missing if q == p]
             names = [keyspace.offset(store.cluster_id, t, q) for t, q in mine]
+            names.append(keyspace.event_clock(store.cluster_id, p))
             backoff = Backoff()
             while True:
                 try:
@@ -132,8 +133,13 @@ class Positions:
                         "waiting for Redis to read watermarks (%s); again in %.1fs", exc, wait
                     )
                     await asyncio.sleep(wait)
-            for (topic, q), raw in zip(mine, values, strict=True):
+            for (topic, q), raw in zip(mine, values[:-1], strict=True):
                 clock.start_at(topic, q, int(raw) + 1 if raw is not None else 0)
+            mark = values[-1]
+            if mark is not None:
+                clock.resume(
+                    p, datetime.fromisoformat(mark if isinstance(mark, str) else mark.decode())
+                )
 
     def rebalanced(self) -> None:
         """Partitions moved: the consumer re-reads from the committed offsets, so whatever
@@ -163,10 +169,11 @@ class Positions:
                 continue
             key = (item.topic, item.partition)
             first[key] = min(first.get(key, source.first), source.first)
+        # no watermark at all: Redis may have lost a source's first units too
         gaps = {
-            key: (unit.offsets[key], start)
+            key: (unit.offsets.get(key, -1), start)
             for key, start in first.items()
-            if key in unit.offsets and start > unit.offsets[key] + 1
+            if start > unit.offsets.get(key, -1) + 1
         }
         if not gaps:
             return
@@ -179,3 +186,10 @@ class Positions:
                     "replica they had not reached?). Stopping rather than skip events; "
                     "started again, the worker reads from the watermark"
                 )
+
+
+def keep_clock(unit: Unit, cluster: str, partition: int, items: Sequence[Incoming]) -> None:
+    """The partition's clock moves with its watermarks, so a restart resumes both."""
+    marks = [i.mark for i in items if i.mark is not None]
+    if marks:
+        unit.put(keyspace.event_clock(cluster, partition), max(marks).isoformat().encode())

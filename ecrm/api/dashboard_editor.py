@@ -66,6 +66,7 @@ async def backtest_text(request: Request) -> JSONResponse:
     from agents.backtest.run import run_backtest
     from agents.profile.policy import rfm_policy
     from schemas.rules import parse_rules
+    from streams.app import INPUT_TOPICS
 
     text = (await request.body()).decode("utf-8", errors="replace")
     try:
@@ -87,6 +88,7 @@ async def backtest_text(request: Request) -> JSONResponse:
                 # as `ecrm rules backtest` runs it: the same consent default and programme
                 consent_default=ctx.settings.consent_granted,
                 programme=load_programme(ctx.settings.membership_file),
+                topics=tuple(ctx.settings.topic(n) for n in INPUT_TOPICS),
             )
         )
         zone = ruleset.policy.zone

@@ -23,6 +23,7 @@ from schemas.membership import load_programme
 from schemas.rule_values import parse_duration
 from schemas.rules import load_rules
 from streams.analysis import open_for_analysis
+from streams.app import INPUT_TOPICS
 from streams.settings import Settings
 
 #: suppression reasons, in the order the guards apply, and their column titles
@@ -93,6 +94,7 @@ def run_backtest_cmd(
             source=str(path),
             consent_default=settings.consent_granted,
             programme=load_programme(settings.membership_file),
+            topics=tuple(settings.topic(n) for n in INPUT_TOPICS),
         )
     finally:
         ch.close()

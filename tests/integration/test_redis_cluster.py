@@ -17,6 +17,7 @@ from agents.profile.reads import read_profile
 from streams import counters, keyspace
 from streams.settings import Settings
 from tests.integration.conftest import SteadyBrowsing, wait_for
+from tests.integration.test_campaigns import Actions
 
 pytestmark = pytest.mark.integration
 
@@ -148,3 +149,93 @@ def test_a_link_between_ids_in_different_slots_merges_them_and_later_events_foll
     wait_for(lambda: applied(s)["duplicates"] + applied(s)["events"] >= 7, timeout=60)
     time.sleep(1)
     assert applied(s)["identity_merges"] == 1
+
+
+WELCOME = """
+policy: {max_event_age: 3650d}
+rules:
+  - id: welcome
+    when: {event: orders, where: {status: paid}, first_order: true}
+    action: {kind: message, channel: sms, params: {template: welcome}}
+"""
+
+
+def test_a_master_lost_behind_a_lagging_replica_is_replayed_to_the_same_actions(
+    on_cluster: Settings, valkey_cluster: Any, start_worker: Any, produce: Any, tmp_path: Any
+) -> None:
+    """A master's replica lags (frozen, its link cut: every WAIT times out), the worker goes
+    on, the relay sends the welcomes of units only the master has, then the master dies. The
+    worker stops (`WatermarkBehind`) and, restarted, replays the lost units from Redis's
+    watermark: each customer's first order was the October one in the lost pass (it came in a
+    batch of its own) and is again in the replay (which reads it with the late June one), so
+    every welcome comes again under the id it had — a consumer deduping by id sees one."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(WELCOME)
+    s = on_cluster.model_copy(update={"rules_file": rules, "redis_wait_ms": 100})
+    lost_partition, _ = _partitions_on_two_masters(s, valkey_cluster)
+    key = keyspace.tag(lost_partition)
+    here = [f"w{i}" for i in range(400) if keyspace.home(f"w{i}", s.partitions) == lost_partition]
+    first, customers = here[0], here[1:26]
+    october, june = datetime(2026, 10, 25, tzinfo=UTC), datetime(2026, 6, 2, tzinfo=UTC)
+
+    def order(customer: str, n: int, at: datetime) -> dict[str, Any]:
+        return {
+            "event_id": f"{customer}-o{n}",
+            "customer_id": customer,
+            "ts": at.isoformat(),
+            "order_id": f"{customer}-{n}",
+            "status": "paid",
+            "amount": "120",
+        }
+
+    def handled() -> int:
+        with s.redis() as client:
+            return counters.stats(client, s.partitions)["events"]
+
+    actions = Actions(s)
+    worker = start_worker(s)
+    replica = 0
+    try:
+        produce("orders", order(first, 0, october))  # the partition's watermark is set
+        produce.flush()
+        wait_for(lambda: handled() >= 1, timeout=60, what="the worker running")
+        replica = valkey_cluster.lag_replica(key)
+        for c in customers:  # the lost pass: the October orders in batches of their own
+            produce("orders", order(c, 1, october))
+        produce.flush()
+        wait_for(lambda: handled() >= 1 + len(customers), timeout=60, what="October applied")
+        for c in customers:  # then each customer's late June order
+            produce("orders", order(c, 2, june))
+        produce.flush()
+        wait_for(lambda: handled() >= 1 + 2 * len(customers), timeout=60, what="June applied")
+        wait_for(
+            lambda: len({a["customer_id"] for a in actions.poll()} & set(customers)) >= 5,
+            timeout=60,
+            what="welcomes of the lost units relayed",
+        )
+        valkey_cluster.kill_lagging_master(key, replica)
+        produce("orders", order(customers[0], 3, october))  # the worker reads on: and stops
+        produce.flush()
+        try:
+            wait_for(lambda: worker.proc.poll() is not None, timeout=60, what="it stopping")
+        except AssertionError:
+            raise AssertionError(f"{handled()} handled\n{worker.log_tail(80)}") from None
+        assert "WatermarkBehind" in worker.log_tail(200)
+        worker = start_worker(s)  # compose restarts it
+        wait_for(lambda: handled() >= 2 + 2 * len(customers), timeout=90, what="the replay")
+        received = actions.settle(3.0)
+    finally:
+        valkey_cluster.thaw(replica)
+        actions.close()
+        _make_whole(valkey_cluster)
+    by_id: dict[str, dict[str, Any]] = {}
+    welcomes: dict[str, set[str]] = {}
+    for a in received:
+        assert by_id.setdefault(a["action_id"], a) == a  # an id sent again is the same action
+        welcomes.setdefault(a["customer_id"], set()).add(a["action_id"])
+    assert set(customers) <= set(welcomes)
+    twice = {c: ids for c, ids in welcomes.items() if len(ids) > 1}
+    assert twice == {}, twice  # no customer welcomed twice under two ids
+    for c in customers:
+        (action,) = [a for a in by_id.values() if a["customer_id"] == c]
+        assert action["trigger_event_id"] == f"{c}-o1"  # the October order, first by offset

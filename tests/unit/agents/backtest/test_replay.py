@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agents.backtest.history import event_from_row
+from agents.backtest.history import event_from_row, in_decision_order
 from agents.backtest.replay import Replay, replay
 from agents.backtest.report import Tally, summarize
 from agents.backtest.uplift import window_hours
@@ -259,3 +259,30 @@ def test_the_attribution_window_is_passed_in_whole_hours_rounded_up() -> None:
     assert window_hours(72 * HOUR) == 72
     assert window_hours(90 * MIN) == 2
     assert window_hours(SEC) == 1
+
+
+def test_stored_history_is_replayed_in_the_keepers_order_of_decision() -> None:
+    """Rows of two Kafka partitions, a late order in one: each partition's topics merged by
+    event time in offset order, the late order at its offset with the partition's clock as
+    its mark, the partitions interleaved by their marks."""
+
+    def rows(topic: str, partition: int, events: list[Event]) -> list[dict]:
+        return [
+            event_row(e, topic=topic, partition=partition, offset=n, now=NOON)
+            for n, e in enumerate(events)
+        ]
+
+    runs = {
+        ("ecrm.orders", 0): rows("ecrm.orders", 0, [paid("o1", NOON + HOUR), paid("o2", NOON)]),
+        ("ecrm.cart", 0): rows("ecrm.cart", 0, [cart("c1", NOON + 30 * MIN)]),
+        ("ecrm.orders", 1): rows("ecrm.orders", 1, [paid("o3", NOON + 45 * MIN)]),
+    }
+    order = [
+        (e.event_id, mark) for e, mark in in_decision_order(runs, ("ecrm.orders", "ecrm.cart"))
+    ]
+    assert order == [
+        ("c1", NOON + 30 * MIN),
+        ("o3", NOON + 45 * MIN),
+        ("o1", NOON + HOUR),
+        ("o2", NOON + HOUR),  # late in its topic: decided after o1, at the clock
+    ]

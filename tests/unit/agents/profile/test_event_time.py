@@ -1,5 +1,6 @@
-"""The partition's event-time clock: the watermark over its unread topics, events held until
-it reaches them, an idle topic that never freezes it, the wall clock once everything is read."""
+"""The partition's order of decision: offset order per topic, topics merged by event time, a
+record held until every other topic's next one is read, an idle topic read to its end that
+never holds anything, the clock (latest event time decided), the wall clock once live."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents.profile.event_time import EventClock
+from agents.profile.event_time import EventClock, decision_order
 
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
 WALL = T0 + timedelta(days=30)
@@ -22,6 +23,7 @@ class Msg:
     partition: int
     offset: int
     at: datetime | None
+    mark: datetime | None = None
 
 
 def clock_over(ends: dict[str, int | None]) -> EventClock:
@@ -64,8 +66,9 @@ def test_a_future_dated_event_does_not_run_the_clock_ahead() -> None:
     clock = clock_over({"orders": 5, "cart": 5})
     clock.read([Msg("orders", 0, 0, WALL + timedelta(hours=20))], WALL)
     clock.read([Msg("cart", 0, 0, WALL + timedelta(hours=20))], WALL)
-    now, live = clock.clock(0, WALL)
-    assert not live and now == WALL
+    (first,) = clock.release(0, WALL)
+    assert first.mark == WALL
+    assert clock.clock(0, WALL) == (WALL, False)
 
 
 def test_invalid_messages_never_hold_anything_back() -> None:
@@ -78,45 +81,64 @@ def test_invalid_messages_never_hold_anything_back() -> None:
 @given(
     times=st.lists(st.integers(0, 10_000), min_size=1, max_size=60),
     picks=st.lists(st.booleans(), min_size=60, max_size=60),
+    sizes=st.lists(st.integers(1, 5), min_size=60, max_size=60),
 )
-def test_released_events_come_in_time_order_across_topics(times, picks) -> None:
-    """Whatever the interleaving, each topic in time order: while a topic is unread, released
-    events never go back in time; once every topic is read to its end nothing stays held."""
-    topics = {"orders": [], "cart": []}
+def test_whatever_the_reads_the_release_order_is_the_decision_order(times, picks, sizes) -> None:
+    """Two topics, event times in any order within each, read in any interleaving and in
+    reads of any size: what is released, and the clock each gets, is `decision_order` of the
+    topics' contents; once both are read to their end nothing stays held."""
+    topics: dict[str, list[datetime]] = {"orders": [], "cart": []}
     for t, pick in zip(times, picks, strict=False):
-        topics["orders" if pick else "cart"].append(t)
-    for name in topics:
-        topics[name].sort()
-    ends = {name: len(v) for name, v in topics.items()}
-    clock = clock_over(ends)
-    out: list[datetime] = []
-    ordered: list[list[datetime]] = []
+        topics["orders" if pick else "cart"].append(T0 + t * MIN)
+    clock = clock_over({name: len(v) for name, v in topics.items()})
+    out: list[tuple[str, int, datetime | None]] = []
     pos = {name: 0 for name in topics}
-    for pick in picks:
+    for pick, size in zip(picks, sizes, strict=True):
         name = "orders" if pick else "cart"
-        if pos[name] < len(topics[name]):
-            at = T0 + topics[name][pos[name]] * MIN
-            clock.read([Msg(name, 0, pos[name], at)], WALL)
-            pos[name] += 1
-            live = clock.clock(0, WALL)[1]
-            released = [m.at for m in clock.release(0, WALL)]
-            out += released
-            if not live and released:
-                ordered.append(released)
-    # while a topic was unread, nothing released came before what an earlier release held
-    # (within one release the keeper sorts each customer's events itself)
-    for earlier, later in zip(ordered, ordered[1:], strict=False):
-        assert max(earlier) <= min(later)
+        got = topics[name][pos[name] : pos[name] + size]
+        clock.read([Msg(name, 0, pos[name] + i, at) for i, at in enumerate(got)], WALL)
+        pos[name] += len(got)
+        out += [(m.topic, m.offset, m.mark) for m in clock.release(0, WALL)]
     for name in topics:
-        for offset in range(pos[name], len(topics[name])):
-            clock.read([Msg(name, 0, offset, T0 + topics[name][offset] * MIN)], WALL)
-    out += [m.at for m in clock.release(0, WALL)]  # all read: live, everything goes
+        rest = topics[name][pos[name] :]
+        clock.read([Msg(name, 0, pos[name] + i, at) for i, at in enumerate(rest)], WALL)
+    out += [(m.topic, m.offset, m.mark) for m in clock.release(0, WALL)]
     assert clock.held() == 0
-    assert sorted(out) == sorted(T0 + t * MIN for t in times)
+    runs = [[Msg(name, 0, i, at) for i, at in enumerate(topics[name])] for name in clock.topics]
+    expected = [(m.topic, m.offset, mark) for m, mark in decision_order(runs, lambda m: m.at)]
+    assert out == expected
 
 
-def test_a_future_dated_event_does_not_hold_its_topic_back() -> None:
+def test_within_a_topic_offset_order_whatever_the_event_times() -> None:
+    clock = clock_over({"orders": 2, "cart": 0})
+    clock.read([Msg("orders", 0, 0, T0 + 60 * MIN), Msg("orders", 0, 1, T0)], WALL)
+    released = clock.release(0, WALL)
+    assert [(m.offset, m.mark) for m in released] == [(0, T0 + 60 * MIN), (1, T0 + 60 * MIN)]
+
+
+def test_a_record_waits_until_the_next_record_of_every_unfinished_topic_is_read() -> None:
     clock = clock_over({"orders": 5, "cart": 5})
-    clock.read([Msg("cart", 0, 0, T0)], WALL)
+    clock.read([Msg("orders", 0, 0, T0), Msg("orders", 0, 1, T0 + MIN)], WALL)
+    assert clock.release(0, WALL) == []  # a cart not read yet may come before it
+    clock.read([Msg("cart", 0, 0, T0 + 30 * MIN)], WALL)
+    assert [(m.topic, m.offset) for m in clock.release(0, WALL)] == [
+        ("orders", 0),
+        ("orders", 1),
+    ]  # then orders has nothing held and is unfinished: the cart waits
+
+
+def test_a_resumed_clock_marks_late_records_with_what_was_decided_before_the_restart() -> None:
+    clock = clock_over({"orders": 5, "cart": 0})
+    clock.resume(0, T0 + 60 * MIN)
+    clock.read([Msg("orders", 0, 3, T0)], WALL)
+    assert clock.clock(0, WALL) == (T0 + 60 * MIN, False)
+    (late,) = clock.release(0, WALL)
+    assert late.mark == T0 + 60 * MIN
+
+
+def test_a_future_dated_event_is_merged_by_its_own_time() -> None:
+    clock = clock_over({"orders": 5, "cart": 5})
+    clock.read([Msg("cart", 0, 0, T0), Msg("cart", 0, 1, T0 + MIN)], WALL)
     clock.read([Msg("orders", 0, 0, WALL + timedelta(hours=3)), Msg("orders", 0, 1, T0)], WALL)
-    assert [m.offset for m in clock.release(0, WALL) if m.topic == "orders"] == [0, 1]
+    released = clock.release(0, WALL)
+    assert [(m.topic, m.offset) for m in released] == [("cart", 0), ("cart", 1)]
