@@ -34,7 +34,7 @@ from agents.identity_handover import release as handover_release
 from agents.identity_handover import verified as handover_verified
 from agents.membership.book import ProgrammeBook
 from agents.membership.rows import rows_by_table
-from agents.membership.state import MemberState, Movement
+from agents.membership.state import Movement, member_from_json, member_json
 from agents.profile.event_time import EventClock
 from agents.profile.fold import RfmPolicy
 from agents.profile.poison import apply_or_split, reason
@@ -710,7 +710,7 @@ class _Batch:
         member = None
         if self.programme is not None:
             raw = self.unit.get(keyspace.member(customer_id, self.keeper.partitions))
-            member = MemberState.model_validate_json(raw) if raw else None
+            member = member_from_json(raw) if raw else None
         return Customer(self.keeper.load(customer_id), rules, member)
 
     def took(self, step: Step, partition: int) -> None:
@@ -725,7 +725,7 @@ class _Batch:
         member = step.customer.member
         if self.programme is not None and member is not None and not member.is_empty():
             key = keyspace.member(profile.customer_id, self.keeper.partitions)
-            value = member.model_dump_json().encode()
+            value = member_json(member)
             if value != self.unit.get(key):
                 self.unit.put(key, value)
         self.movements.extend(step.movements)

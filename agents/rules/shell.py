@@ -17,7 +17,7 @@ from typing import Any
 from agents.profile.rows import json_text
 from agents.rules.budget_booking import BudgetBooker, bookings, read_spent
 from agents.rules.contact_policy import BudgetBook, Spend, shop_day
-from agents.rules.state import CustomerRuleState, Decision
+from agents.rules.state import CustomerRuleState, Decision, state_from_json, state_json
 from schemas.outputs import Action
 from schemas.privacy import unsubscribe_token
 from schemas.rules import RuleSet
@@ -76,7 +76,7 @@ class MarketingStep:
             return self._changed[customer_id]
         raw = self.unit.get(keyspace.rule_state(customer_id, self.partitions))
         if raw:
-            return CustomerRuleState.model_validate_json(raw)
+            return state_from_json(raw)
         return CustomerRuleState(customer_id=customer_id)
 
     def took(self, state: CustomerRuleState, changed: bool, decisions: list[Decision]) -> None:
@@ -90,9 +90,7 @@ class MarketingStep:
         Each action carries its customer's unsubscribe token (schemas/privacy.py) in
         `params.unsubscribe_token`; the decision rows do not (analysts need no token)."""
         for cid, state in self._changed.items():
-            self.unit.put(
-                keyspace.rule_state(cid, self.partitions), state.model_dump_json().encode()
-            )
+            self.unit.put(keyspace.rule_state(cid, self.partitions), state_json(state))
         readable = set(_budget_days(self.rules, self.span))
         # a withdrawal giving back a day long over (a delivery overdue for days) is not booked:
         # that day's counter may be gone, and no one books it any more

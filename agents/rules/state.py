@@ -17,6 +17,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from schemas.outputs import Action
 from schemas.rule_values import parse_duration
+from schemas.written import Written
 
 Outcome = Literal["fired", "held_out", "suppressed", "deferred"]
 
@@ -85,6 +86,22 @@ class CustomerRuleState(BaseModel):
     def saw(self, trigger: str) -> None:
         self.seen_triggers.append(trigger)
         del self.seen_triggers[:-SEEN_TRIGGERS_KEPT]
+
+
+#: rule states this process wrote lately (schemas/written.py): the engine never changes a
+#: state it was given (it changes `copied()`), so one read back is shared
+_WRITTEN: Written[CustomerRuleState] = Written(handed_over=False)
+
+
+def state_json(state: CustomerRuleState) -> bytes:
+    """The rule state as Redis keeps it (JSON)."""
+    return _WRITTEN.remember(state.model_dump_json().encode(), state)
+
+
+def state_from_json(raw: bytes | str) -> CustomerRuleState:
+    """A rule state read back from Redis (bytes this process wrote lately: not validated
+    again)."""
+    return _WRITTEN.take(raw) or CustomerRuleState.model_validate_json(raw)
 
 
 def action_id_for(rule_id: str, customer_id: str, trigger: str) -> str:

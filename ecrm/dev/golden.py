@@ -37,17 +37,17 @@ import orjson
 
 from agents.customer_step import Customer, Step, StepContext, on_clock, on_event
 from agents.membership.rows import rows_by_table
-from agents.membership.state import MemberState
+from agents.membership.state import MemberState, member_from_json, member_json
 from agents.profile.fold import RfmPolicy
 from agents.profile.keeper import decode
 from agents.profile.rows import event_row, profile_row, segment_change_row
 from agents.rules.contact_policy import BudgetBook
 from agents.rules.shell import decision_row
-from agents.rules.state import CustomerRuleState
+from agents.rules.state import CustomerRuleState, state_from_json, state_json
 from ecrm.dev.traffic import StoreEvent, synthetic_traffic
 from schemas.events import Event
 from schemas.membership import Programme, load_programme
-from schemas.profile import empty_profile, from_stored, stored
+from schemas.profile import Profile, empty_profile, from_stored, stored
 from schemas.rules import RuleSet, load_rules
 
 REPO = Path(__file__).resolve().parents[2]
@@ -145,7 +145,8 @@ class GoldenRun:
     def finish(self) -> dict[str, list[str]]:
         """Every category as sorted-as-produced lines of canonical JSON, plus final states."""
         for cid in sorted(self.profiles):
-            self.out("profiles", from_stored(self.profiles[cid]).model_dump(mode="json"))
+            profile = Profile.model_validate_json(self.profiles[cid])  # decoded, not remembered
+            self.out("profiles", profile.model_dump(mode="json"))
             self.out("stored_profiles", self.profiles[cid].decode())
         for cid in sorted(self.rule_states):
             state = CustomerRuleState.model_validate_json(self.rule_states[cid])
@@ -159,13 +160,9 @@ class GoldenRun:
         raw = self.profiles.get(cid)
         profile = from_stored(raw) if raw else empty_profile(cid)
         raw_rules = self.rule_states.get(cid)
-        rules = (
-            CustomerRuleState.model_validate_json(raw_rules)
-            if raw_rules
-            else CustomerRuleState(customer_id=cid)
-        )
+        rules = state_from_json(raw_rules) if raw_rules else CustomerRuleState(customer_id=cid)
         raw_member = self.members.get(cid) if self.ctx.programme is not None else None
-        member = MemberState.model_validate_json(raw_member) if raw_member else None
+        member = member_from_json(raw_member) if raw_member else None
         return Customer(profile, rules, member)
 
     def _keep(self, step: Step) -> None:
@@ -173,10 +170,10 @@ class GoldenRun:
         cid = customer.customer_id
         self.profiles[cid] = stored(customer.profile)
         if step.rules_changed:
-            self.rule_states[cid] = customer.rules.model_dump_json().encode()
+            self.rule_states[cid] = state_json(customer.rules)
         member = customer.member
         if self.ctx.programme is not None and member is not None and not member.is_empty():
-            self.members[cid] = member.model_dump_json().encode()
+            self.members[cid] = member_json(member)
         for d in step.decisions:
             self.out("decisions", decision_row(d))
             if d.outcome == "fired":
