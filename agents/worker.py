@@ -37,7 +37,7 @@ def build_worker(settings: Settings) -> tuple[EcrmApp, ProfileKeeper]:
     keeper = ProfileKeeper(
         ctx,
         rules=RulesBook(settings.rules_file),
-        membership=ProgrammeBook(settings.membership_file),
+        membership=ProgrammeBook(settings.membership_file) if settings.membership_file else None,
     )
 
     def highwater(topic: str, partition: int) -> int | None:

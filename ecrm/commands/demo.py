@@ -275,6 +275,8 @@ def _rules_table(client: redis.Redis, partitions: int) -> None:
 
 def _membership(s: Settings, ch: ClickHouse, profiles: list[Profile]) -> None:
     """Members per level, points outstanding and lapsing, top tags; a sample member view."""
+    if s.membership_file is None:
+        return  # no programme: nothing to show
     programme = load_programme(s.membership_file)
     levels = Counter(p.level for p in profiles if p.level)
     say()
