@@ -69,3 +69,20 @@ def test_rule_and_member_states_round_trip() -> None:
     raw = member_json(member)
     assert member_from_json(raw) is member
     assert member_from_json(raw) == member
+
+
+def test_a_copied_rule_state_is_equal_and_changing_it_leaves_the_original() -> None:
+    state = CustomerRuleState(
+        customer_id="c8",
+        counts={"r|a": [AT]},
+        last_fired={"r": AT},
+        seen_triggers=["t1"],
+    )
+    copy = state.copied()
+    assert copy == state and copy.model_dump_json() == state.model_dump_json()
+    copy.saw("t2")
+    copy.last_fired["s"] = AT
+    copy.counts["r|b"] = [AT]
+    copy.contacts[AT.date()] = 1
+    assert state.seen_triggers == ["t1"] and set(state.last_fired) == {"r"}
+    assert set(state.counts) == {"r|a"} and not state.contacts
