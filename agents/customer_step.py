@@ -100,6 +100,9 @@ class Step:
     movements: list[Movement] = field(default_factory=list)
     #: the rule state is a new object (it changed and must be written)
     rules_changed: bool = False
+    #: the member state was handed to what may change it (`member()`); when not, it is the
+    #: state as read, and needs no writing (nor encoding) again
+    member_touched: bool = False
     #: when time next matters to this customer (None: only a new event will)
     wake: datetime | None = None
     #: the rule state the step was given, once `customer.rules` is the step's own copy
@@ -115,7 +118,8 @@ class Step:
         return self.customer.rules
 
     def member(self) -> MemberState:
-        """The customer's member state (a new one the first time)."""
+        """The customer's member state (a new one the first time), to change."""
+        self.member_touched = True
         customer = self.customer
         if customer.member is None:
             customer.member = MemberState(customer_id=customer.customer_id)

@@ -211,6 +211,12 @@ def member_json(member: MemberState) -> bytes:
     return _WRITTEN.remember(member.model_dump_json().encode(), member)
 
 
+def member_kept(raw: bytes, member: MemberState) -> bytes:
+    """The member state as read (`raw`), which a step left as it was: not encoded again, and
+    remembered again under its bytes for the next read."""
+    return _WRITTEN.remember(raw, member)
+
+
 def member_from_json(raw: bytes | str) -> MemberState:
     """A member state read back from Redis (bytes this process wrote lately: not validated
     again)."""

@@ -34,7 +34,7 @@ from agents.identity_handover import release as handover_release
 from agents.identity_handover import verified as handover_verified
 from agents.membership.book import ProgrammeBook
 from agents.membership.rows import rows_by_table
-from agents.membership.state import Movement, member_from_json, member_json
+from agents.membership.state import Movement, member_from_json, member_json, member_kept
 from agents.profile.event_time import EventClock
 from agents.profile.fold import RfmPolicy
 from agents.profile.poison import apply_or_split, reason
@@ -725,8 +725,13 @@ class _Batch:
         member = step.customer.member
         if self.programme is not None and member is not None and not member.is_empty():
             key = keyspace.member(profile.customer_id, self.keeper.partitions)
-            value = member_json(member)
-            if value != self.unit.get(key):
+            read = self.unit.get(key)
+            value = (
+                member_json(member)
+                if step.member_touched or not read
+                else member_kept(read, member)
+            )
+            if value != read:
                 self.unit.put(key, value)
         self.movements.extend(step.movements)
         self.snapshots.append(profile_row(profile, self.written_at))

@@ -37,7 +37,7 @@ import orjson
 
 from agents.customer_step import Customer, Step, StepContext, on_clock, on_event
 from agents.membership.rows import rows_by_table
-from agents.membership.state import MemberState, member_from_json, member_json
+from agents.membership.state import MemberState, member_from_json, member_json, member_kept
 from agents.profile.fold import RfmPolicy
 from agents.profile.keeper import decode
 from agents.profile.rows import event_row, profile_row, segment_change_row
@@ -173,7 +173,11 @@ class GoldenRun:
             self.rule_states[cid] = state_json(customer.rules)
         member = customer.member
         if self.ctx.programme is not None and member is not None and not member.is_empty():
-            self.members[cid] = member_json(member)
+            read = self.members.get(cid)  # as agents/profile/keeper.py _Batch.took
+            if read is not None and not step.member_touched:
+                self.members[cid] = member_kept(read, member)
+            else:
+                self.members[cid] = member_json(member)
         for d in step.decisions:
             self.out("decisions", decision_row(d))
             if d.outcome == "fired":
