@@ -29,8 +29,10 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
-#: objects remembered per kind of state (a profile of the typical customer: a few KB)
-KEPT = 16384
+#: objects remembered per kind of state: a profile of the typical customer (~2 KB stored)
+#: is ~12 KB of Python objects, so ~60 MB of profiles at most; the customers a worker steps
+#: again soonest (the busy ones, and every timer's customer) are the ones still here
+KEPT = 4096
 
 
 class Written(Generic[T]):
