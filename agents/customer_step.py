@@ -32,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import EllipsisType
 
 from agents.membership import step as membership
 from agents.membership.state import MemberState, Movement
@@ -125,11 +126,12 @@ class Step:
             customer.member = MemberState(customer_id=customer.customer_id)
         return customer.member
 
-    def _done(self, ctx: StepContext) -> Step:
-        """The wake-up; and the given rule state back when nothing changed it."""
+    def _done(self, ctx: StepContext, wake: datetime | None | EllipsisType = ...) -> Step:
+        """The wake-up (`wake`: already worked out on the customer as the step leaves it); and
+        the given rule state back when nothing changed it."""
         if self._given is not None and not self.rules_changed:
             self.customer.rules = self._given
-        self.wake = wake_of(self.customer, ctx)
+        self.wake = wake_of(self.customer, ctx) if isinstance(wake, EllipsisType) else wake
         return self
 
 
@@ -163,18 +165,21 @@ def advance(customer: Customer, until: datetime, ctx: StepContext, *, inclusive:
     """Time reaches `until` for this customer moment by moment: a step at each instant it
     fell due (R ageing, a timer, a delivery), as a clock stepping through history does."""
     step = Step(customer)
-    _advance(step, until, ctx, inclusive=inclusive)
-    return step._done(ctx)
+    wake = _advance(step, until, ctx, inclusive=inclusive)
+    return step._done(ctx, wake)
 
 
-def _advance(step: Step, until: datetime, ctx: StepContext, *, inclusive: bool) -> None:
+def _advance(step: Step, until: datetime, ctx: StepContext, *, inclusive: bool) -> datetime | None:
+    """Every wake-up before `until` (at it too, when `inclusive`); the customer's wake-up as
+    this leaves them (worked out last, on the state as it is now)."""
     wake = wake_of(step.customer, ctx)
     while wake is not None and (wake < until or (inclusive and wake == until)):
         _clock(step, wake, ctx)
         after = wake_of(step.customer, ctx)
         if after is not None and after <= wake:
-            break  # nothing moved: never spin
+            return after  # nothing moved: never spin
         wake = after
+    return wake
 
 
 def _event(step: Step, event: Event, now: datetime, ctx: StepContext) -> None:

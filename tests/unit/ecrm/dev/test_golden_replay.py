@@ -40,3 +40,29 @@ def test_the_history_exercises_what_it_guards(golden):  # type: ignore[no-untype
     counts = {c: int(d.split(":")[0]) for c, d in golden["shipped"]["digests"].items()}
     for category in ("actions", "decisions", "movements", "segment_changes", "refused", "members"):
         assert counts[category] > 10, category
+
+
+def test_advance_leaves_the_wake_up_of_the_customer_as_it_leaves_them(messages):  # type: ignore[no-untyped-def]
+    """`advance` (the worker's sweep) hands on the wake-up its last look worked out instead of
+    working it out again: it is the one the customer it leaves has."""
+    from datetime import timedelta
+
+    from agents.customer_step import StepContext, advance, wake_of
+    from agents.profile.fold import RfmPolicy
+    from agents.rules.contact_policy import BudgetBook
+    from ecrm.dev.golden import GoldenRun, shipped
+
+    rules, programme = shipped()
+    run = GoldenRun(StepContext(RfmPolicy(), rules, BudgetBook(), programme=programme))
+    for offset, message in enumerate(messages[:1500]):
+        run.feed(message, offset)
+    assert run.clock is not None
+    checked = 0
+    for cid in sorted(run.profiles)[:60]:
+        for days, inclusive in ((0, True), (3, False), (40, True), (400, True)):
+            step = advance(
+                run._read(cid), run.clock + timedelta(days=days), run.ctx, inclusive=inclusive
+            )
+            assert step.wake == wake_of(step.customer, run.ctx)
+            checked += 1
+    assert checked == 240
