@@ -32,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import EllipsisType
 
 from agents.membership import step as membership
 from agents.membership.state import MemberState, Movement
@@ -100,6 +101,9 @@ class Step:
     movements: list[Movement] = field(default_factory=list)
     #: the rule state is a new object (it changed and must be written)
     rules_changed: bool = False
+    #: the member state was handed to what may change it (`member()`); when not, it is the
+    #: state as read, and needs no writing (nor encoding) again
+    member_touched: bool = False
     #: when time next matters to this customer (None: only a new event will)
     wake: datetime | None = None
     #: the rule state the step was given, once `customer.rules` is the step's own copy
@@ -115,17 +119,19 @@ class Step:
         return self.customer.rules
 
     def member(self) -> MemberState:
-        """The customer's member state (a new one the first time)."""
+        """The customer's member state (a new one the first time), to change."""
+        self.member_touched = True
         customer = self.customer
         if customer.member is None:
             customer.member = MemberState(customer_id=customer.customer_id)
         return customer.member
 
-    def _done(self, ctx: StepContext) -> Step:
-        """The wake time; and the given rule state back when nothing changed it."""
+    def _done(self, ctx: StepContext, wake: datetime | None | EllipsisType = ...) -> Step:
+        """The wake-up (`wake`: already worked out on the customer as the step leaves it); and
+        the given rule state back when nothing changed it."""
         if self._given is not None and not self.rules_changed:
             self.customer.rules = self._given
-        self.wake = wake_of(self.customer, ctx)
+        self.wake = wake_of(self.customer, ctx) if isinstance(wake, EllipsisType) else wake
         return self
 
 
@@ -171,18 +177,21 @@ def advance(customer: Customer, until: datetime, ctx: StepContext, *, inclusive:
     """Time reaches `until` for this customer moment by moment: a step at each instant it
     woke (R ageing, a rule's wait, a delivery), as a clock stepping through history does."""
     step = Step(customer)
-    _advance(step, until, ctx, inclusive=inclusive)
-    return step._done(ctx)
+    wake = _advance(step, until, ctx, inclusive=inclusive)
+    return step._done(ctx, wake)
 
 
-def _advance(step: Step, until: datetime, ctx: StepContext, *, inclusive: bool) -> None:
+def _advance(step: Step, until: datetime, ctx: StepContext, *, inclusive: bool) -> datetime | None:
+    """Every wake-up before `until` (at it too, when `inclusive`); the customer's wake-up as
+    this leaves them (worked out last, on the state as it is now)."""
     wake = wake_of(step.customer, ctx)
     while wake is not None and (wake < until or (inclusive and wake == until)):
         _clock(step, wake, ctx)
         after = wake_of(step.customer, ctx)
         if after is not None and after <= wake:
-            break  # nothing moved: never spin
+            return after  # nothing moved: never spin
         wake = after
+    return wake
 
 
 def _event(step: Step, event: Event, now: datetime, ctx: StepContext) -> None:

@@ -85,7 +85,9 @@ class Worker:
         keeper = ProfileKeeper(
             ctx,
             rules=RulesBook(settings.rules_file),
-            membership=ProgrammeBook(settings.membership_file),
+            membership=ProgrammeBook(settings.membership_file)
+            if settings.membership_file
+            else None,
             broker=broker_view(ctx.app),
         )
         batches = subscribe_batches(ctx.app, ctx.inputs)

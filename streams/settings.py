@@ -61,8 +61,9 @@ class Settings(BaseSettings):
     clickhouse_url: str = EMBEDDED_CLICKHOUSE
     rules_file: Path = EXAMPLE_RULES
     #: The membership programme (levels, points, benefits, tags; docs/membership.md),
-    #: re-read when it changes like the rules file.
-    membership_file: Path = EXAMPLE_MEMBERSHIP
+    #: re-read when it changes like the rules file. Empty (`ECRM_MEMBERSHIP_FILE=`): no
+    #: programme — no levels, points or tags, and no membership work at all per event.
+    membership_file: Path | None = EXAMPLE_MEMBERSHIP
     #: What `ecrm deliver` sends through which provider, and the templates (docs/delivery.md);
     #: re-read when it changes like the rules file. Credentials come from the environment.
     delivery_file: Path = EXAMPLE_DELIVERY
@@ -183,6 +184,11 @@ class Settings(BaseSettings):
             if n < 1:
                 raise ConfigError(f"ECRM_CLICKHOUSE_TTL_DAYS: {table} keeps {n} days; at least 1")
         return days
+
+    @field_validator("membership_file", mode="before")
+    @classmethod
+    def _empty_is_no_programme(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("clickhouse_url")
     @classmethod
@@ -307,7 +313,10 @@ class Settings(BaseSettings):
         values = self.model_dump(
             exclude={"pii_secret", "privacy_secret", "kafka_password"}, exclude_none=True
         )
-        return {
+        env = {
             f"ECRM_{name.upper()}": json.dumps(value) if isinstance(value, dict) else str(value)
             for name, value in values.items()
         }
+        if self.membership_file is None:  # said, or the other process takes the shipped one
+            env["ECRM_MEMBERSHIP_FILE"] = ""
+        return env

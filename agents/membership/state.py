@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, Field
 
+from schemas.written import Written
+
 #: idempotency tokens kept per member (requests, rule actions, notices)
 SEEN_KEPT = 128
 #: redemptions and order earnings kept for refunds (the oldest go first)
@@ -196,3 +198,26 @@ class Movement:
         if self.tag is not None:
             out.update(tag=self.tag, tag_source=self.tag_source)
         return out
+
+
+#: member states this process wrote lately (schemas/written.py): the step changes a member
+#: in place, so one read back is handed over, not shared
+_WRITTEN: Written[MemberState] = Written(handed_over=True)
+
+
+def member_json(member: MemberState) -> bytes:
+    """The member state as Redis keeps it (JSON). Not to be changed after: `member_from_json`
+    may hand it back for these bytes."""
+    return _WRITTEN.remember(member.model_dump_json().encode(), member)
+
+
+def member_kept(raw: bytes, member: MemberState) -> bytes:
+    """The member state as read (`raw`), which a step left as it was: not encoded again, and
+    remembered again under its bytes for the next read."""
+    return _WRITTEN.remember(raw, member)
+
+
+def member_from_json(raw: bytes | str) -> MemberState:
+    """A member state read back from Redis (bytes this process wrote lately: not validated
+    again)."""
+    return _WRITTEN.take(raw) or MemberState.model_validate_json(raw)

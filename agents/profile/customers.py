@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from agents.customer_step import Customer, Step
-from agents.membership.state import MemberState
-from agents.rules.state import CustomerRuleState
+from agents.membership.state import member_from_json, member_json, member_kept
+from agents.rules.state import CustomerRuleState, state_from_json, state_json
 from schemas.profile import Profile, empty_profile, from_stored, stored
 from streams import keyspace
 from streams.redis_store import Unit
@@ -56,11 +56,11 @@ class Customers:
         if self.rules:
             raw = self.unit.get(keyspace.rule_state(customer_id, n))
             if raw:
-                rules = CustomerRuleState.model_validate_json(raw)
+                rules = state_from_json(raw)
         member = None
         if self.members:
             raw = self.unit.get(keyspace.member(customer_id, n))
-            member = MemberState.model_validate_json(raw) if raw else None
+            member = member_from_json(raw) if raw else None
         return Customer(self.profile(customer_id), rules, member)
 
     def write(self, step: Step, partition: int) -> None:
@@ -70,12 +70,18 @@ class Customers:
         cid, n, unit = customer.customer_id, self.partitions, self.unit
         unit.put(keyspace.profile(cid, n), stored(customer.profile))
         if self.rules and step.rules_changed:
-            unit.put(keyspace.rule_state(cid, n), customer.rules.model_dump_json().encode())
+            unit.put(keyspace.rule_state(cid, n), state_json(customer.rules))
         member = customer.member
         if self.members and member is not None and not member.is_empty():
             key = keyspace.member(cid, n)
-            value = member.model_dump_json().encode()
-            if value != unit.get(key):
+            read = unit.get(key)
+            # a member state the step never handed out is as read: not encoded again
+            value = (
+                member_json(member)
+                if step.member_touched or not read
+                else member_kept(read, member)
+            )
+            if value != read:
                 unit.put(key, value)
         self.wake(cid, partition, step.wake)
 
@@ -86,7 +92,7 @@ class Customers:
         self.unit.put(keyspace.profile(cid, n), stored(stub))
         if self.rules:
             empty = CustomerRuleState(customer_id=cid)
-            self.unit.put(keyspace.rule_state(cid, n), empty.model_dump_json().encode())
+            self.unit.put(keyspace.rule_state(cid, n), state_json(empty))
         self.wake(cid, keyspace.home(cid, n), None)
 
     def wake(self, customer_id: str, partition: int, at: datetime | None) -> None:

@@ -5,6 +5,8 @@ Pure: the checks `schemas.rule_fields` made when the file was read are relied on
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -62,6 +64,11 @@ def profile_values(profile: Profile, name: str) -> list[Any]:
 def _number(value: Any) -> Decimal | None:
     """The value as a finite number, else None: "NaN", "Infinity", true or a list compare as
     nothing (an ordering test on them is false), never as an error that stops the worker."""
+    kind = type(value)
+    if kind is int:  # the common cases, without a round trip through text
+        return Decimal(value)
+    if kind is Decimal:
+        return value if value.is_finite() else None
     if isinstance(value, bool):
         return None
     try:
@@ -79,11 +86,20 @@ def _equal(actual: Any, expected: Any, kind: FieldType) -> bool:
     return str(actual) == str(expected)
 
 
-def _ordered(actual: Any, op: str, expected: Any) -> bool:
-    a, e = _number(actual), _number(expected)
-    if a is None or e is None:
+_ORDERINGS: dict[str, Callable[[Decimal, Decimal], bool]] = {
+    "gt": operator.gt,
+    "gte": operator.ge,
+    "lt": operator.lt,
+    "lte": operator.le,
+}
+
+
+def _ordered(actual: Any, op: str, expected: Decimal | None) -> bool:
+    """`actual op expected`, `expected` already a number (None: not one, nothing passes)."""
+    a = _number(actual)
+    if a is None or expected is None:
         return False
-    return {"gt": a > e, "gte": a >= e, "lt": a < e, "lte": a <= e}[op]
+    return _ORDERINGS[op](a, expected)
 
 
 def _operator_holds(op: str, expected: Any, values: list[Any], kind: FieldType) -> bool:
@@ -105,15 +121,41 @@ def _operator_holds(op: str, expected: Any, values: list[Any], kind: FieldType) 
         return any(_equal(v, e, kind) for v in values for e in expected)
     if op == "not_in":
         return not any(_equal(v, e, kind) for v in values for e in expected)
-    return any(_ordered(v, op, expected) for v in values)
+    number = _number(expected)
+    return any(_ordered(v, op, number) for v in values)
+
+
+#: id(Comparison) -> (the Comparison, kept alive so that its id is not reused, and its
+#: operators with an ordering's number worked out): a rules file or a programme is read once
+#: and asked the same questions for every event
+_COMPILED: dict[int, tuple[Comparison, tuple[tuple[str, Any, Decimal | None], ...]]] = {}
+#: Comparisons compiled before the table starts again (a reload makes new ones)
+COMPILED_KEPT = 4096
+
+
+def _compiled(comparison: Comparison) -> tuple[tuple[str, Any, Decimal | None], ...]:
+    kept = _COMPILED.get(id(comparison))
+    if kept is not None and kept[0] is comparison:
+        return kept[1]
+    ops = tuple(
+        (op, expected, _number(expected) if op in _ORDERINGS else None)
+        for op, expected in comparison.operators().items()
+    )
+    if len(_COMPILED) >= COMPILED_KEPT:
+        _COMPILED.clear()
+    _COMPILED[id(comparison)] = (comparison, ops)
+    return ops
 
 
 def holds(comparison: Comparison, values: list[Any], kind: FieldType) -> bool:
     """Every operator of the comparison holds for these values."""
-    return all(
-        _operator_holds(op, expected, values, kind)
-        for op, expected in comparison.operators().items()
-    )
+    for op, expected, number in _compiled(comparison):
+        if number is not None and kind != "tags":
+            if not any(_ordered(v, op, number) for v in values):
+                return False
+        elif not _operator_holds(op, expected, values, kind):
+            return False
+    return True
 
 
 def event_matches(conditions: Conditions, event: Event, topic: str) -> bool:

@@ -311,8 +311,10 @@ placeholder="customer_id"> <button>查询 <span class="en">Look up</span></butto
     view = found.public_view()
     now = datetime.now(UTC)
     _, member = read_member(ctx.settings, found.customer_id)
-    programme = load_programme(ctx.settings.membership_file)
-    mv = member_view(member, found, programme, now)
+    programme = (
+        load_programme(ctx.settings.membership_file) if ctx.settings.membership_file else None
+    )
+    mv = member_view(member, found, programme, now) if programme is not None else None
     decided = ctx.analysis.run(lambda ch: customer_decisions(ch, found.customer_id, 20))
     segment = str(view["segment"])
     summary = {
@@ -331,7 +333,7 @@ placeholder="customer_id"> <button>查询 <span class="en">Look up</span></butto
     ]  # fmt: skip
     tables = [
         Table("profile", profile_rows, ["item", "value"], ["key", "raw"]),
-        Table("member", _member_rows(mv, zone), ["item", "value"], ["key", "raw"]),
+        Table("member", _member_rows(mv, zone) if mv else [], ["item", "value"], ["key", "raw"]),
         Table(
             "decisions",
             decided,

@@ -87,7 +87,9 @@ async def backtest_text(request: Request) -> JSONResponse:
                 source="editor",
                 # as `ecrm rules backtest` runs it: the same consent default and programme
                 consent_default=ctx.settings.consent_granted,
-                programme=load_programme(ctx.settings.membership_file),
+                programme=load_programme(ctx.settings.membership_file)
+                if ctx.settings.membership_file
+                else None,
                 topics=tuple(ctx.settings.topic(n) for n in INPUT_TOPICS),
             )
         )

@@ -93,7 +93,9 @@ def run_backtest_cmd(
             warm_up=warm,
             source=str(path),
             consent_default=settings.consent_granted,
-            programme=load_programme(settings.membership_file),
+            programme=load_programme(settings.membership_file)
+            if settings.membership_file
+            else None,
             topics=tuple(settings.topic(n) for n in INPUT_TOPICS),
         )
     finally:

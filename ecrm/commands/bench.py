@@ -370,7 +370,7 @@ def without_membership(work: Path) -> tuple[dict[str, Any], dict[str, str], str]
     from pydantic import ValidationError
 
     try:
-        Settings(membership_file=None)  # type: ignore[arg-type]  # accepted once it is optional
+        Settings(membership_file=None)
     except ValidationError:
         smallest = work / "bench-smallest-programme.yaml"
         smallest.write_text(SMALLEST_PROGRAMME)

@@ -7,6 +7,7 @@ import argparse
 import json
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 from agents.membership.view import member_view
 from agents.profile.reads import read_member
@@ -29,11 +30,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     unpin.add_argument("customer_id")
 
 
+def _programme_file(settings: Settings) -> Path:
+    if settings.membership_file is None:
+        raise EcrmError("no membership programme: ECRM_MEMBERSHIP_FILE is empty")
+    return settings.membership_file
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.member_command == "show":
         return show_member(settings, args.customer_id, args.json)
     level = args.level if args.member_command == "pin" else None
-    if level is not None and level not in load_programme(settings.membership_file).levels.ids:
+    if level is not None and level not in load_programme(_programme_file(settings)).levels.ids:
         raise EcrmError(f"no level {level!r} in {settings.membership_file}")
     request = {
         "event_id": f"level-{uuid.uuid4()}",
@@ -53,7 +60,8 @@ def show_member(settings: Settings, customer_id: str, as_json: bool) -> int:
     if profile is None and member is None:
         print(f"no customer {customer_id!r}")
         return 1
-    view = member_view(member, profile, load_programme(settings.membership_file), datetime.now(UTC))
+    programme = load_programme(_programme_file(settings))
+    view = member_view(member, profile, programme, datetime.now(UTC))
     if as_json:
         print(json.dumps(view, ensure_ascii=False, indent=2))
         return 0

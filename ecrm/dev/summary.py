@@ -140,6 +140,8 @@ def _rules_table(ch: ClickHouse, rules_file: Path, since: datetime, until: datet
 
 def _membership(s: Settings, ch: ClickHouse, profiles: list[Profile]) -> None:
     """Members per level, points outstanding and lapsing, top tags; a sample member view."""
+    if s.membership_file is None:
+        return  # no programme: nothing to show
     programme = load_programme(s.membership_file)
     levels = Counter(p.level for p in profiles if p.level)
     say()

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from agents.customer_step import Customer, Step, StepContext, advance, on_event, wake_of
 from agents.profile.fold import RfmPolicy
 from agents.rules.contact_policy import BudgetBook
-from schemas.events import Event, OrderEvent, PointsEvent, TagEvent
+from schemas.events import BrowseEvent, Event, OrderEvent, PointsEvent, TagEvent
 from schemas.rules import RuleSet, parse_rules
 from tests.unit.agents.membership.programme import programme
 
@@ -308,3 +308,22 @@ def test_a_level_the_programme_does_not_have_is_refused() -> None:
         ("refused", 'no level "platinum" in the programme')
     ]
     assert customer.profile.level == "member"
+
+
+def test_a_step_that_cannot_move_the_member_leaves_its_state_untouched() -> None:
+    """A view moves no member: the step says so (the worker then neither encodes nor writes
+    the member state again); an order does, and the state it changed is the one to write."""
+    customer = on_event(Customer.new("c1"), [paid(1, T0, "299")], _ctx()).customer
+    assert customer.member is not None
+    before = customer.member.model_dump_json()
+    view = BrowseEvent.model_validate(
+        {"event_id": "v1", "customer_id": "c1", "ts": T0 + DAY, "sku": "S1"}
+    )
+    step = on_event(customer, [view], _ctx())
+    assert not step.member_touched
+    assert step.customer.member is not None
+    assert step.customer.member.model_dump_json() == before
+    order = on_event(step.customer, [paid(2, T0 + 2 * DAY, "120")], _ctx())
+    assert order.member_touched
+    assert order.customer.member is not None
+    assert order.customer.member.model_dump_json() != before

@@ -110,3 +110,55 @@ def _finite_number(value: Any) -> bool:
         return Decimal(str(value)).is_finite()
     except Exception:  # noqa: BLE001 - anything that is not a number
         return False
+
+
+def _holds_as_written(comparison: Comparison, values: list[Any], kind: Any) -> bool:
+    """`holds` as it read before its operators were compiled once per Comparison: every
+    operator worked out again, every number read again from its text."""
+    from decimal import InvalidOperation
+
+    def number(value: Any) -> Decimal | None:
+        if isinstance(value, bool):
+            return None
+        try:
+            n = Decimal(str(value))
+        except (InvalidOperation, ValueError):
+            return None
+        return n if n.is_finite() else None
+
+    def one(op: str, expected: Any) -> bool:
+        if op in ("gt", "gte", "lt", "lte"):
+
+            def ordered(v: Any) -> bool:
+                a, e = number(v), number(expected)
+                if a is None or e is None:
+                    return False
+                return {"gt": a > e, "gte": a >= e, "lt": a < e, "lte": a <= e}[op]
+
+            return any(ordered(v) for v in values)
+        from agents.rules.conditions import _operator_holds
+
+        return _operator_holds(op, expected, values, kind)
+
+    return all(one(op, e) for op, e in comparison.operators().items())
+
+
+_values = st.one_of(
+    st.integers(-(10**20), 10**20),
+    st.decimals(allow_nan=True, allow_infinity=True, places=2),
+    st.booleans(),
+    st.text(max_size=4),
+    st.none(),
+)
+
+
+@given(
+    op=st.sampled_from(["gt", "gte", "lt", "lte", "eq", "ne"]),
+    expected=st.one_of(st.integers(-1000, 1000), st.decimals(-1000, 1000, places=2)),
+    values=st.lists(_values, max_size=3),
+    kind=st.sampled_from(["number", "any", "string"]),
+)
+def test_compiled_conditions_decide_as_the_conditions_read(op, expected, values, kind):  # type: ignore[no-untyped-def]
+    comparison = Comparison.model_validate({op: expected})
+    assert holds(comparison, values, kind) == _holds_as_written(comparison, values, kind)
+    assert holds(comparison, values, kind) == _holds_as_written(comparison, values, kind)
