@@ -26,6 +26,14 @@ OUTPUT_KINDS = (
     "deliveries",
     "delivery-failures",
 )
+#: How long a topic ecrm creates keeps its messages: Kafka's own default (7 days;
+#: docs/privacy.md counts on it), stated rather than left to the broker.
+RETENTION_MS = 7 * 24 * 3600 * 1000
+#: The settings every topic ecrm creates is created with. Said explicitly because a broker
+#: that is not Kafka may keep nothing it was not told: Tansu describes a topic created
+#: without settings as having none, and clients that read `retention.ms` (quixstreams, to
+#: size its changelogs) then refuse the topic.
+TOPIC_CONFIG = {"retention.ms": str(RETENTION_MS), "cleanup.policy": "delete"}
 
 
 def contract_topics(settings: Settings) -> dict[str, str]:
@@ -41,7 +49,8 @@ def ensure_topics(
     replication_factor: int = 1,
     auth: KafkaAuth = PLAINTEXT,
 ) -> None:
-    """Create the missing topics; raise KafkaError if an existing one has other partitions.
+    """Create the missing topics (with `TOPIC_CONFIG`); raise KafkaError if an existing one
+    has other partitions. An existing topic's settings are the operator's and stay as they are.
 
     A mismatch is an error, not a warning: tables are co-partitioned with the input
     topics, so a worker reading 8 partitions into 4-partition state would be wrong.
@@ -59,7 +68,9 @@ def ensure_topics(
             if name in existing:
                 continue
             try:
-                admin.create_topics([NewTopic(name, partitions, replication_factor)])
+                admin.create_topics(
+                    [NewTopic(name, partitions, replication_factor, topic_configs=TOPIC_CONFIG)]
+                )
             except kafka_errors.TopicAlreadyExistsError:
                 pass  # another process created it between list and create
         counts = partition_counts(admin, wanted)

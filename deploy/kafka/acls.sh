@@ -21,7 +21,8 @@ PROPERTIES
 K="--bootstrap-server kafka:9092 --command-config $ADMIN"
 for kind in orders cart favorites browse customers campaigns identities points tags actions segment-changes member-changes dead-letter deliveries delivery-failures; do
   /opt/kafka/bin/kafka-topics.sh $K --create --if-not-exists --topic "${P}${kind}" \
-    --partitions "${ECRM_PARTITIONS:-4}" --replication-factor 1
+    --partitions "${ECRM_PARTITIONS:-4}" --replication-factor 1 \
+    --config retention.ms=604800000 --config cleanup.policy=delete  # streams/topics.py TOPIC_CONFIG
 done
 acl() { /opt/kafka/bin/kafka-acls.sh $K --add --force "$@"; }
 for kind in orders cart favorites browse customers identities; do

@@ -12,7 +12,10 @@ import asyncio
 import json
 import logging
 import os
+import shutil
+import signal
 import statistics
+import subprocess
 import tempfile
 import threading
 import time
@@ -64,6 +67,10 @@ class Bench:
     quick: bool
     load: int = 5000
     only: str | None = None
+    #: where py-spy writes the flame graph of the worker with the shipped files (--py-spy)
+    py_spy: Path | None = None
+    #: the rules file the operator named (the phases run a copy: `history_as_live`)
+    rules_name: str = "example.yaml"
     results: dict[str, Any] = field(default_factory=dict)
     _phase: int = 0
 
@@ -85,6 +92,21 @@ class Bench:
         ensure_topics(s.kafka_bootstrap, list(contract_topics(s).values()), s.partitions)
         say(f"\n== {name} ==")
         return s
+
+    def consumer(self, s: Settings, **update: Any) -> Settings:
+        """`s` read again from the start by a new consumer: the same topics, its own group
+        and Redis database."""
+        self._phase += 1
+        n = self._phase
+        again = s.model_copy(
+            update={
+                "app_id": f"ecrm-bench-{n}",
+                "redis_url": self.base.redis_url.rsplit("/", 1)[0] + f"/{n}",
+                **update,
+            }
+        )
+        again.redis().flushdb()
+        return again
 
 
 def say(text: str) -> None:
@@ -116,15 +138,25 @@ def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def run_pipeline(
-    s: Settings, n: int, workers: int, log_dir: Path, second_after: float | None = None
+    s: Settings,
+    n: int,
+    workers: int,
+    log_dir: Path,
+    second_after: float | None = None,
+    extra_env: dict[str, str] | None = None,
+    py_spy: Path | None = None,
 ) -> tuple[float, list[int], float]:
     """Events/s of the whole pipeline over a pre-filled topic, the workers' RSS and the CPU
-    seconds they used meanwhile; optionally a second worker joins (a rebalance) after
-    `second_after` of the events are done."""
+    seconds (per event) they used meanwhile; optionally a second worker joins (a rebalance)
+    after `second_after` of the events are done, or py-spy records the first worker's flame
+    graph into `py_spy` from its first event to its last."""
     client = s.redis()
-    procs = [spawn_worker(s, log_dir / f"{s.app_id}-{i}.log") for i in range(workers)]
+    procs = [spawn_worker(s, log_dir / f"{s.app_id}-{i}.log", extra_env) for i in range(workers)]
+    spy: subprocess.Popen[bytes] | None = None
     try:
         wait_until(lambda: messages_handled(client, s.partitions) > 0, 120, "the worker to start")
+        if py_spy is not None:
+            spy = record_flame_graph(procs[0].pid, py_spy, log_dir / "py-spy.log")
         t0 = time.monotonic()
         start_count = messages_handled(client, s.partitions)
         cpu = -sum(cpu_seconds(p.pid) for p in procs)
@@ -135,15 +167,33 @@ def run_pipeline(
                 "the first part",
             )
             procs.append(spawn_worker(s, log_dir / f"{s.app_id}-late.log"))
-        wait_until(lambda: messages_handled(client, s.partitions) >= n, 600, "all events")
+        wait_until(lambda: messages_handled(client, s.partitions) >= n, 1800, "all events")
         elapsed = time.monotonic() - t0
         cpu += sum(cpu_seconds(p.pid) for p in procs)
         rss = [rss_bytes(p.pid) for p in procs]
         return (n - start_count) / elapsed, rss, cpu / (n - start_count)
     finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes what it has and exits
+            spy.wait(timeout=120)
         for p in procs:
             stop_process(p)
         client.close()
+
+
+def record_flame_graph(pid: int, out: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    """py-spy (on PATH, e.g. `pip install py-spy`) sampling `pid` 100 times a second into an
+    SVG flame graph, until it is sent SIGINT."""
+    binary = shutil.which("py-spy")
+    if binary is None:
+        raise SystemExit("bench: --py-spy needs py-spy on PATH (pip install py-spy)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(  # noqa: S603 - py-spy, argv built here
+            [binary, "record", "--pid", str(pid), "-r", "100", "--nonblocking", "-o", str(out)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
 
 async def raw_loop(s: Settings, n: int) -> tuple[float, float]:
@@ -176,33 +226,156 @@ async def raw_loop(s: Settings, n: int) -> tuple[float, float]:
         await consumer.stop()
 
 
+#: The bench's shop: tens of thousands of customers, Pareto-active, sessions over two months
+#: of history (views, carts, favourites, orders, refunds, retries; ecrm/dev/traffic.py).
+SHOP = (40_000, 60_000)
+QUICK_SHOP = (10_000, 4_000)
+#: The programme file ecrm accepts with the least in it (one level, no tags), for the run
+#: "without membership" while the file cannot be left out.
+SMALLEST_PROGRAMME = "levels:\n  ladder:\n    - {id: member, upgrade: 0}\n"
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """One consumer's figures in the throughput phase."""
+
+    label: str
+    events_per_s: float
+    cpu_s_per_event: float
+    note: str = ""
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "events_per_s": round(self.events_per_s),
+            "cpu_us_per_event": round(self.cpu_s_per_event * 1e6, 2),
+            **({"note": self.note} if self.note else {}),
+        }
+
+
 def throughput(b: Bench) -> tuple[Settings, int]:
-    customers, sessions = (20_000, 8_000) if b.quick else (100_000, 60_000)
-    s = b.phase(f"throughput: full pipeline vs raw aiokafka loop ({customers:,} customers)")
+    """The same topic contents read, in turn, each alone and from the start with its own
+    group, by: the raw aiokafka + pydantic loop, the quixstreams peer (exactly-once off and
+    on), `ecrm worker` without rules or membership, and `ecrm worker` with the shipped
+    rules/example.yaml + rules/membership.yaml. Events/s, and CPU per event of the consuming
+    process (its own, all threads: Redis's and the broker's are not counted)."""
+    customers, sessions = QUICK_SHOP if b.quick else SHOP
+    s = b.phase(
+        f"throughput: the same topics read by each consumer in turn ({customers:,} customers)"
+    )
     events = traffic(customers, sessions)
     produce_all(s, events)
-    raw, raw_cpu = asyncio.run(raw_loop(s, len(events)))
-    ecrm, rss, ecrm_cpu = run_pipeline(s, len(events), 1, b.work)
-    b.results["throughput"] = {
-        "events": len(events),
+    n = len(events)
+    say(
+        f"  {n:,} events from {len({e.key for e in events}):,} customers on {s.partitions} partitions"
+    )
+    consumers: dict[str, Consumer] = {}
+
+    def report(key: str, c: Consumer) -> None:
+        consumers[key] = c
+        say(
+            f"  {c.label:<58} {c.events_per_s:>9,.0f} events/s {c.cpu_s_per_event * 1e6:>8,.1f} µs CPU/event"
+            + (f"  ({c.note})" if c.note else "")
+        )
+
+    raw, raw_cpu = asyncio.run(raw_loop(s, n))
+    report("raw", Consumer("raw aiokafka getmany + pydantic decode", raw, raw_cpu))
+    for key, c in quix_peer(b, s, n).items():
+        report(key, c)
+
+    bare_update, bare_env, membership = without_membership(b.work)
+    no_rules = b.work / "bench-no-rules.yaml"
+    no_rules.write_text("rules: []\n")
+    bare = b.consumer(s, rules_file=no_rules, **bare_update)
+    rate, _, cpu = run_pipeline(bare, n, 1, b.work, extra_env=bare_env)
+    report("ecrm_bare", Consumer(f"ecrm worker, no rules, {membership}", rate, cpu))
+
+    shipped = b.consumer(s)
+    rate, rss, cpu = run_pipeline(shipped, n, 1, b.work, py_spy=b.py_spy)
+    label = f"ecrm worker, {b.rules_name} + {shipped.membership_file.name}"
+    report("ecrm", Consumer(label, rate, cpu))
+
+    ecrm = consumers["ecrm"]
+    result: dict[str, Any] = {
+        "events": n,
+        "customers": customers,
+        "sessions": sessions,
+        "consumers": {key: c.row() for key, c in consumers.items()},
+        # the figures of the raw loop and the worker with the shipped files, as before
         "raw_events_per_s": round(raw),
-        "ecrm_events_per_s": round(ecrm),
-        "ratio": round(ecrm / raw, 4),
-        # CPU per event moves far less than events/s when other jobs share the machine;
-        # the worker process's own CPU (Redis's is not counted)
+        "ecrm_events_per_s": round(ecrm.events_per_s),
+        "ratio": round(ecrm.events_per_s / raw, 4),
         "raw_cpu_us_per_event": round(raw_cpu * 1e6, 2),
-        "ecrm_cpu_us_per_event": round(ecrm_cpu * 1e6, 2),
-        "cpu_ratio": round(raw_cpu / ecrm_cpu, 5),
+        "ecrm_cpu_us_per_event": round(ecrm.cpu_s_per_event * 1e6, 2),
+        "cpu_ratio": round(raw_cpu / ecrm.cpu_s_per_event, 5),
         "worker_rss_bytes": rss[0],
     }
-    say(f"  raw aiokafka decode+validate  {raw:>10,.0f} events/s")
-    say(f"  ecrm full pipeline            {ecrm:>10,.0f} events/s   ratio {ecrm / raw:.1%}")
-    say(
-        f"  CPU per event: raw {raw_cpu * 1e6:,.1f} µs, ecrm worker {ecrm_cpu * 1e6:,.1f} µs"
-        f"   ratio {raw_cpu / ecrm_cpu:.1%}"
-    )
-    say(f"  worker RSS                    {rss[0] / 2**20:>10,.0f} MiB")
-    return s, len(events)
+    quix = consumers.get("quixstreams")
+    if quix is not None:
+        # the issue's yardstick: ecrm's CPU per event as a multiple of quixstreams' (lower is better)
+        result["cpu_vs_quixstreams"] = {
+            key: round(consumers[key].cpu_s_per_event / quix.cpu_s_per_event, 2)
+            for key in ("ecrm_bare", "ecrm")
+        }
+        say(
+            "  CPU per event vs quixstreams: "
+            + ", ".join(f"{k} {v}x" for k, v in result["cpu_vs_quixstreams"].items())
+        )
+    else:
+        result["quixstreams_skipped"] = b.results.get("quixstreams_skipped", "")
+    b.results["throughput"] = result
+    say(f"  worker RSS (shipped files)                   {rss[0] / 2**20:>9,.0f} MiB")
+    return shipped, n
+
+
+def quix_peer(b: Bench, s: Settings, n: int) -> dict[str, Consumer]:
+    """The quixstreams peer over the phase's topics, exactly-once off and on (--quick: off
+    only, and only when its venv is already cached: building it takes minutes on a busy
+    machine)."""
+    from ecrm.dev import quix_bench
+
+    if b.quick and not quix_bench.cached():
+        why = (
+            f"quixstreams peer skipped: --quick does not build its venv and none is cached in "
+            f"{quix_bench.venv_dir()} (a full `ecrm bench` builds it once)"
+        )
+        b.results["quixstreams_skipped"] = why
+        say(f"  {why}")
+        return {}
+    python = quix_bench.ensure_venv(say)
+    topics = [s.topic(kind) for kind in quix_bench.PEER_KINDS]
+    runs: dict[str, Consumer] = {}
+    modes = (("quixstreams", False),) + (() if b.quick else (("quixstreams_eos", True),))
+    for key, exactly_once in modes:
+        group = b.consumer(s).app_id  # a group (and Redis database) of its own, unused
+        run = quix_bench.run_peer(
+            python,
+            bootstrap=s.kafka_bootstrap,
+            topics=topics,
+            group=group,
+            events=n,
+            state_dir=b.work / f"{group}-state",
+            exactly_once=exactly_once,
+            log_path=b.work / f"{group}.log",
+        )
+        label = f"quixstreams 3.28 fold in RocksDB, exactly-once {'on' if exactly_once else 'off'}"
+        runs[key] = Consumer(label, run.events_per_s, run.cpu_s_per_event)
+    return runs
+
+
+def without_membership(work: Path) -> tuple[dict[str, Any], dict[str, str], str]:
+    """Settings, worker environment and a label for a worker without a membership programme:
+    none at all when the settings accept none (ECRM_MEMBERSHIP_FILE empty), else the smallest
+    programme the worker accepts."""
+    from pydantic import ValidationError
+
+    try:
+        Settings(membership_file=None)  # type: ignore[arg-type]  # accepted once it is optional
+    except ValidationError:
+        smallest = work / "bench-smallest-programme.yaml"
+        smallest.write_text(SMALLEST_PROGRAMME)
+        return {"membership_file": smallest}, {}, "smallest programme (one level)"
+    return {"membership_file": None}, {"ECRM_MEMBERSHIP_FILE": ""}, "no membership"
 
 
 def memory(b: Bench, s: Settings) -> None:
@@ -498,7 +671,13 @@ def scale_out(b: Bench) -> None:
 
 
 def run_bench(
-    settings: Settings, *, quick: bool, out: Path, load: int = 5000, only: str | None = None
+    settings: Settings,
+    *,
+    quick: bool,
+    out: Path,
+    load: int = 5000,
+    only: str | None = None,
+    py_spy: Path | None = None,
 ) -> int:
     logging.getLogger("kafka").setLevel(logging.ERROR)
     work = Path(tempfile.mkdtemp(prefix="ecrm-bench-"))
@@ -506,6 +685,8 @@ def run_bench(
     with embedded_stack(work / "stack", partitions=settings.partitions) as stack:
         live = {"rules_file": history_as_live(settings.rules_file, work)}
         b = Bench(stack.settings(settings).model_copy(update=live), work, quick, load, only)
+        b.rules_name = settings.rules_file.name
+        b.py_spy = py_spy
         b.results["machine"] = _machine()
         if only in (None, "throughput"):
             s, _ = throughput(b)
@@ -564,7 +745,7 @@ def _machine() -> dict[str, Any]:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="measure throughput, lateness, freshness, sink, memory")
-    bench.add_argument("--quick", action="store_true", help="a smoke run of under two minutes")
+    bench.add_argument("--quick", action="store_true", help="a smoke run on small traffic (CI)")
     bench.add_argument("--out", type=Path, default=Path("bench.json"))
     bench.add_argument(
         "--load", type=int, default=5000, help="background events/s while timing lateness"
@@ -574,7 +755,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         choices=("throughput", "lateness", "sink", "scale-out", "ingest"),
         help="one phase",
     )
+    bench.add_argument(
+        "--py-spy",
+        type=Path,
+        metavar="SVG",
+        help="record a py-spy flame graph of the worker with the shipped files (throughput)",
+    )
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    return run_bench(settings, quick=args.quick, out=args.out, load=args.load, only=args.only)
+    return run_bench(
+        settings, quick=args.quick, out=args.out, load=args.load, only=args.only, py_spy=args.py_spy
+    )

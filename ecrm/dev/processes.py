@@ -12,9 +12,12 @@ from streams.embedded import die_with_parent
 from streams.settings import Settings
 
 
-def spawn_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
-    """`ecrm worker` in its own process group, pointed at `settings`, logging to a file."""
-    env = {**os.environ, **settings.as_env()}
+def spawn_worker(
+    settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """`ecrm worker` in its own process group, pointed at `settings` (and `extra_env`, which
+    wins), logging to a file."""
+    env = {**os.environ, **settings.as_env(), **(extra_env or {})}
     log = open(log_path, "wb")  # noqa: SIM115 - the child keeps it
     return subprocess.Popen(
         [sys.executable, "-m", "ecrm", "worker"],

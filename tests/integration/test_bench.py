@@ -35,6 +35,17 @@ def test_bench_quick_measures_every_figure_against_its_peer(tmp_path):
     assert t["cpu_ratio"] == pytest.approx(
         t["raw_cpu_us_per_event"] / t["ecrm_cpu_us_per_event"], rel=0.01
     )
+    consumers = t["consumers"]
+    assert {"raw", "ecrm_bare", "ecrm"} <= set(consumers)
+    assert all(c["events_per_s"] > 0 and c["cpu_us_per_event"] > 0 for c in consumers.values())
+    assert consumers["ecrm"]["cpu_us_per_event"] == t["ecrm_cpu_us_per_event"]
+    if "quixstreams" in consumers:  # its venv was cached (--quick does not build it)
+        assert t["cpu_vs_quixstreams"]["ecrm"] == pytest.approx(
+            consumers["ecrm"]["cpu_us_per_event"] / consumers["quixstreams"]["cpu_us_per_event"],
+            abs=0.01,
+        )
+    else:
+        assert "venv" in t["quixstreams_skipped"] and "quixstreams peer skipped" in run.stdout
     assert results["memory"]["profiles"] > 1000
     assert 100 < results["memory"]["redis_bytes_per_profile_median"] < 100_000
     assert results["timer_lateness_s"]["n"] > 0 and results["timer_lateness_s"]["missing"] == 0

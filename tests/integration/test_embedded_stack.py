@@ -16,12 +16,13 @@ from pathlib import Path
 import pytest
 import redis
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import ConfigResource, ConfigResourceType
 
 from ecrm.commands.up import run_up
 from schemas.errors import EmbeddedStackError
 from streams.embedded import EmbeddedStack, embedded_stack, free_port, start_embedded
 from streams.settings import Settings
-from streams.topics import contract_topics, ensure_topics, partition_counts
+from streams.topics import TOPIC_CONFIG, contract_topics, ensure_topics, partition_counts
 
 pytestmark = pytest.mark.integration
 
@@ -64,6 +65,30 @@ def test_broker_creates_the_contract_topics_with_the_asked_partitions(
         assert partition_counts(admin, names) == dict.fromkeys(names, 4)
     finally:
         admin.close()
+
+
+def test_topics_ecrm_creates_describe_their_retention_and_cleanup_policy(
+    stack: EmbeddedStack,
+) -> None:
+    # Tansu describes a topic created without settings as having none, and clients that
+    # read retention.ms (quixstreams) refuse such a topic: ecrm states them when it creates
+    names = ["test.described.orders", "test.described.actions"]
+    ensure_topics(stack.kafka_bootstrap, names, 2)
+
+    admin = KafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    try:
+        # "all": Tansu reports what a topic was created with as its defaults
+        described = admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name) for name in names],
+            config_filter="all",
+        )["topic"]
+    finally:
+        admin.close()
+    assert set(described) == set(names)
+    for name in names:
+        assert described[name]["retention.ms"]["value"] == TOPIC_CONFIG["retention.ms"]
+        assert TOPIC_CONFIG["retention.ms"] == "604800000"  # Kafka's default: 7 days
+        assert described[name]["cleanup.policy"]["value"] == "delete"
 
 
 def test_a_keyed_message_lands_on_one_partition_and_reads_back(stack: EmbeddedStack) -> None:
