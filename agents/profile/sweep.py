@@ -41,8 +41,10 @@ CONFLICTS_PER_PASS = 3
 @dataclass
 class SliceSize:
     """How many waking customers the next slice steps: from the time per customer the last
-    slice measured, so that a slice takes about `aim` seconds; it grows at most twofold a
-    slice (one quick slice proves little) and falls at once."""
+    slice measured, so that a slice takes about `aim` seconds. It moves at most twofold a
+    slice, either way: a slice's time includes whatever else ran on the event loop while it
+    waited on Redis (the next batch being decoded), so one slow slice of a few customers
+    says little about what a customer costs."""
 
     size: int = 32
     least: int = 1
@@ -58,7 +60,8 @@ class SliceSize:
         if customers <= 0:
             return
         fits = int(self.aim * customers / seconds) if seconds > 0 else self.most
-        self.size = max(self.least, min(self.most, fits, 2 * self.size))
+        fits = max(self.size // 2, min(fits, 2 * self.size))
+        self.size = max(self.least, min(self.most, fits))
 
 
 @dataclass
