@@ -26,7 +26,7 @@ from streams.redis_client import sync_client
 
 log = logging.getLogger(__name__)
 _NUMBERS = re.compile(r"\d+")
-#: a sweep slice aims at ~50 ms (agents/profile/sweep.py); one over this is logged
+#: a go of the sweep aims at ~50 ms (agents/profile/sweep.py); one over this is logged
 SLOW_SLICE_S = 0.2
 
 
@@ -123,8 +123,8 @@ class WorkerMetrics:
         )
         self.sweep_seconds = Histogram(
             "ecrm_sweep_seconds",
-            "Time one sweep slice held the keeper (its Redis unit, the waking customers' "
-            "steps): the longest an event batch waits for the sweep",
+            "Time one go of the sweep held the keeper (a slice of each partition with "
+            "customers due, one Redis unit each): the longest an event batch waits for it",
             registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.5, 1, 2.5),
         )
@@ -142,7 +142,8 @@ class WorkerMetrics:
         self.registry.register(RedisCounters(redis_url, partitions, cluster))
 
     def swept(self, seconds: float, customers: int) -> None:
-        """One sweep slice (agents/profile/sweep.py): how long, how many customers."""
+        """One go of the sweep at the keeper's lock (agents/profile/sweep.py): how long,
+        how many customers."""
         self.sweep_seconds.observe(seconds)
         self.customers_woken.inc(customers)
         if seconds > SLOW_SLICE_S:

@@ -40,7 +40,7 @@ from agents.profile.policy import rfm_policy
 from agents.profile.positions import BrokerView, Positions, WatermarkBehind
 from agents.profile.routing import Redirected, Redirects, link, route, stubs
 from agents.profile.rows import event_row
-from agents.profile.sweep import SliceSize, sweep_partition
+from agents.profile.sweep import SliceSize, sweep_partitions
 from agents.rules.book import RulesBook
 from agents.rules.budget_booking import BudgetRefused
 from agents.rules.shell import MarketingStep
@@ -103,7 +103,7 @@ class ProfileKeeper:
     redirects: Redirects = field(default_factory=Redirects)
     #: how many waking customers a sweep slice steps (agents/profile/sweep.py)
     slices: SliceSize = field(default_factory=SliceSize)
-    #: told of each sweep slice: the seconds it held the lock, the customers it stepped
+    #: told of each go of the sweep at the lock: the seconds it held it, the customers stepped
     on_slice: Callable[[float, int], None] | None = None
     #: counts rebalances: a sweep pass over a partition ends when it changes
     generation: int = 0
@@ -359,10 +359,7 @@ class ProfileKeeper:
         wait or a deferred action is over), in slices (agents/profile/sweep.py); returns how
         many segment changes time caused. `now`: the clock of every partition (the
         event-time clock is then not asked)."""
-        total = 0
-        for partition in partitions:
-            total += await sweep_partition(self, partition, now)
-        return total
+        return await sweep_partitions(self, list(partitions), now)
 
     # -- what a unit reads -----------------------------------------------------------------
 

@@ -1,23 +1,24 @@
 """The clock path in slices: the customers whose wake time has come, stepped a few dozen at a
-time, each slice its own unit under the keeper's lock, so event batches wait for one slice
-(~50 ms), never for a whole sweep.
+time, each slice its own unit (one partition's), so event batches wait for one go of the
+sweep at the keeper's lock (~50 ms: a slice of each partition with customers due, in turn,
+until the time is used), never for a whole sweep.
 
-    total = await sweep_partition(keeper, partition, now)   # via ProfileKeeper.sweep
+    total = await sweep_partitions(keeper, partitions, now)   # via ProfileKeeper.sweep
 
-A pass over a partition reads its clock once (the wall clock live; while a backlog is read,
-its event-time watermark) and steps everyone due by that clock, lowest wake time first, as
-one unit would have: the slice size changes how many units, never which customers wake nor
-what they decide (tests/unit/agents/profile/test_keeper.py). Between slices the lock is let
-go and the event loop yielded; a batch applied meanwhile steps its own customers first
-(`on_event` advances them to its events), and they are then no longer due. A slice that
-conflicts is read again and redone; the slices committed before it stand.
+A round reads each partition's clock once, at its first slice (the wall clock live; while a
+backlog is read, its event-time watermark), and steps everyone due by that clock, lowest wake
+time first, as one unit would have: the slice size changes how many units, never which
+customers wake nor what they decide (tests/unit/agents/profile/test_keeper.py). Between goes
+the lock is let go and the event loop yielded; a batch applied meanwhile steps its own
+customers first (`on_event` advances them to its events), and they are then no longer due. A
+slice that conflicts is read again and redone; the slices committed before it stand.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, cast
 
@@ -74,53 +75,81 @@ class Slice:
     stuck: set[str]
 
 
-async def sweep_partition(keeper: ProfileKeeper, partition: int, now: datetime | None) -> int:
-    """Step every customer of `partition` due by the clock, slice by slice; the segment changes
-    time caused. `now`: the clock (the event-time clock is then not asked)."""
-    changes = conflicts = 0
+@dataclass
+class _Pass:
+    """One partition's part of a round: its clock, read at its first slice, and how far it is."""
+
+    partition: int
     clock: datetime | None = None
-    live = True
-    stuck: set[str] = set()
+    live: bool = True
+    #: customers still due after their step (nothing moved their wake time): not retaken
+    stuck: set[str] = field(default_factory=set)
+    conflicts: int = 0
+    done: bool = False
+    changes: int = 0
+
+    async def slice(self, keeper: ProfileKeeper, now: datetime | None) -> int:
+        """The next slice of this partition's due customers (under the keeper's lock); the
+        customers it stepped. Sets `done` when no one is left due by the pass's clock."""
+        wall = now or keeper.clock()
+        if self.clock is None:
+            if now is None:
+                await keeper.positions.know([self.partition])
+                self.clock, self.live = keeper.positions.clock_for(self.partition, wall)
+            else:
+                self.clock = now
+            if self.clock is None:
+                self.done = True  # the partition's clock is not known yet: no one wakes
+                return 0
+        size, stuck = keeper.slices.size, self.stuck
+        limit = size + len(stuck)
+        listed = await waking(keeper, self.partition, self.clock, self.live, limit)
+        fresh = [(c, at) for c, at in listed if c not in stuck]
+        due = fresh[:size]
+        if not due:
+            self.done = True
+            return 0
+        started = time.perf_counter()
+        try:
+            done = await step_slice(keeper, self.partition, due, self.clock, self.live, wall)
+        except (UnitConflict, BudgetRefused):
+            # someone else touched these customers: read again at the next go
+            self.conflicts += 1
+            self.done = self.conflicts > CONFLICTS_PER_PASS
+            return 0
+        keeper.slices.measured(done.customers, time.perf_counter() - started)
+        self.changes += done.changes
+        stuck |= done.stuck
+        self.done = len(listed) < limit and len(fresh) <= size  # everyone due was in it
+        return done.customers
+
+
+async def sweep_partitions(
+    keeper: ProfileKeeper, partitions: list[int], now: datetime | None
+) -> int:
+    """Step every customer due by its partition's clock, slice by slice; the segment changes
+    time caused. Each go at the lock takes a slice of each partition in turn until ~`aim` is
+    used (a partition with a few customers due costs a batch no wait of its own), then lets
+    the batches waiting for the lock go. `now`: the clock (the event-time clock is then not
+    asked)."""
+    passes = [_Pass(p) for p in partitions]
     generation = keeper.generation
-    while keeper.generation == generation:  # a rebalance ends the pass: the partition moved
+    while keeper.generation == generation:  # a rebalance ends the round: partitions moved
+        active = [p for p in passes if not p.done]
+        if not active:
+            break
+        stepped = 0
         async with keeper.lock:
             started = time.perf_counter()
-            wall = now or keeper.clock()
-            if clock is None:
-                if now is None:
-                    await keeper.positions.know([partition])
-                    clock, live = keeper.positions.clock_for(partition, wall)
-                    if clock is None:
-                        return 0  # the partition's clock is not known yet: no one wakes
-                else:
-                    clock = now
-            size = keeper.slices.size
-            limit = size + len(stuck)
-            listed = await waking(keeper, partition, clock, live, limit)
-            fresh = [(c, at) for c, at in listed if c not in stuck]
-            due = fresh[:size]
-            last = len(listed) < limit and len(fresh) <= size  # everyone due is in this slice
-            if not due:
-                return changes
-            try:
-                done = await step_slice(keeper, partition, due, clock, live, wall)
-            except (UnitConflict, BudgetRefused):
-                done = None  # someone else touched these customers: read them again
-            seconds = time.perf_counter() - started
-        if done is None:
-            conflicts += 1
-            if conflicts > CONFLICTS_PER_PASS:
-                return changes
-            continue
-        keeper.slices.measured(done.customers, seconds)
-        if keeper.on_slice is not None:
-            keeper.on_slice(seconds, done.customers)
-        changes += done.changes
-        stuck |= done.stuck
-        if last:
-            return changes
+            for one in active:
+                if time.perf_counter() - started >= keeper.slices.aim:
+                    break
+                stepped += await one.slice(keeper, now)
+            held = time.perf_counter() - started
+        if keeper.on_slice is not None and stepped:
+            keeper.on_slice(held, stepped)
         await asyncio.sleep(0)  # a batch waiting for the lock goes first
-    return changes
+    return sum(p.changes for p in passes)
 
 
 async def waking(
