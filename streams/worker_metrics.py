@@ -148,9 +148,9 @@ class WorkerMetrics:
         self.customers_woken.inc(customers)
         if seconds > SLOW_SLICE_S:
             log.warning(
-                "a sweep slice of %d customers held the keeper %.0f ms: event batches waited",
-                customers,
+                "the sweep held the keeper %.0f ms (%d customers): event batches waited",
                 seconds * 1000,
+                customers,
             )
 
     def serve(self, port: int) -> None:
