@@ -82,6 +82,7 @@ class Worker:
     def build(cls, settings: Settings) -> Worker:
         """The worker of `settings`, its tasks and timers registered on its Faust app."""
         ctx = create_app(settings)
+        metrics = WorkerMetrics(settings.redis_url, settings.partitions, settings.redis_cluster)
         keeper = ProfileKeeper(
             ctx,
             rules=RulesBook(settings.rules_file),
@@ -89,9 +90,9 @@ class Worker:
             if settings.membership_file
             else None,
             broker=broker_view(ctx.app),
+            on_slice=metrics.swept,
         )
         batches = subscribe_batches(ctx.app, ctx.inputs)
-        metrics = WorkerMetrics(settings.redis_url, settings.partitions, settings.redis_cluster)
         worker = cls(settings, ctx, keeper, batches, metrics)
         worker.register()
         return worker
@@ -101,7 +102,7 @@ class Worker:
         app, settings = self.app, self.settings
         app.on_partitions_assigned.connect(self.assigned)  # type: ignore[arg-type]  # mode's stub wants signal=
         app.task(self.profiles)
-        app.timer(settings.sweep_interval_s, name="ecrm.sweep")(self.sweep)
+        app.task(self.sweep)
         app.timer(settings.backpressure_check_s, name="ecrm.backpressure")(self.backpressure)
         app.timer(settings.rules_reload_s, name="ecrm.rules-reload")(self.reload_rules)
         app.task(self.kafka_relay)
@@ -163,14 +164,25 @@ class Worker:
                     max(end - offset - 1, 0)
                 )
 
+    # a loop rather than a Faust timer: a round interleaves its slices with event batches, so
+    # it may last longer than the interval without stalling anything (a timer would log
+    # "overlapping" for it); it starts every ECRM_SWEEP_INTERVAL_S, or at once after a long one
     async def sweep(self) -> None:
-        """The way in for the clock: held events the clocks reached, then the customers whose
-        wake time has come, on each partition this worker owns."""
+        """The way in for the clock: every `sweep_interval_s`, a round of `sweep_once`."""
+        interval = self.settings.sweep_interval_s
+        while not self.app.should_stop:
+            started = time.monotonic()
+            await self.sweep_once()
+            await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+    async def sweep_once(self) -> None:
+        """Held events the clocks reached, then the customers whose wake time has come, on
+        each partition this worker owns (in slices: agents/profile/sweep.py)."""
         try:
             self.acknowledge(await self.keeper.release_held())
             await self.keeper.sweep(sorted(self.ctx.owned_partitions()))
         except REDIS_AWAY as exc:
-            log.warning("sweep skipped, Redis unavailable: %s", exc)  # the next tick retries
+            log.warning("sweep skipped, Redis unavailable: %s", exc)  # the next round retries
 
     async def backpressure(self) -> None:
         """Fetch nothing while the ClickHouse outbox is over its limit (streams/backpressure.py)."""

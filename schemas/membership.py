@@ -216,14 +216,14 @@ class Programme(Strict):
 
     @cached_property
     def recency_marks(self) -> tuple[int, ...]:
-        """Whole days since the last order at which a rule tag's recency test can change."""
+        """Whole days since the last order at which a rule tag's recency test can change its
+        answer, and only those: each is a wake time of every customer who ordered."""
         days: set[int] = set()
         for conditions in self.tags.values():
             test = conditions.get("recency_days")
-            for value in test.operators().values() if test is not None else ():
+            for op, value in test.operators().items() if test is not None else ():
                 for x in value if isinstance(value, list) else [value]:
-                    n = int(Decimal(str(x)).to_integral_value(rounding=ROUND_FLOOR))
-                    days.update(d for d in (n, n + 1) if d >= 0)
+                    days.update(d for d in recency_turns(op, Decimal(str(x))) if d >= 0)
         return tuple(sorted(days))
 
     def expires_at(self, earned_at: datetime) -> datetime | None:
@@ -267,3 +267,15 @@ def parse_programme(text: str, source: str = "<membership>") -> Programme:
         except ValidationError as exc:
             problems = explain(exc, Programme)
     raise MembershipError("\n".join(problems))
+
+
+def recency_turns(op: str, x: Decimal) -> tuple[int, ...]:
+    """The days at which `recency_days <op> x` changes its answer (`recency_days` counts whole
+    days): `gt 60` turns true at 61, `lte 180` false at 181, `gte 60` / `lt 60` at 60; `eq`,
+    `ne`, `in` and the rest at the value and the day after."""
+    floor = int(x.to_integral_value(rounding=ROUND_FLOOR))
+    if op in ("gt", "lte"):
+        return (floor + 1,)
+    if op in ("gte", "lt"):
+        return (int(x.to_integral_value(rounding=ROUND_CEILING)),)
+    return (floor, floor + 1)

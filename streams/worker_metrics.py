@@ -26,6 +26,8 @@ from streams.redis_client import sync_client
 
 log = logging.getLogger(__name__)
 _NUMBERS = re.compile(r"\d+")
+#: a go of the sweep aims at ~50 ms (agents/profile/sweep.py); one over this is logged
+SLOW_SLICE_S = 0.2
 
 
 def dead_letter_reason(error: str) -> str:
@@ -119,6 +121,18 @@ class WorkerMetrics:
             registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
+        self.sweep_seconds = Histogram(
+            "ecrm_sweep_seconds",
+            "Time one go of the sweep held the keeper (a slice of each partition with "
+            "customers due, one Redis unit each): the longest an event batch waits for it",
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.5, 1, 2.5),
+        )
+        self.customers_woken = Counter(
+            "ecrm_sweep_customers_woken",
+            "Customers the sweep stepped because their wake time had come",
+            registry=self.registry,
+        )
         self.lag = Gauge(
             "ecrm_worker_consumer_lag",
             "Messages between the last one read and the partition's end",
@@ -126,6 +140,18 @@ class WorkerMetrics:
             registry=self.registry,
         )
         self.registry.register(RedisCounters(redis_url, partitions, cluster))
+
+    def swept(self, seconds: float, customers: int) -> None:
+        """One go of the sweep at the keeper's lock (agents/profile/sweep.py): how long,
+        how many customers."""
+        self.sweep_seconds.observe(seconds)
+        self.customers_woken.inc(customers)
+        if seconds > SLOW_SLICE_S:
+            log.warning(
+                "the sweep held the keeper %.0f ms (%d customers): event batches waited",
+                seconds * 1000,
+                customers,
+            )
 
     def serve(self, port: int) -> None:
         start_http_server(port, registry=self.registry)

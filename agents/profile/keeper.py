@@ -26,12 +26,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import cast
 
-from agents.customer_step import advance, on_event
+from agents.customer_step import on_event
 from agents.identity import MAX_REDIRECTS
 from agents.membership.book import ProgrammeBook
-from agents.profile.customers import Customers, ms
+from agents.profile.customers import Customers
 from agents.profile.effects import Batch
 from agents.profile.event_time import EventClock
 from agents.profile.fold import RfmPolicy
@@ -41,6 +40,7 @@ from agents.profile.policy import rfm_policy
 from agents.profile.positions import BrokerView, Positions, WatermarkBehind, keep_clock
 from agents.profile.routing import Redirected, Redirects, link, route, stubs
 from agents.profile.rows import event_row
+from agents.profile.sweep import SliceSize, sweep_partitions
 from agents.rules.book import RulesBook
 from agents.rules.budget_booking import BudgetRefused
 from agents.rules.shell import MarketingStep
@@ -50,7 +50,7 @@ from schemas.privacy import erasure_token
 from streams import keyspace
 from streams.app import EcrmApp
 from streams.counters import messages_handled
-from streams.outages import REDIS_AWAY, until_committed
+from streams.outages import until_committed
 from streams.redis_store import Unit, UnitConflict
 
 # kept importable from here (older importers): their homes are named beside each
@@ -101,6 +101,12 @@ class ProfileKeeper:
     clock: Callable[[], datetime] = _wall
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     redirects: Redirects = field(default_factory=Redirects)
+    #: how many waking customers a sweep slice steps (agents/profile/sweep.py)
+    slices: SliceSize = field(default_factory=SliceSize)
+    #: told of each go of the sweep at the lock: the seconds it held it, the customers stepped
+    on_slice: Callable[[float, int], None] | None = None
+    #: counts rebalances: a sweep pass over a partition ends when it changes
+    generation: int = 0
 
     @cached_property
     def positions(self) -> Positions:
@@ -127,6 +133,7 @@ class ProfileKeeper:
 
     def rebalanced(self) -> None:
         """Partitions moved: whatever was held is read again, each clock starts over."""
+        self.generation += 1
         self.positions.rebalanced()
 
     @cached_property
@@ -352,62 +359,10 @@ class ProfileKeeper:
 
     async def sweep(self, partitions: Iterable[int], now: datetime | None = None) -> int:
         """Step the customers whose wake time has come (time moved their segment, a rule's
-        wait or a deferred action is over); returns how many segment changes time caused.
-        `now`: the clock of every partition (the event-time clock is then not asked)."""
-        total = 0
-        for partition in partitions:
-            async with self.lock:
-                wall = now or self.clock()
-                if now is not None:
-                    clock: datetime | None = now
-                    live = True
-                else:
-                    await self.positions.know([partition])
-                    clock, live = self.positions.clock_for(partition, wall)
-                if clock is not None:
-                    total += await self._sweep_partition(partition, clock, live, wall)
-        return total
-
-    async def _sweep_partition(
-        self, partition: int, clock: datetime, live: bool, wall: datetime, limit: int = 1000
-    ) -> int:
-        """Each waking customer steps through every moment it woke up to the clock, at that
-        very moment (a worker back after downtime decides what it missed as a worker that
-        never stopped would have, and as the backtest does). Live, the clock is the wall
-        clock; while a backlog is read, its event-time watermark, and then only moments
-        strictly before it wake (an unread event at that very instant may still cancel)."""
-        store = self.app.store
-        upto = str(ms(clock)) if live else f"({ms(clock)}"
-        client = await store.for_partition(partition)
-        try:
-            waking = cast(
-                list[tuple[bytes, float]],
-                await client.zrangebyscore(
-                    keyspace.wakes(partition), "-inf", upto, start=0, num=limit, withscores=True
-                ),
-            )
-        except REDIS_AWAY:
-            store.partition_clients.forget()  # after a failover: ask the cluster again
-            raise
-        if not waking:
-            return 0
-        customers = [raw.decode() for raw, _ in waking]
-        earliest = datetime.fromtimestamp(waking[0][1] / 1000, UTC)
-        span = (min(earliest, clock), clock)
-        try:
-            async with self._open(partition, customers, (), span) as opened:
-                batch = Batch(self, opened.unit, opened.marketing, wall=wall)
-                for customer_id in customers:
-                    if opened.erased(customer_id):
-                        # erased after this sweep listed them: nothing of theirs is rebuilt
-                        batch.customers.wake(customer_id, partition, None)
-                        continue
-                    step = advance(batch.customer(customer_id), clock, batch.ctx, inclusive=live)
-                    batch.took(step, partition)
-                batch.finish()
-        except (UnitConflict, BudgetRefused):
-            return 0  # someone else touched these customers; the next sweep sees fresh data
-        return len(batch.changes)
+        wait or a deferred action is over), in slices (agents/profile/sweep.py); returns how
+        many segment changes time caused. `now`: the clock of every partition (the
+        event-time clock is then not asked)."""
+        return await sweep_partitions(self, list(partitions), now)
 
     # -- what a unit reads -----------------------------------------------------------------
 

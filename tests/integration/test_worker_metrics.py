@@ -1,5 +1,6 @@
 """A worker started with ECRM_METRICS_PORT serves Prometheus metrics: messages by topic, dead
-letters by reason, batch latency, lag, and the workers' shared counters from Redis."""
+letters by reason, batch latency, lag, the sweep's slices, and the workers' shared counters
+from Redis."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from tests.integration.conftest import wait_for
 pytestmark = pytest.mark.integration
 
 
-def test_a_workers_metrics_count_what_it_read_and_refused(settings, start_worker, produce):
+def test_a_workers_metrics_count_what_it_read_and_refused(settings, start_worker, produce, rds):
+    rds.zadd(keyspace.wakes(0), {"c-due": 1})  # a customer whose wake time is long past
     port = free_port()
     start_worker(settings.model_copy(update={"metrics_port": port}))
     now = datetime.now(UTC).isoformat()
@@ -42,6 +44,7 @@ def test_a_workers_metrics_count_what_it_read_and_refused(settings, start_worker
         both = (
             'ecrm_cluster_messages{kind="dead_letters"} 1.0',
             'ecrm_worker_messages_total{topic="orders"} 2.0',
+            "ecrm_sweep_customers_woken_total 1.0",
         )
         return text if all(line in text for line in both) else None
 
@@ -51,6 +54,7 @@ def test_a_workers_metrics_count_what_it_read_and_refused(settings, start_worker
     assert "ecrm_worker_batch_seconds_count" in text
     assert 'ecrm_outbox_depth{outbox="clickhouse"}' in text
     assert "ecrm_worker_consumer_lag{partition=" in text
+    assert "ecrm_sweep_seconds_count" in text  # the slice that stepped c-due
 
 
 def test_the_shared_counters_and_outbox_depths_add_up_every_partition(settings, rds):

@@ -8,16 +8,20 @@ import asyncio
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import orjson
 import pytest
 
+from agents.membership.book import ProgrammeBook
 from agents.profile.incoming import Incoming, decode
 from agents.profile.keeper import ProfileKeeper
+from agents.profile.sweep import SliceSize
+from agents.rules.book import RulesBook
 from schemas.profile import from_stored
 from streams import keyspace
 from streams.memory_store import MemoryStore
-from streams.settings import Settings
+from streams.settings import EXAMPLE_MEMBERSHIP, Settings
 
 NOW = datetime(2026, 5, 1, 12, tzinfo=UTC)
 
@@ -174,3 +178,100 @@ def test_a_unit_whose_keys_changed_meanwhile_is_redone_on_fresh_data(
     asyncio.run(keeper.apply([order(0, "c1", NOW - timedelta(days=1))], now=NOW))
     assert len(opened) == 2
     assert profile(keeper, "c1").frequency == 1  # type: ignore[union-attr]
+
+
+SWEEP_RULES = """\
+policy:
+  timezone: Asia/Shanghai
+  contact_cap: {per_day: 2}
+  quiet_hours: {start: "22:00", end: "08:00"}
+rules:
+  - id: abandoned-cart
+    when:
+      event: cart
+      not_followed_by: {event: orders, where: {status: paid}}
+      within: 30m
+    cooldown: 1d
+    action: {kind: coupon, channel: sms, params: {value: 10, threshold: 99, valid_for: 48h}}
+  - id: win-back
+    when: {segment_change: {from: [important_value, general_value], to: [important_keep, general_keep]}}
+    action: {kind: message, channel: push, params: {template: we_miss_you}}
+"""
+
+
+def _shop_keeper(tmp_path: Path, size: int) -> ProfileKeeper:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(SWEEP_RULES)
+    settings = Settings(privacy_secret="k" * 32, topic_prefix="t.", partitions=1)
+    return ProfileKeeper(
+        _App(settings, MemoryStore(settings.partitions)),  # type: ignore[arg-type]
+        rules=RulesBook(rules),
+        membership=ProgrammeBook(EXAMPLE_MEMBERSHIP),
+        slices=SliceSize.fixed(size),
+    )
+
+
+def _cart(offset: int, customer: str, when: datetime) -> Incoming:
+    return message(
+        "cart",
+        offset,
+        {
+            "event_id": f"c{offset}",
+            "customer_id": customer,
+            "ts": when.isoformat(),
+            "sku": "s1",
+            "qty": 1,
+            "price": "120",
+        },
+    )
+
+
+def _committed(keeper: ProfileKeeper) -> dict[str, object]:
+    """What the units committed, less what tells units apart (their count, their write time)."""
+    store = _store(keeper)
+    rows: dict[str, list[object]] = {}
+    for entry in store.streams[keyspace.clickhouse_outbox(0)]:
+        for row in orjson.loads(entry["rows"]):
+            row.pop("written_at", None)
+            rows.setdefault(entry["table"].decode(), []).append(row)
+    kafka: dict[bytes, list[object]] = {}  # by topic: a unit queues its actions first
+    for entry in store.streams[keyspace.kafka_outbox(0)]:
+        kafka.setdefault(entry["topic"], []).append(dict(entry))
+    counts = {k: dict(v) for k, v in store.hashes.items()}
+    for fields in counts.values():
+        fields.pop("clickhouse_outbox_entries", None)
+    return {
+        "values": dict(store.values),
+        "wakes": dict(store.zsets),
+        "kafka": kafka,
+        "rows": rows,
+        "counts": counts,
+    }
+
+
+def test_the_sweep_decides_the_same_whatever_its_slice_size(tmp_path: Path) -> None:
+    # 40 customers: big buyers whose R ages past the threshold (a win-back), members whose
+    # points unlock, carts abandoned by day and by night (a coupon, or one deferred to 08:00)
+    runs = []
+    for size in (1, 7, 1000):
+        keeper = _shop_keeper(tmp_path, size)
+        items: list[Incoming] = []
+        for n in range(40):
+            cid = f"c{n:02d}"
+            if n % 2 == 0:
+                items.append(order(len(items), cid, NOW - timedelta(days=60 - n), "3000"))
+                items.append(order(len(items), cid, NOW - timedelta(days=40 - n % 9), "2500"))
+            items.append(_cart(len(items), cid, NOW + timedelta(hours=n % 24, minutes=n)))
+        items.sort(key=lambda i: i.event.ts)  # type: ignore[union-attr]
+        for offset, item in enumerate(items):
+            item.offset = offset
+        for item in items:  # each event at its own time, as the event-time clock releases them
+            asyncio.run(keeper.apply([item], now=item.event.ts))  # type: ignore[union-attr]
+        changes = [asyncio.run(keeper.sweep([0], now=NOW + timedelta(days=d))) for d in (1, 3, 20)]
+        runs.append((changes, _committed(keeper)))
+    changes, committed = runs[0]
+    assert sum(changes) > 0  # time moved someone's segment
+    kafka = committed["kafka"]
+    assert isinstance(kafka, dict) and kafka[b"t.actions"] and kafka[b"t.member-changes"]
+    assert runs[1] == runs[0]
+    assert runs[2] == runs[0]
