@@ -217,9 +217,10 @@ class Worker:
     async def reload_rules(self) -> None:
         """The rules and the membership programme, read again if their files changed."""
         keeper = self.keeper
-        assert keeper.rules is not None and keeper.membership is not None
-        keeper.rules.reload_if_changed()
-        keeper.membership.reload_if_changed()
+        if keeper.rules is not None:
+            keeper.rules.reload_if_changed()
+        if keeper.membership is not None:  # None: ECRM_MEMBERSHIP_FILE is empty, no programme
+            keeper.membership.reload_if_changed()
 
     async def send(self, topic: str, key: bytes | None, value: bytes) -> Any:
         return await self.app.producer.send(topic, key, value, None, None, None)
