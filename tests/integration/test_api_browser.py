@@ -177,7 +177,9 @@ def test_analytics_js_in_a_browser_lands_its_events_in_the_profile(
         )
         chromium.get(f"{origin}/index.html")
         WebDriverWait(chromium, 60).until(
-            lambda d: d.execute_script("return document.body.dataset.sent") == "yes"
+            lambda d: (
+                d.execute_script("return document.body && document.body.dataset.sent") == "yes"
+            )
         )
         failed = chromium.execute_script("return window.failed")
         console = [e["message"] for e in chromium.get_log("browser")]
