@@ -29,10 +29,13 @@
 --   incremental_gmv    (treated_gmv / treated_customers - held_out_gmv / held_out_customers)
 --                      * treated_customers: what the treated group spent beyond what it would
 --                      have at the control group's rate; Float64, an estimate
---   coupon_value_sent  coupon_value of every sent coupon: the most the coupons could cost
---   coupon_cost        coupon_value of sent coupons that converted: what they cost if only
---                      a coupon followed by an attributed order was redeemed (orders do not
---                      name the coupon they used; this is the cost to weigh against GMV)
+--   coupon_cost        coupon_value of every sent coupon (coupons sent x value), defined once:
+--                      what a rule's budget caps (`value_per_day`), what `ecrm rules backtest`
+--                      reports for a replay (it cannot know which coupon would have been
+--                      redeemed) and what the dashboard shows (009 called it coupon_value_sent)
+--   coupon_value_converted  coupon_value of sent coupons followed by an attributed order: a
+--                      lower estimate of the value redeemed (orders do not name the coupon
+--                      they used; 009 called this coupon_cost)
 -- Rates and the interval are Float64, NULL when undefined.
 CREATE VIEW IF NOT EXISTS rule_performance AS
 WITH
@@ -80,8 +83,8 @@ WITH
         SELECT
             t.rule_id                                              AS rule_id,
             uniqExactIf(t.action_id, c.orders > 0)                 AS converted,
-            sum(ifNull(t.coupon_value, 0))                         AS coupon_value_sent,
-            sumIf(ifNull(t.coupon_value, 0), c.orders > 0)         AS coupon_cost
+            sum(ifNull(t.coupon_value, 0))                         AS coupon_cost,
+            sumIf(ifNull(t.coupon_value, 0), c.orders > 0)         AS coupon_value_converted
         FROM rule_touches AS t
         LEFT JOIN action_conversions AS c ON c.action_id = t.action_id
         WHERE t.outcome = 'fired'
@@ -133,8 +136,8 @@ SELECT
     if(g.treated_customers = 0 OR g.held_out_customers = 0, NULL,
        (toFloat64(g.treated_gmv) / g.treated_customers
         - toFloat64(g.held_out_gmv) / g.held_out_customers) * g.treated_customers) AS incremental_gmv,
-    s.coupon_value_sent                                              AS coupon_value_sent,
-    s.coupon_cost                                                    AS coupon_cost
+    s.coupon_cost                                                    AS coupon_cost,
+    s.coupon_value_converted                                         AS coupon_value_converted
 FROM decisions AS d
 LEFT JOIN sent_actions AS s ON s.rule_id = d.rule_id
 LEFT JOIN groups AS g ON g.rule_id = d.rule_id

@@ -5,7 +5,7 @@
 --   {until:DateTime64(3, 'UTC')}  ... to this one (exclusive), by decided_at
 --   {window_hours:UInt32}         attribution window in hours: policy.attribution_window of the rules file (default 72)
 --
--- A thin reading of the parameterized view rule_performance (clickhouse/042_rule_performance.sql, coupon columns 044),
+-- A thin reading of the parameterized view rule_performance (clickhouse/042_rule_performance.sql),
 -- which defines every column; attribution is last touch (clickhouse/007_attributed_orders.sql):
 --   rule_id, decided, held_out, suppressed, sent,
 --   delivery_sent, delivered, clicked, delivery_failed   (deliveries: what `ecrm deliver` and receipts said)

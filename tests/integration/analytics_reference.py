@@ -80,7 +80,7 @@ class RulePerformance:
     treated_gmv: Decimal
     held_out_gmv: Decimal
     incremental_gmv: float | None
-    coupon_cost: Decimal  # every sent coupon's value (044_rule_performance_coupon_cost.sql)
+    coupon_cost: Decimal  # every sent coupon's value (042_rule_performance.sql)
     coupon_value_converted: Decimal  # those followed by an attributed order
 
 
