@@ -7,9 +7,10 @@ read was written meanwhile), over dicts instead of Redis. Not for production: no
 survives the process.
 
     store = MemoryStore(partitions=1)
-    async with store.unit((), [("t.orders", 0)], ["ecrm:{p0}:profiles:c1"]) as unit:
-        unit.put("ecrm:{p0}:profiles:c1", b"{...}")
-    store.values["ecrm:{p0}:profiles:c1"]
+    key = keyspace.profile("c1", 1)  # every name from streams/keyspace.py, as in Redis
+    async with store.unit((), [("t.orders", 0)], [key]) as unit:
+        unit.put(key, b"{...}")
+    store.values[key]
 """
 
 from __future__ import annotations
