@@ -18,7 +18,7 @@ instant time matters to them, as a worker sweeping without pause would, and in t
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -35,6 +35,42 @@ from schemas.rules import RuleSet
 
 #: Stale heap entries (a customer re-scheduled) tolerated before the heap is rebuilt.
 HEAP_SLACK = 4096
+
+
+@dataclass
+class WakeQueue:
+    """The keeper's wake set kept in memory (the backtest, the golden replay): customers by
+    their wake time, soonest first. A customer woken again leaves its old entry behind, skipped
+    when it comes up; the heap is rebuilt when stale entries outnumber live ones."""
+
+    _at: dict[str, datetime] = field(default_factory=dict)
+    _heap: list[tuple[datetime, str]] = field(default_factory=list)
+
+    def set(self, cid: str, wake: datetime | None) -> None:
+        """When time next matters to `cid` (None: only an event will)."""
+        if wake is None:
+            self._at.pop(cid, None)
+        elif self._at.get(cid) != wake:
+            self._at[cid] = wake
+            heapq.heappush(self._heap, (wake, cid))
+            if len(self._heap) > 2 * len(self._at) + HEAP_SLACK:
+                self._heap = [(w, c) for c, w in self._at.items()]
+                heapq.heapify(self._heap)
+
+    def soonest(self) -> datetime | None:
+        return min(self._at.values(), default=None)
+
+    def due(self, until: datetime, *, inclusive: bool) -> Iterator[tuple[str, datetime]]:
+        """(customer, wake) of each wake before `until` (at it too, when `inclusive`), soonest
+        first, each taken off as it is given; wakes set meanwhile come up in their turn."""
+        while self._heap and (
+            self._heap[0][0] < until or (inclusive and self._heap[0][0] == until)
+        ):
+            wake, cid = heapq.heappop(self._heap)
+            if self._at.get(cid) != wake:
+                continue  # woken again since this entry was pushed
+            del self._at[cid]
+            yield cid, wake
 
 
 @dataclass
@@ -71,8 +107,7 @@ class Replay:
     #: the membership programme (levels, points, tags move as live; its triggers fire)
     programme: Programme | None = None
     members: dict[str, MemberState] = field(default_factory=dict)
-    _due: dict[str, datetime] = field(default_factory=dict)
-    _heap: list[tuple[datetime, str]] = field(default_factory=list)
+    _wakes: WakeQueue = field(default_factory=WakeQueue)
 
     def feed(self, event: Event, mark: datetime | None = None) -> None:
         """One historical event, in the order of decision. What fell due strictly before its
@@ -103,7 +138,7 @@ class Replay:
 
     def next_due(self) -> datetime | None:
         """When the clock next has something to do."""
-        return min(self._due.values(), default=None)
+        return self._wakes.soonest()
 
     # -- the customer step, and the due heap ---------------------------------------------
 
@@ -151,29 +186,12 @@ class Replay:
                 self.tally.add(d)
             if self.keep_decisions:
                 self.decisions.append(d)
-        self._schedule(cid, step.wake)
-
-    def _schedule(self, cid: str, wake: datetime | None) -> None:
-        """The keeper's due set: the customer is due when time next matters to them."""
-        if wake is None:
-            self._due.pop(cid, None)
-        elif self._due.get(cid) != wake:
-            self._due[cid] = wake
-            heapq.heappush(self._heap, (wake, cid))
-            if len(self._heap) > 2 * len(self._due) + HEAP_SLACK:
-                self._heap = [(w, c) for c, w in self._due.items()]
-                heapq.heapify(self._heap)
+        self._wakes.set(cid, step.wake)
 
     def _run_due(self, until: datetime, *, inclusive: bool) -> None:
-        heap = self._heap
-        while heap and (heap[0][0] < until or (inclusive and heap[0][0] == until)):
-            wake, cid = heapq.heappop(heap)
-            if self._due.get(cid) != wake:
-                continue  # re-scheduled since this entry was pushed
-            del self._due[cid]
+        for cid, wake in self._wakes.due(until, inclusive=inclusive):
             self.clock = wake if self.clock is None else max(self.clock, wake)
             self._wake(cid, wake)
-            heap = self._heap  # _schedule may have rebuilt it
 
 
 def replay(

@@ -25,7 +25,6 @@ segment changes and profile snapshots; and the reasons messages were refused.
 from __future__ import annotations
 
 import hashlib
-import heapq
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from typing import Any
 
 import orjson
 
+from agents.backtest.replay import WakeQueue
 from agents.customer_step import Customer, Step, StepContext, on_clock, on_event
 from agents.membership.rows import rows_by_table
 from agents.membership.state import MemberState, member_from_json, member_json, member_kept
@@ -115,8 +115,7 @@ class GoldenRun:
     members: dict[str, bytes] = field(default_factory=dict)
     lines: dict[str, list[Any]] = field(default_factory=dict)
     clock: datetime | None = None
-    _due: dict[str, datetime] = field(default_factory=dict)
-    _heap: list[tuple[datetime, str]] = field(default_factory=list)
+    _wakes: WakeQueue = field(default_factory=WakeQueue)
 
     def out(self, category: str, value: Any) -> None:
         self.lines.setdefault(category, []).append(value)
@@ -191,22 +190,10 @@ class GoldenRun:
                 self.out(f"rows_{table}", row)
         self.out("profile_snapshots", profile_row(customer.profile, WALL))
         self.out("wakes", [cid, step.wake])
-        self._schedule(cid, step.wake)
-
-    def _schedule(self, cid: str, wake: datetime | None) -> None:
-        if wake is None:
-            self._due.pop(cid, None)
-        elif self._due.get(cid) != wake:
-            self._due[cid] = wake
-            heapq.heappush(self._heap, (wake, cid))
+        self._wakes.set(cid, step.wake)
 
     def _run_due(self, until: datetime, *, inclusive: bool) -> None:
-        heap = self._heap
-        while heap and (heap[0][0] < until or (inclusive and heap[0][0] == until)):
-            wake, cid = heapq.heappop(heap)
-            if self._due.get(cid) != wake:
-                continue
-            del self._due[cid]
+        for cid, wake in self._wakes.due(until, inclusive=inclusive):
             self.clock = wake if self.clock is None else max(self.clock, wake)
             self._keep(on_clock(self._read(cid), wake, self.ctx))
 
