@@ -86,15 +86,22 @@ def wait_for(
 
 
 class WorkerProcess:
-    """`ecrm worker` as a real child process, killable like in production."""
+    """`ecrm worker` (or another long-running `ecrm` command: `command`, with `env` added)
+    as a real child process, killable like in production."""
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
-        env = {**os.environ, **settings.as_env(), "PYTHONUNBUFFERED": "1"}
+    def __init__(
+        self,
+        settings: Settings,
+        log_path: Path,
+        command: tuple[str, ...] = ("worker", "--loglevel", "info"),
+        env: dict[str, str] | None = None,
+    ) -> None:
+        full_env = {**os.environ, **settings.as_env(), **(env or {}), "PYTHONUNBUFFERED": "1"}
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ecrm", "worker", "--loglevel", "info"],
-            env=env,
+            [sys.executable, "-m", "ecrm", *command],
+            env=full_env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

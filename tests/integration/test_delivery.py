@@ -3,10 +3,6 @@ key, an aiosmtpd server with STARTTLS), on the session's embedded broker and Val
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +21,7 @@ from schemas.profile import ConsentMark, Profile
 from streams import keyspace
 from streams.settings import Settings
 from tests.integration.api_server import serving
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import WorkerProcess, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -75,42 +71,11 @@ deliver:
     return path
 
 
-class DeliverProcess:
+class DeliverProcess(WorkerProcess):
     """`ecrm deliver` as a real child process, killable like in production."""
 
     def __init__(self, settings: Settings, log_path: Path) -> None:
-        env = {
-            **os.environ,
-            **settings.as_env(),
-            "TEST_SHOP_SECRET": SECRET,
-            "PYTHONUNBUFFERED": "1",
-        }
-        self.log_path = log_path
-        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ecrm", "deliver"],
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._log.close()
-
-    def log_tail(self) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-40:])
+        super().__init__(settings, log_path, ("deliver",), {"TEST_SHOP_SECRET": SECRET})
 
 
 @pytest.fixture
