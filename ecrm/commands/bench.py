@@ -591,7 +591,7 @@ def _redis_for(b: Bench, on_cluster: bool) -> Iterator[str | None]:
     if not on_cluster:
         yield None
         return
-    from streams.embedded import start_valkey_cluster
+    from streams.valkey_cluster import start_valkey_cluster
 
     with start_valkey_cluster(b.work / "valkey-cluster") as cluster:
         yield cluster.url

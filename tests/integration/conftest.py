@@ -41,10 +41,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def valkey_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A Valkey cluster of 3 masters with a replica each (`streams.embedded.ValkeyCluster`),
+    """A Valkey cluster of 3 masters with a replica each (`streams.valkey_cluster.ValkeyCluster`),
     started once per session: a test that fails over, kills or restarts a node leaves it
     whole again (every slot served, every node up) for the next."""
-    from streams.embedded import start_valkey_cluster
+    from streams.valkey_cluster import start_valkey_cluster
 
     with start_valkey_cluster(tmp_path_factory.mktemp("valkey-cluster")) as cluster:
         yield cluster

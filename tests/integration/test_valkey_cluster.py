@@ -15,7 +15,8 @@ from redis.exceptions import (
     WatchError,
 )
 
-from streams.embedded import HOST, ValkeyCluster
+from streams.embedded import HOST
+from streams.valkey_cluster import ValkeyCluster
 
 pytestmark = pytest.mark.integration
 
